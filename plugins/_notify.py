@@ -1,0 +1,368 @@
+"""What the built-in notifiers share: severity routing, rendering helpers, redaction and HTTP errors.
+
+Subclasses of :class:`BaseNotifier` implement ``deliver(event)``; ``send`` wraps it so that only a
+:class:`NotifierError` with a redacted message ever comes out.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import numbers
+import re
+import traceback
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import httpx
+import jsonschema
+import numpy as np
+from perpwatch import __version__
+from perpwatch.events import SEVERITIES, Event, OrderIntent, severity_rank
+from perpwatch.interfaces import Notifier, NotifierError, PluginContext
+from perpwatch.timeutil import format_time
+
+REDACTED = "***"
+
+#: A mark per severity for chat formats, and one for resolved events.
+SEVERITY_MARKS = {"info": "⚪", "low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
+RESOLVED_MARK = "✅"
+
+
+def notifier_schema(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
+    """An options schema: ``min_severity`` plus ``properties``, nothing else allowed."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "min_severity": {
+                "enum": list(SEVERITIES),
+                "default": "info",
+                "description": "Lowest severity this notifier receives.",
+            },
+            **properties,
+        },
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty secret replaced by ``***`` (longest first)."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+class _RedactLogs(logging.Filter):
+    """Redacts registered secrets from httpx's own log lines (they show request URLs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            clean = redact(message, self.secrets)
+            if clean != message:
+                record.msg, record.args = clean, None
+        return True
+
+
+_LOG_FILTER = _RedactLogs()
+logging.getLogger("httpx").addFilter(_LOG_FILTER)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def is_resolved(event: Event) -> bool:
+    return event.kind == "resolved"
+
+
+def mark(event: Event) -> str:
+    """An emoji for the event: ✅ when resolved, else one per severity."""
+    return RESOLVED_MARK if is_resolved(event) else SEVERITY_MARKS.get(event.severity, "⚪")
+
+
+def label(event: Event) -> str:
+    """``RESOLVED`` for a resolved event, else the severity in capitals."""
+    return "RESOLVED" if is_resolved(event) else event.severity.upper()
+
+
+def where(event: Event, sep: str = " ") -> str:
+    """``strategy/rule SYMBOL [interval]``."""
+    parts = [f"{event.strategy}/{event.rule}", event.symbol]
+    if event.interval:
+        parts.append(event.interval)
+    return sep.join(parts)
+
+
+def format_value(value: Any) -> str:
+    """A condition value for people: NaN and None are ``unknown``, large numbers get separators."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        f = float(value)
+        if math.isnan(f):
+            return "unknown"
+        if math.isinf(f):
+            return "inf" if f > 0 else "-inf"
+        return f"{f:,.0f}" if abs(f) >= 1e6 else f"{f:.6g}"
+    return str(value)
+
+
+def format_usd(size: float) -> str:
+    text = f"{size:,.2f}"
+    return text[:-3] if text.endswith(".00") else text
+
+
+def signal_text(signal: OrderIntent | None) -> str | None:
+    """``long 1,000 USD``, ``flat``, or None when the rule has no signal."""
+    if signal is None:
+        return None
+    side = signal.side or "unknown side"
+    if side == "flat":
+        return side
+    size = "size unknown" if signal.size_usd is None else f"{format_usd(signal.size_usd)} USD"
+    return f"{side} {size}"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: each run of control characters (newlines too) becomes a space."""
+    return _CONTROL.sub(" ", text).strip()
+
+
+def u16len(text: str) -> int:
+    """Length in UTF-16 code units, the way Telegram, Discord and Slack count."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def clip_atoms(atoms: Iterable[str], limit: int, ellipsis: str = "…") -> str:
+    """Join ``atoms`` (never split) up to ``limit`` UTF-16 units, ending in ``ellipsis`` if cut."""
+    atoms = list(atoms)
+    full = "".join(atoms)
+    if u16len(full) <= limit:
+        return full
+    budget = limit - u16len(ellipsis)
+    out: list[str] = []
+    used = 0
+    for atom in atoms:
+        size = u16len(atom)
+        if used + size > budget:
+            break
+        out.append(atom)
+        used += size
+    return "".join(out) + ellipsis
+
+
+def clip(text: str, limit: int, ellipsis: str = "…") -> str:
+    """``text`` cut to ``limit`` UTF-16 units, ending in ``ellipsis`` if cut."""
+    return clip_atoms(text, limit, ellipsis)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as strict JSON data: numpy scalars unwrapped, NaN and infinities as null."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int):
+        return value
+    return str(value)
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """``event.to_dict()`` as strict JSON data, plus ``time_iso``."""
+    record = jsonable(event.to_dict())
+    record["time_iso"] = format_time(event.time)
+    return record
+
+
+def dumps(data: Any) -> str:
+    """Compact strict JSON (UTF-8 text kept as is)."""
+    return json.dumps(jsonable(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+# --- the base class ----------------------------------------------------------------------------
+
+
+class BaseNotifier(Notifier):
+    """Options checking, severity routing, redaction and the ``send`` error contract.
+
+    ``secret_options`` name options whose values are never shown (in errors, logs, ``repr`` or
+    ``self.options``); everything in ``ctx.secrets`` is redacted from error messages as well.
+    """
+
+    secret_options: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
+        super().__init__(options, ctx)
+        hidden = {str(self.options[k]) for k in self.secret_options if self.options.get(k) is not None}
+        self._secrets = frozenset(s for s in {*self.ctx.secrets, *hidden} if s)
+        _LOG_FILTER.secrets.update(hidden)
+        self._check_options()
+        self._secret_values = {k: self.options[k] for k in self.secret_options if k in self.options}
+        self.options.update(dict.fromkeys(self._secret_values, REDACTED))
+        self.min_severity: str = self.options.get("min_severity", "info")
+
+    def _check_options(self) -> None:
+        validator = jsonschema.Draft202012Validator(self.options_schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(self.options))
+        if error is not None:
+            path = list(error.absolute_path)
+            at = "/".join(str(p) for p in path) or "options"
+            # A message can quote the value (repr-escaped, so redaction might miss it): not for secrets.
+            hidden = bool(path) and path[0] in self.secret_options
+            message = f"invalid value ({error.validator} check failed)" if hidden else error.message
+            raise ValueError(self.redact(f"{self.name} notifier: {at}: {message}"))
+
+    def secret(self, option: str) -> Any:
+        """The real value of a secret option."""
+        return self._secret_values[option]
+
+    def redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    def accepts(self, event: Event) -> bool:
+        """Whether this notifier takes ``event``: a fired or resolved event at ``min_severity`` or above.
+
+        An event with an unknown severity is accepted rather than lost.
+        """
+        if event.kind not in ("fired", "resolved"):
+            return False
+        try:
+            return severity_rank(event.severity) >= severity_rank(self.min_severity)
+        except ValueError:
+            return True
+
+    async def send(self, event: Event) -> None:
+        """Deliver ``event``; any failure comes out as a NotifierError with a redacted message."""
+        try:
+            await self.deliver(event)
+        except NotifierError as exc:
+            raise NotifierError(
+                self.redact(str(exc)), retryable=exc.retryable, retry_after=exc.retry_after
+            ) from None
+        except Exception as exc:
+            self.ctx.log.debug("%s", self.redact("".join(traceback.format_exception(exc))))
+            raise NotifierError(
+                self.redact(f"{self.name}: unexpected {type(exc).__name__}: {exc}"), retryable=False
+            ) from None
+
+    async def deliver(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.options.items() if k not in self.secret_options}
+        return self.redact(f"<{type(self).__name__} {shown!r}>")
+
+    __str__ = __repr__
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def retry_after_seconds(value: Any, now: float) -> float | None:
+    """Seconds to wait from a Retry-After value (seconds or an HTTP date), or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return max(0.0, float(value)) if math.isfinite(value) else None
+    text = str(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def short_url(url: str) -> str:
+    """``scheme://host[:port]/…``: enough to tell which service failed, never a path credential."""
+    try:
+        parsed = httpx.URL(url)
+    except Exception:
+        return "<invalid url>"
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}/…"
+
+
+def body_snippet(response: httpx.Response, limit: int = 200) -> str:
+    try:
+        text = response.text
+    except Exception:
+        return ""
+    return clip(one_line(text), limit)
+
+
+class HttpNotifier(BaseNotifier):
+    """A notifier that talks HTTP through one lazily created httpx client (``ctx.transport``)."""
+
+    timeout: float = 10.0
+
+    def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
+        super().__init__(options, ctx)
+        self.timeout = float(self.options.get("timeout", type(self).timeout))
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                transport=self.ctx.transport,
+                timeout=httpx.Timeout(self.timeout),
+                headers={"User-Agent": f"perpwatch/{__version__}"},
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def request(
+        self, method: str, url: str, payload: Any, shown: str, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
+        """Send ``payload`` as JSON; transport failures become retryable NotifierErrors about ``shown``."""
+        body = dumps(payload).encode()
+        all_headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        try:
+            return await self.client().request(method, url, content=body, headers=all_headers)
+        except httpx.TimeoutException:
+            raise NotifierError(
+                f"{self.name}: {shown}: timed out after {self.timeout:g}s", retryable=True
+            ) from None
+        except httpx.UnsupportedProtocol as exc:
+            raise NotifierError(f"{self.name}: {shown}: {exc}", retryable=False) from None
+        except httpx.TransportError as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise NotifierError(f"{self.name}: {shown}: {detail}", retryable=True) from None
+
+    def status_error(self, response: httpx.Response, shown: str, detail: str = "") -> NotifierError:
+        """The error for a non-2xx answer: 408, 429 and 5xx are retryable, other statuses are not."""
+        status = response.status_code
+        retryable = status in (408, 429) or status >= 500
+        retry_after = retry_after_seconds(response.headers.get("retry-after"), self.ctx.clock.time())
+        text = f"{self.name}: {shown}: HTTP {status} {response.reason_phrase}".rstrip()
+        if detail:
+            text += f": {detail}"
+        return NotifierError(text, retryable=retryable, retry_after=retry_after if retryable else None)

@@ -1,0 +1,261 @@
+"""``webhook``: an HTTP request with the event as JSON; ``format: raw | slack | discord``.
+
+raw is the event record (``event.to_dict()`` plus ``time_iso``); slack is an incoming-webhook
+message (``text`` fallback plus Block Kit ``blocks``); discord is an execute-webhook message
+(``content`` plus one embed) within Discord's limits, with mentions disabled.
+2xx is delivered; 408, 429 (``Retry-After`` honoured) and 5xx, timeouts and connection errors are
+retryable; any other status is not. Errors show the URL as ``scheme://host/…`` only, since Slack
+and Discord webhook URLs carry their credential in the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+from perpwatch.events import Event
+from perpwatch.hookspecs import hookimpl
+from perpwatch.interfaces import PluginContext
+from perpwatch.timeutil import format_time
+
+from ._notify import (
+    _LOG_FILTER,
+    HttpNotifier,
+    body_snippet,
+    clip,
+    clip_atoms,
+    event_record,
+    format_value,
+    is_resolved,
+    label,
+    mark,
+    notifier_schema,
+    retry_after_seconds,
+    short_url,
+    signal_text,
+    u16len,
+    where,
+)
+
+# --- Slack -------------------------------------------------------------------------------------
+
+SLACK_TEXT = 3000  # section text, and our cap on the fallback text
+SLACK_HEADER = 150  # header block plain_text
+SLACK_FIELD = 2000  # each section field
+
+
+def slack_atoms(text: str) -> list[str]:
+    """``text`` escaped for Slack mrkdwn (``&``, ``<``, ``>``), one atom per character."""
+    table = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+    return [table.get(ch, ch) for ch in text]
+
+
+def slack_escape(text: str) -> str:
+    return "".join(slack_atoms(text))
+
+
+def slack_payload(event: Event) -> dict[str, Any]:
+    """A Slack incoming-webhook message: fallback ``text`` and header/section/context blocks."""
+    head = f"{mark(event)} {label(event)}"
+    place = where(event, " · ")
+    message = event.message or place
+    fields = [
+        ("Strategy", event.strategy),
+        ("Rule", event.rule),
+        ("Symbol", event.symbol),
+        ("Severity", event.severity),
+    ]
+    signal = signal_text(event.signal)
+    if signal:
+        fields.append(("Signal", signal))
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": clip(f"{head} · {place}", SLACK_HEADER), "emoji": True},
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip_atoms(slack_atoms(message), SLACK_TEXT)}},
+        {
+            "type": "section",
+            "fields": [
+                {
+                    "type": "mrkdwn",
+                    "text": clip_atoms([f"*{name}*\n", *slack_atoms(value or "-")], SLACK_FIELD),
+                }
+                for name, value in fields
+            ],
+        },
+    ]
+    if event.values:
+        lines = "\n".join(f"{name} = {format_value(value)}" for name, value in event.values.items())
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": clip_atoms(slack_atoms(lines), SLACK_TEXT)},
+            }
+        )
+    context = " · ".join(p for p in (format_time(event.time), event.interval, "perpwatch") if p)
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
+    return {"text": clip_atoms(slack_atoms(f"{head} {place}: {message}"), SLACK_TEXT), "blocks": blocks}
+
+
+# --- Discord -----------------------------------------------------------------------------------
+
+DISCORD_CONTENT = 2000
+DISCORD_TITLE = 256
+DISCORD_DESCRIPTION = 4096
+DISCORD_FIELD_NAME = 256
+DISCORD_FIELD_VALUE = 1024
+DISCORD_FIELDS = 25
+DISCORD_EMBED_TOTAL = 6000
+DISCORD_FOOTER = "perpwatch"
+
+DISCORD_COLORS = {
+    "info": 0x95A5A6,
+    "low": 0x3498DB,
+    "medium": 0xF1C40F,
+    "high": 0xE67E22,
+    "critical": 0xE74C3C,
+}
+DISCORD_RESOLVED_COLOR = 0x2ECC71
+_DISCORD_SPECIAL = set("\\*_~`|>#-[]()")
+
+
+def discord_atoms(text: str) -> list[str]:
+    """``text`` with Discord markdown characters backslash-escaped, one atom per character."""
+    return [f"\\{ch}" if ch in _DISCORD_SPECIAL else ch for ch in text]
+
+
+def discord_escape(text: str) -> str:
+    return "".join(discord_atoms(text))
+
+
+def _discord_field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
+    return {
+        "name": clip_atoms(discord_atoms(name or "-"), DISCORD_FIELD_NAME),
+        "value": clip_atoms(discord_atoms(value or "-"), DISCORD_FIELD_VALUE),
+        "inline": inline,
+    }
+
+
+def _field_size(field: Mapping[str, Any]) -> int:
+    return u16len(field["name"]) + u16len(field["value"])
+
+
+def discord_payload(event: Event) -> dict[str, Any]:
+    """A Discord execute-webhook message: a short ``content`` line and one embed, within limits."""
+    resolved = is_resolved(event)
+    content = clip_atoms(
+        [f"{mark(event)} **{label(event)}** ", *discord_atoms(where(event, " · "))], DISCORD_CONTENT
+    )
+    title = clip_atoms(discord_atoms(f"{label(event)} · {event.rule} · {event.symbol}"), DISCORD_TITLE)
+    fixed = [
+        ("Strategy", event.strategy),
+        ("Rule", event.rule),
+        ("Symbol", event.symbol),
+        ("Severity", event.severity),
+    ]
+    if event.interval:
+        fixed.append(("Interval", event.interval))
+    signal = signal_text(event.signal)
+    if signal:
+        fixed.append(("Signal", signal))
+    fields = [_discord_field(n, v) for n, v in fixed]
+    budget = DISCORD_EMBED_TOTAL - u16len(title) - len(DISCORD_FOOTER) - sum(map(_field_size, fields))
+    description = clip_atoms(
+        discord_atoms(event.message or where(event, " · ")), min(DISCORD_DESCRIPTION, budget)
+    )
+    budget -= u16len(description)
+    fields.extend(_value_fields(event.values.items(), DISCORD_FIELDS - len(fields), budget))
+    return {
+        "content": content,
+        "embeds": [
+            {
+                "title": title,
+                "description": description,
+                "color": DISCORD_RESOLVED_COLOR if resolved else DISCORD_COLORS.get(event.severity, 0x95A5A6),
+                "timestamp": format_time(event.time),
+                "fields": fields,
+                "footer": {"text": DISCORD_FOOTER},
+            }
+        ],
+        "allowed_mentions": {"parse": []},
+    }
+
+
+def _value_fields(values: Iterable[tuple[str, Any]], slots: int, budget: int) -> list[dict[str, Any]]:
+    """Fields for the condition values that fit ``slots`` and ``budget``, then one saying how many did not."""
+    values = list(values)
+    reserve = 64  # room for the "more values" field
+    out: list[dict[str, Any]] = []
+    for i, (name, value) in enumerate(values):
+        field = _discord_field(name, format_value(value))
+        last = i == len(values) - 1
+        room = slots - len(out) - (0 if last else 1)
+        cost = _field_size(field) + (0 if last else reserve)
+        if room < 1 or cost > budget:
+            more = len(values) - i
+            out.append(_discord_field("…", f"{more} more value{'s' if more > 1 else ''}"))
+            break
+        out.append(field)
+        budget -= _field_size(field)
+    return out
+
+
+# --- the notifier ------------------------------------------------------------------------------
+
+FORMATS = {"raw": event_record, "slack": slack_payload, "discord": discord_payload}
+
+
+class WebhookNotifier(HttpNotifier):
+    """Sends each event as JSON to ``url``."""
+
+    name = "webhook"
+    options_schema = notifier_schema(
+        {
+            "url": {"type": "string", "pattern": "^https?://", "description": "Endpoint (http or https)."},
+            "format": {"enum": list(FORMATS), "default": "raw"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
+            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "method": {"enum": ["POST", "PUT", "PATCH"], "default": "POST"},
+        },
+        required=["url"],
+    )
+
+    def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
+        super().__init__(options, ctx)
+        self.url: str = self.options["url"]
+        self.format: str = self.options.get("format", "raw")
+        self.method: str = self.options.get("method", "POST")
+        self.headers: dict[str, str] = dict(self.options.get("headers", {}))
+        self.shown = f"{self.method} {short_url(self.url)}"
+        path = self.url.split("://", 1)[-1].partition("/")[2]
+        if len(path) >= 8:
+            _LOG_FILTER.secrets.add(path)  # httpx logs full URLs; Slack/Discord webhook paths are credentials
+
+    def payload(self, event: Event) -> dict[str, Any]:
+        """The JSON body for ``event`` in this notifier's format."""
+        return FORMATS[self.format](event)
+
+    async def deliver(self, event: Event) -> None:
+        response = await self.request(self.method, self.url, self.payload(event), self.shown, self.headers)
+        if response.is_success:
+            return
+        error = self.status_error(response, self.shown, body_snippet(response))
+        if response.status_code == 429 and error.retry_after is None:
+            error.retry_after = _discord_retry_after(response)
+        raise error
+
+
+def _discord_retry_after(response: httpx.Response) -> float | None:
+    """Discord also gives ``retry_after`` (seconds) in the JSON body of a 429."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return retry_after_seconds(data.get("retry_after"), 0.0) if isinstance(data, dict) else None
+
+
+@hookimpl
+def register_notifiers(register) -> None:
+    register(WebhookNotifier)
