@@ -126,7 +126,11 @@ class Frame:
         times = np.asarray(times, dtype=np.int64)
         pos = np.searchsorted(self.times, times)
         pos_c = np.minimum(pos, max(len(self.times) - 1, 0))
-        hit = (pos < len(self.times)) & (self.times[pos_c] == times) if len(self.times) else np.zeros(len(times), bool)
+        hit = (
+            (pos < len(self.times)) & (self.times[pos_c] == times)
+            if len(self.times)
+            else np.zeros(len(times), bool)
+        )
         out = Frame(times)
         for name, col in self.columns.items():
             if isinstance(col, Cat):
@@ -163,7 +167,9 @@ def frame_from_records(
     times = np.asarray(sorted(by_time), dtype=np.int64)
     frame = Frame(times)
     for src, metric in fields.items():
-        frame.columns[metric] = np.asarray([to_float(by_time[t].get(src)) for t in times.tolist()], dtype=float)
+        frame.columns[metric] = np.asarray(
+            [to_float(by_time[t].get(src)) for t in times.tolist()], dtype=float
+        )
     return frame
 
 

@@ -130,7 +130,9 @@ class Position:
 class Executor(Plugin):
     """Acts on order intents that passed the risk layer."""
 
-    async def submit(self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int) -> list[Fill]:
+    async def submit(
+        self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
+    ) -> list[Fill]:
         raise NotImplementedError
 
     async def positions(self) -> list[Position]:

@@ -22,7 +22,10 @@ CATALOGUE: dict[str, Metric] = {
     for m in [
         *(_m(f"price.{f}", "USD", f"futures price bar, {f}") for f in ("open", "high", "low", "close")),
         _m("price.volume", "USD", "traded volume in the bar"),
-        *(_m(f"oi.{f}", "USD", f"open interest, all exchanges together, {f}") for f in ("open", "high", "low", "close")),
+        *(
+            _m(f"oi.{f}", "USD", f"open interest, all exchanges together, {f}")
+            for f in ("open", "high", "low", "close")
+        ),
         *(
             _m(f"funding.{f}", "percent per funding interval", f"OI-weighted funding rate, {f}")
             for f in ("open", "high", "low", "close")
@@ -51,6 +54,6 @@ CORE_PREFIXES = frozenset(name.split(".")[0] for name in CATALOGUE)
 
 
 def metric_kind(name: str, extra: dict[str, Metric] | None = None) -> str | None:
-    """"num" or "str" for a known metric name, None for an unknown one."""
+    """ "num" or "str" for a known metric name, None for an unknown one."""
     m = CATALOGUE.get(name) or (extra or {}).get(name)
     return m.kind if m else None

@@ -1,0 +1,453 @@
+"""Strategy files -> :class:`Strategy`: schema check, expression compile, warm-up.
+
+``load_strategy(path)`` is the one entry point: it reads the YAML, validates it against
+``schemas/strategy.schema.json``, compiles every expression once into a shared :class:`Plan`,
+and reports every problem found as ``file:line:col: error: ...`` (an :class:`ErrorList`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ErrorList, Loc, LocatedError, did_you_mean
+from .expr import BUILTIN_NAMES, ExprCompiler
+from .functions import BUILTINS, FunctionSpec
+from .metrics import CATALOGUE
+from .plan import Plan
+from .schemas import validate
+from .templates import Template, compile_template
+from .timeutil import INTERVALS, parse_duration
+from .yamlsrc import LDict, LList, load_yaml, load_yaml_file
+
+SIDES = ("long", "short", "flat")
+
+
+@dataclass
+class Rule:
+    name: str
+    loc: Loc
+    cond: int  # plan node of the condition
+    names: list[str]  # every name the condition used, in order
+    for_bars: int = 0
+    severity: str = "info"
+    cooldown_ms: int = 0
+    message: Template | None = None
+    side: int | None = None  # plan node giving long/short/flat
+    size: int | None = None  # plan node giving the size in USD
+    notify_resolved: bool = False
+    parts: list[tuple[str, int]] = field(
+        default_factory=list
+    )  # each condition and sub-condition, for explain
+
+
+@dataclass
+class Risk:
+    max_position_usd: float | None = None
+    max_open_positions: int | None = None
+    max_daily_loss_pct: float | None = None
+    max_data_age_ms: int = 0
+    inhibited_by: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Strategy:
+    file: str
+    name: str
+    description: str
+    symbols: list[str] | None
+    interval: str
+    step_ms: int
+    source: str | None
+    params: dict[str, Any]
+    plan: Plan
+    lets: dict[str, int]
+    rules: list[Rule]
+    notify: list[str] | None
+    execute: str | None
+    risk: Risk
+    functions: Mapping[str, FunctionSpec]
+
+    @property
+    def warmup(self) -> int:
+        """Bars of history needed before the newest bar (the largest total look-back)."""
+        return max((n.lookback for n in self.plan.nodes), default=0)
+
+    @property
+    def metrics(self) -> set[str]:
+        return self.plan.metrics()
+
+    def node_of(self, name: str) -> int | None:
+        """The plan node for a let name or metric path used by this strategy."""
+        if name in self.lets:
+            return self.lets[name]
+        for i, node in enumerate(self.plan.nodes):
+            if node.op == "metric" and node.data == name:
+                return i
+        return None
+
+
+class _LetFailed(Exception):
+    """A let that failed to compile was already reported; expressions using it stop quietly."""
+
+
+def load_strategy(
+    path: str,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    functions: Mapping[str, FunctionSpec] | None = None,
+    extra_metrics: Mapping[str, str] | None = None,
+    text: str | None = None,
+) -> Strategy:
+    """Read, validate and compile one strategy file; raise ErrorList (or LocatedError)."""
+    doc = load_yaml(text, path) if text is not None else load_yaml_file(path)
+    return compile_strategy(doc, path, overrides=overrides, functions=functions, extra_metrics=extra_metrics)
+
+
+def compile_strategy(
+    doc: Any,
+    file: str,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    functions: Mapping[str, FunctionSpec] | None = None,
+    extra_metrics: Mapping[str, str] | None = None,
+) -> Strategy:
+    if not isinstance(doc, LDict):
+        raise LocatedError(
+            getattr(doc, "loc", Loc(file, 1, 1)),
+            "a strategy file must be a YAML mapping (version:, name:, rules:, ...)",
+        )
+    errors = validate(doc, "strategy", file)
+    if errors:
+        raise ErrorList(errors)
+    return _Compiler(doc, file, overrides or {}, functions, extra_metrics).run()
+
+
+class _Compiler:
+    def __init__(
+        self,
+        doc: LDict,
+        file: str,
+        overrides: Mapping[str, str],
+        functions: Mapping[str, FunctionSpec] | None,
+        extra_metrics: Mapping[str, str] | None,
+    ):
+        self.doc, self.file = doc, file
+        self.errors: list[LocatedError] = []
+        self.plan = Plan()
+        self.functions = dict(BUILTINS) | dict(functions or {})
+        self.metrics = {name: m.kind for name, m in CATALOGUE.items()} | dict(extra_metrics or {})
+        self.params = self._params(overrides)
+        self.let_src: LDict = doc.get("let") or LDict()
+        if not hasattr(self.let_src, "loc"):
+            self.let_src.loc, self.let_src.key_locs, self.let_src.val_locs = doc.loc, {}, {}
+        self.lets: dict[str, int] = {}
+        self.failed: set[str] = set()
+        self.visiting: list[str] = []
+        self.expr = ExprCompiler(
+            self.plan,
+            self.functions,
+            self.metrics,
+            self.params,
+            self._resolve_let,
+            lambda: list(self.let_src),
+        )
+        self.interval = doc.get("interval", "1h")
+        self.step = INTERVALS[self.interval]
+
+    # -- top level ----------------------------------------------------------------------------
+
+    def run(self) -> Strategy:
+        self._check_names()
+        for name in self.let_src:
+            try:
+                self._resolve_let(name, self.let_src.key_loc(name))
+            except _LetFailed:
+                pass
+            except LocatedError as e:
+                self.errors.append(e)
+        rules = []
+        seen: dict[str, Loc] = {}
+        for i, raw in enumerate(self.doc["rules"]):
+            loc = self.doc["rules"].item_loc(i)
+            if raw["name"] in seen:
+                self.errors.append(
+                    LocatedError(
+                        raw.val_loc("name"),
+                        f"duplicate rule name {raw['name']!r} (first at line {seen[raw['name']].line})",
+                    )
+                )
+                continue
+            seen[raw["name"]] = raw.val_loc("name")
+            rule = self._guard(self._rule, raw, loc)
+            if rule is not None:
+                rules.append(rule)
+        if self.errors:
+            self.errors.sort(key=lambda e: (e.loc.line if e.loc else 0, e.loc.col if e.loc else 0))
+            raise ErrorList(self.errors)
+        doc = self.doc
+        return Strategy(
+            file=self.file,
+            name=doc["name"],
+            description=doc.get("description", ""),
+            symbols=list(doc["symbols"]) if "symbols" in doc else None,
+            interval=self.interval,
+            step_ms=self.step,
+            source=doc.get("source"),
+            params=dict(self.params),
+            plan=self.plan,
+            lets=dict(self.lets),
+            rules=rules,
+            notify=list(doc["notify"]) if "notify" in doc else None,
+            execute=doc.get("execute"),
+            risk=self._risk(),
+            functions=self.functions,
+        )
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except _LetFailed:
+            return None
+        except LocatedError as e:
+            self.errors.append(e)
+            return None
+
+    def _params(self, overrides: Mapping[str, str]) -> dict[str, Any]:
+        params: dict[str, Any] = dict(self.doc.get("params") or {})
+        for name, text in overrides.items():
+            if name not in params:
+                listing = ", ".join(params) or "none"
+                hint = did_you_mean(name, params) or f" (its params: {listing})"
+                raise LocatedError(Loc("--param"), f"unknown param {name!r} for {self.file}{hint}")
+            params[name] = _coerce_param(text, params[name])
+        return params
+
+    def _check_names(self) -> None:
+        params = self.doc.get("params") or {}
+        for name in self.let_src:
+            loc = self.let_src.key_loc(name)
+            if name in params:
+                self.errors.append(LocatedError(loc, f"{name!r} is both a param and a let name"))
+            elif name in BUILTIN_NAMES or name in self.expr.prefixes:
+                self.errors.append(
+                    LocatedError(loc, f"{name!r} is a reserved name (a built-in or a metric group)")
+                )
+        for name in params:
+            if name in BUILTIN_NAMES or name in self.expr.prefixes:
+                self.errors.append(
+                    LocatedError(self.doc["params"].key_loc(name), f"{name!r} is a reserved name")
+                )
+
+    # -- lets ---------------------------------------------------------------------------------
+
+    def _resolve_let(self, name: str, use_loc: Loc) -> int:
+        if name in self.lets:
+            return self.lets[name]
+        if name in self.failed:
+            raise _LetFailed(name)
+        if name in self.visiting:
+            cycle = [*self.visiting[self.visiting.index(name) :], name]
+            first = self.visiting[self.visiting.index(name)]
+            self.failed.update(cycle)
+            raise LocatedError(
+                self.let_src.key_loc(first),
+                f"let names depend on each other in a cycle: {' -> '.join(cycle)}",
+            )
+        self.visiting.append(name)
+        try:
+            node_id = self._let(name, self.let_src[name], self.let_src.val_loc(name))
+        except LocatedError:
+            self.failed.add(name)
+            raise
+        finally:
+            self.visiting.pop()
+        self.lets[name] = node_id
+        return node_id
+
+    def _let(self, name: str, spec: Any, loc: Loc) -> int:
+        if isinstance(spec, LDict) and "cases" in spec:
+            return self._cases(spec)
+        if isinstance(spec, LDict) and "lookup" in spec:
+            return self._lookup(spec)
+        return self.expr.compile(spec, loc)
+
+    def _cases(self, spec: LDict) -> int:
+        args: list[int] = []
+        for case in spec["cases"]:
+            cond = self._condition(case["when"], case.val_loc("when"), [])
+            if "then" in case:
+                result = self.plan.const(case["then"])
+            else:
+                result = self.expr.compile(case["value"], case.val_loc("value"))
+            args += [cond, result]
+        has_else = "else" in spec
+        if has_else:
+            args.append(self.plan.const(spec["else"]))
+        results = args[1::2] + ([args[-1]] if has_else else [])
+        kind = self.expr.merge_kinds(results, spec.loc)
+        labels = self.expr.merge_labels(results) if kind == "str" else None
+        return self.plan.add("cases", tuple(args), has_else, kind, labels=labels)
+
+    def _lookup(self, spec: LDict) -> int:
+        key = self.expr.compile(spec["lookup"], spec.val_loc("lookup"))
+        key_node = self.plan.nodes[key]
+        if key_node.kind != "str":
+            raise LocatedError(
+                spec.val_loc("lookup"), "lookup: needs a categorical (text) series, such as a cases let"
+            )
+        table = spec["table"]
+        for label in table:
+            if key_node.labels is not None and str(label) not in key_node.labels:
+                raise LocatedError(
+                    table.key_loc(label),
+                    f"{label!r} is never a value of {spec['lookup']!r}; its values: "
+                    f"{', '.join(sorted(key_node.labels))}{did_you_mean(str(label), key_node.labels)}",
+                )
+        values = [*table.values(), *(spec[k] for k in ("default", "missing") if k in spec)]
+        kinds = {"str" if isinstance(v, str) else ("bool" if isinstance(v, bool) else "num") for v in values}
+        if "str" in kinds and len(kinds) > 1:
+            raise LocatedError(spec.loc, "lookup values mix text labels and numbers; use one or the other")
+        kind = kinds.pop() if len(kinds) == 1 else "num"
+        norm = (lambda v: str(v)) if kind == "str" else (lambda v: float(v))
+        data = (
+            tuple((str(k), norm(v)) for k, v in table.items()),
+            norm(spec["default"]) if "default" in spec else None,
+            norm(spec["missing"]) if "missing" in spec else None,
+        )
+        labels = frozenset(str(v) for v in values) if kind == "str" else None
+        return self.plan.add("lookup", (key,), data, kind, labels=labels)
+
+    # -- conditions and rules -----------------------------------------------------------------
+
+    def _condition(
+        self, spec: Any, loc: Loc, names: list[str], parts: list | None = None, depth: int = 0
+    ) -> int:
+        parts = [] if parts is None else parts
+        indent = "  " * depth
+        if isinstance(spec, LDict):
+            (op,) = spec.keys()
+            slot = len(parts)
+            parts.append((f"{indent}{op}:", -1))
+            if op == "not":
+                node = self.plan.add(
+                    "not",
+                    (self._condition(spec["not"], spec.val_loc("not"), names, parts, depth + 1),),
+                    None,
+                    "bool",
+                )
+            else:
+                items: LList = spec[op]
+                args = tuple(
+                    self._condition(c, items.item_loc(i), names, parts, depth + 1)
+                    for i, c in enumerate(items)
+                )
+                node = self.plan.add("and" if op == "all" else "or", args, None, "bool")
+            parts[slot] = (f"{indent}{op}:", node)
+            return node
+        node = self.expr.compile(spec, loc)
+        names.extend(n for n in self.expr.last_names if n not in names)
+        parts.append((f"{indent}{spec}", node))
+        return self.expr.expect_bool(node, loc)
+
+    def _rule(self, raw: LDict, loc: Loc) -> Rule:
+        names: list[str] = []
+        parts: list[tuple[str, int]] = []
+        cond = self._condition(raw["when"], raw.val_loc("when"), names, parts)
+        rule = Rule(
+            name=raw["name"],
+            loc=loc,
+            cond=cond,
+            names=names,
+            parts=parts,
+            severity=raw.get("severity", "info"),
+            notify_resolved=bool(raw.get("notify_resolved", False)),
+        )
+        if "for" in raw:
+            rule.for_bars = self._bars(raw["for"], raw.val_loc("for"))
+        if "cooldown" in raw:
+            rule.cooldown_ms = parse_duration(raw["cooldown"])
+        if "signal" in raw:
+            self._signal(rule, raw["signal"])
+        if "message" in raw:
+            rule.message = compile_template(
+                raw["message"],
+                raw.val_loc("message"),
+                self._template_kind,
+                [*self.let_src, *self.params, *self.metrics, "symbol", "rule", "severity", "time"],
+            )
+        return rule
+
+    def _bars(self, value: Any, loc: Loc) -> int:
+        if isinstance(value, int):
+            return value
+        return math.ceil(parse_duration(value) / self.step)
+
+    def _signal(self, rule: Rule, sig: LDict) -> None:
+        side = sig["side"]
+        if side in SIDES:
+            rule.side = self.plan.const(side)
+        else:
+            rule.side = self.expr.compile(side, sig.val_loc("side"))
+            node = self.plan.nodes[rule.side]
+            if node.kind != "str":
+                raise LocatedError(
+                    sig.val_loc("side"),
+                    f"signal side must be long, short or flat, or an expression giving one of them; got {side!r}",
+                )
+            if node.labels is not None and not node.labels <= set(SIDES):
+                bad = sorted(node.labels - set(SIDES))
+                raise LocatedError(
+                    sig.val_loc("side"),
+                    f"signal side can be {', '.join(bad)}, which is not long, short or flat",
+                )
+        if "size_usd" in sig:
+            rule.size = self.expr.compile(sig["size_usd"], sig.val_loc("size_usd"))
+            if self.plan.nodes[rule.size].kind == "str":
+                raise LocatedError(sig.val_loc("size_usd"), "signal size_usd must be a number (USD)")
+
+    def _template_kind(self, name: str) -> str | None:
+        if name in self.params:
+            self.plan.const(self.params[name])
+            v = self.params[name]
+            return "str" if isinstance(v, str) else ("bool" if isinstance(v, bool) else "num")
+        if name in self.let_src:
+            try:
+                return self.plan.nodes[self._resolve_let(name, self.let_src.key_loc(name))].kind
+            except (_LetFailed, LocatedError):
+                return "num"
+        if name in self.metrics:
+            self.plan.add("metric", (), name, self.metrics[name])
+            return self.metrics[name]
+        return None
+
+    def _risk(self) -> Risk:
+        raw = self.doc.get("risk") or {}
+        age = parse_duration(raw["max_data_age"]) if "max_data_age" in raw else 2 * self.step
+        return Risk(
+            max_position_usd=raw.get("max_position_usd"),
+            max_open_positions=raw.get("max_open_positions"),
+            max_daily_loss_pct=raw.get("max_daily_loss_pct"),
+            max_data_age_ms=age,
+            inhibited_by=list(raw.get("inhibited_by", [])),
+        )
+
+
+def _coerce_param(text: str, current: Any) -> Any:
+    """A --param value, read as the type of the param's default where it can be."""
+    if not isinstance(text, str):
+        return text
+    low = text.strip().lower()
+    if isinstance(current, bool) or low in ("true", "false"):
+        if low in ("true", "false"):
+            return low == "true"
+        raise LocatedError(Loc("--param"), f"{text!r} is not true or false")
+    try:
+        number = float(text)
+    except ValueError:
+        if isinstance(current, int | float):
+            raise LocatedError(Loc("--param"), f"{text!r} is not a number") from None
+        return text
+    return int(number) if number.is_integer() and "." not in text and "e" not in low else number

@@ -1,0 +1,70 @@
+"""``perpwatch explain``: every name's value and each condition's truth at one bar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import LocatedError
+from .testing import load_test_file, run_case
+from .timeutil import format_time
+
+
+def explain_test(path: str, at: str, test_name: str | None) -> str:
+    """A readable report of one bar of one test of a test file."""
+    doc = load_test_file(path)
+    tests = doc["tests"]
+    index = 0
+    if test_name is not None:
+        names = [t["name"] for t in tests]
+        if test_name not in names:
+            raise LocatedError(
+                doc.val_loc("tests"), f"no test named {test_name!r}; tests: {', '.join(names)}"
+            )
+        index = names.index(test_name)
+    run = run_case(doc, path, tests[index], tests.item_loc(index))
+    at_value: Any = int(at) if at.lstrip("-").isdigit() else at
+    i = run.index_of(at_value, tests.item_loc(index))
+    s, ev = run.strategy, run.ev
+    lines = [
+        f"{s.name} — test {run.name!r}, bar {i} ({format_time(int(ev.frame.times[i]))}), symbol {ev.symbol}"
+    ]
+    metrics = sorted(s.metrics)
+    if metrics:
+        lines.append("metrics:")
+        lines += [f"  {m} = {_fmt(ev.named_value(m, i))}" for m in metrics]
+    if s.params:
+        lines.append("params:")
+        lines += [f"  {k} = {_fmt(v)}" for k, v in s.params.items()]
+    if s.lets:
+        lines.append("let:")
+        lines += [f"  {k} = {_fmt(ev.named_value(k, i))}" for k in s.lets]
+    lines.append("rules:")
+    bar = run.bars[i]
+    for rule in s.rules:
+        state = (
+            "fired"
+            if rule.name in bar.fired
+            else "suppressed"
+            if rule.name in bar.suppressed
+            else (
+                "firing"
+                if rule.name in bar.firing
+                else "resolved"
+                if rule.name in bar.resolved
+                else "not firing"
+            )
+        )
+        lines.append(f"  {rule.name}: {_fmt(ev.value(rule.cond, i))} ({state})")
+        for text, node in rule.parts:
+            lines.append(f"    {_fmt(ev.value(node, i)):>7}  {text}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "unknown"
+    if isinstance(v, bool):
+        return "True" if v else "False"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)

@@ -1,0 +1,347 @@
+"""The expression functions (strategy language, section 3), column-wise over numpy arrays.
+
+Values are float64 arrays, NaN meaning unknown; booleans are 1.0 / 0.0 / NaN. Every function is
+causal, and a window that is not yet full or that holds an unknown value gives unknown. Windowed
+sums are accumulated oldest-first in a fixed order over lag offsets, never as running sums, so the
+value at bar t is bit-for-bit the same whether it is computed over the whole history or over just
+the bars its window needs (the live path).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NAN = np.nan
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """An expression function: the callable, its parameters, which are windows, and its look-back."""
+
+    name: str
+    func: Callable[..., np.ndarray]
+    params: tuple[str, ...]  # parameter names, for keywords and messages
+    required: int  # how many leading parameters are required
+    windows: tuple[int, ...] = ()  # positions of window parameters (ints known at load time)
+    defaults: dict[int, int] = field(default_factory=dict)  # default window values by position
+    arg_kinds: str = "n"  # per-argument kind: n = number, b = boolean, a = any (last letter repeats)
+    returns: str = "num"  # num | bool | same (same kind as the first argument)
+    lookback: Callable[..., int] | None = None  # bars of history needed, from the windows
+    variadic: bool = False
+    origin: str = "perpwatch"
+
+    def bars_back(self, windows: list[int]) -> int:
+        if self.lookback is not None:
+            return int(self.lookback(*windows))
+        return max(windows, default=1) - 1
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def lagged(x: np.ndarray, n: int) -> np.ndarray:
+    """x shifted n bars later (unknown for the first n bars)."""
+    out = np.full(len(x), NAN)
+    if n < len(x):
+        out[n:] = x[: len(x) - n]
+    return out
+
+
+def window_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last n values, accumulated oldest-first (deterministic)."""
+    t = len(x)
+    out = np.full(t, NAN)
+    if n > t:
+        return out
+    acc = x[: t - n + 1].copy()
+    for j in range(1, n):
+        acc += x[j : t - n + 1 + j]
+    out[n - 1 :] = acc
+    return out
+
+
+def _window_reduce(x: np.ndarray, n: int, op: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+    t = len(x)
+    out = np.full(t, NAN)
+    if n > t:
+        return out
+    acc = x[: t - n + 1].copy()
+    for j in range(1, n):
+        acc = op(acc, x[j : t - n + 1 + j])
+    out[n - 1 :] = acc
+    return out
+
+
+def finite(x: np.ndarray) -> np.ndarray:
+    """Infinities (division by zero, overflow) become unknown."""
+    x = np.asarray(x, dtype=float)
+    if not np.isfinite(x).all():
+        x = np.where(np.isfinite(x), x, NAN)
+    return x
+
+
+def truth(mask: np.ndarray, unknown: np.ndarray) -> np.ndarray:
+    """A boolean series from a bool mask and an unknown mask."""
+    out = mask.astype(float)
+    out[unknown] = NAN
+    return out
+
+
+# --- the built-ins ---------------------------------------------------------------------------------
+
+
+def f_lag(x: np.ndarray, n: int = 1) -> np.ndarray:
+    return lagged(x, n)
+
+
+def f_change(x: np.ndarray, n: int = 1) -> np.ndarray:
+    return x - lagged(x, n)
+
+
+def f_pct_change(x: np.ndarray, n: int = 1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return finite((x / lagged(x, n) - 1.0) * 100.0)
+
+
+def f_sma(x: np.ndarray, n: int) -> np.ndarray:
+    return window_sum(x, n) / n
+
+
+def _sq_dev_sum(x: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
+    t = len(x)
+    out = np.full(t, NAN)
+    if n > t:
+        return out
+    m = mean[n - 1 :]
+    acc = (x[: t - n + 1] - m) ** 2
+    for j in range(1, n):
+        acc += (x[j : t - n + 1 + j] - m) ** 2
+    out[n - 1 :] = acc
+    return out
+
+
+def f_stdev(x: np.ndarray, n: int) -> np.ndarray:
+    mean = f_sma(x, n)
+    return np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
+
+
+def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
+    mean = f_sma(x, n)
+    sd = np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (x - mean) / sd
+    z[sd == 0] = NAN
+    return finite(z)
+
+
+def f_ema(x: np.ndarray, n: int) -> np.ndarray:
+    """alpha = 2/(n+1) over the last 4n bars, seeded with the first of them."""
+    span = 4 * n
+    t = len(x)
+    out = np.full(t, NAN)
+    if span > t:
+        return out
+    alpha = 2.0 / (n + 1)
+    keep = 1.0 - alpha
+    e = x[: t - span + 1].copy()
+    for j in range(1, span):
+        e = alpha * x[j : t - span + 1 + j] + keep * e
+    out[span - 1 :] = e
+    return out
+
+
+def f_rsi(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI over the last 4n bars: seeded with the mean of the first n changes, then 1/n smoothing.
+
+    Where both averages are 0 (a flat window) the RSI is 50; where only losses are 0 it is 100.
+    """
+    span = 4 * n
+    t = len(x)
+    out = np.full(t, NAN)
+    if span > t:
+        return out
+    m = t - span + 1
+
+    def change(j: int) -> np.ndarray:  # change into bar j of the window (j >= 1)
+        return x[j : m + j] - x[j - 1 : m + j - 1]
+
+    d = change(1)
+    gain, loss = np.maximum(d, 0.0), np.maximum(-d, 0.0)
+    gain[np.isnan(d)] = NAN
+    loss[np.isnan(d)] = NAN
+    for j in range(2, n + 1):
+        d = change(j)
+        gain = gain + np.where(np.isnan(d), NAN, np.maximum(d, 0.0))
+        loss = loss + np.where(np.isnan(d), NAN, np.maximum(-d, 0.0))
+    gain, loss = gain / n, loss / n
+    for j in range(n + 1, span):
+        d = change(j)
+        gain = (gain * (n - 1) + np.where(np.isnan(d), NAN, np.maximum(d, 0.0))) / n
+        loss = (loss * (n - 1) + np.where(np.isnan(d), NAN, np.maximum(-d, 0.0))) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rsi = 100.0 - 100.0 / (1.0 + gain / loss)
+    rsi = np.where(loss == 0, np.where(gain == 0, 50.0, 100.0), rsi)
+    rsi[np.isnan(gain) | np.isnan(loss)] = NAN
+    out[span - 1 :] = rsi
+    return out
+
+
+def f_rolling_max(x: np.ndarray, n: int) -> np.ndarray:
+    return _window_reduce(x, n, np.maximum)
+
+
+def f_rolling_min(x: np.ndarray, n: int) -> np.ndarray:
+    return _window_reduce(x, n, np.minimum)
+
+
+def f_rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    return window_sum(x, n)
+
+
+def _gt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return truth(a > b, np.isnan(a) | np.isnan(b))
+
+
+def _le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return truth(a <= b, np.isnan(a) | np.isnan(b))
+
+
+def and3(*xs: np.ndarray) -> np.ndarray:
+    """Three-valued and: False if any is False, else unknown if any is unknown, else True."""
+    false = np.zeros(np.shape(xs[0]), bool)
+    unknown = np.zeros(np.shape(xs[0]), bool)
+    for x in xs:
+        false |= x == 0
+        unknown |= np.isnan(x)
+    return np.where(false, 0.0, np.where(unknown, NAN, 1.0))
+
+
+def or3(*xs: np.ndarray) -> np.ndarray:
+    """Three-valued or: True if any is True, else unknown if any is unknown, else False."""
+    true = np.zeros(np.shape(xs[0]), bool)
+    unknown = np.zeros(np.shape(xs[0]), bool)
+    for x in xs:
+        true |= x == 1
+        unknown |= np.isnan(x)
+    return np.where(true, 1.0, np.where(unknown, NAN, 0.0))
+
+
+def not3(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(x), NAN, 1.0 - x)
+
+
+def f_crosses_above(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return and3(_gt(a, b), _le(lagged(a, 1), lagged(b, 1)))
+
+
+def f_crosses_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return and3(_gt(b, a), _le(lagged(b, 1), lagged(a, 1)))
+
+
+def f_rising(x: np.ndarray, n: int = 1) -> np.ndarray:
+    return _gt(x, lagged(x, n))
+
+
+def f_falling(x: np.ndarray, n: int = 1) -> np.ndarray:
+    return _gt(lagged(x, n), x)
+
+
+def f_count_true(c: np.ndarray, n: int) -> np.ndarray:
+    return window_sum(c, n)
+
+
+def f_bars_since(c: np.ndarray, n: int) -> np.ndarray:
+    """Bars since c was last True within the last n bars (0 = this bar); unknown if none was."""
+    t = len(c)
+    out = np.full(t, NAN)
+    if n > t:
+        return out
+    m = t - n + 1
+    result = np.full(m, NAN)
+    found = np.zeros(m, bool)
+    any_unknown = np.zeros(m, bool)
+    for k in range(n):  # k bars back
+        v = c[n - 1 - k : n - 1 - k + m]
+        any_unknown |= np.isnan(v)
+        hit = (v == 1) & ~found
+        result[hit] = k
+        found |= hit
+    result[any_unknown] = NAN
+    out[n - 1 :] = result
+    return out
+
+
+def f_abs(x: np.ndarray) -> np.ndarray:
+    return np.abs(x)
+
+
+def f_min(*xs: np.ndarray) -> np.ndarray:
+    out = xs[0]
+    for x in xs[1:]:
+        out = np.minimum(out, x)
+    return out
+
+
+def f_max(*xs: np.ndarray) -> np.ndarray:
+    out = xs[0]
+    for x in xs[1:]:
+        out = np.maximum(out, x)
+    return out
+
+
+def f_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(x, lo), hi)
+
+
+def _win(
+    name, func, params, windows=(1,), defaults=None, kinds="n", returns="num", lookback=None, required=None
+):
+    return FunctionSpec(
+        name=name,
+        func=func,
+        params=params,
+        required=len(params) - len(defaults or {}) if required is None else required,
+        windows=windows,
+        defaults=defaults or {},
+        arg_kinds=kinds,
+        returns=returns,
+        lookback=lookback,
+    )
+
+
+#: Built-ins that need the evaluator's help (categorical arguments, fill values) are handled there:
+#: ``lag``, ``fill`` and ``is_missing`` accept categorical series too.
+BUILTINS: dict[str, FunctionSpec] = {
+    s.name: s
+    for s in [
+        _win("lag", f_lag, ("x", "n"), defaults={1: 1}, kinds="a", returns="same", lookback=lambda n: n),
+        _win("change", f_change, ("x", "n"), defaults={1: 1}, lookback=lambda n: n),
+        _win("pct_change", f_pct_change, ("x", "n"), defaults={1: 1}, lookback=lambda n: n),
+        _win("sma", f_sma, ("x", "n")),
+        _win("ema", f_ema, ("x", "n"), lookback=lambda n: 4 * n - 1),
+        _win("stdev", f_stdev, ("x", "n")),
+        _win("zscore", f_zscore, ("x", "n")),
+        _win("rolling_max", f_rolling_max, ("x", "n")),
+        _win("rolling_min", f_rolling_min, ("x", "n")),
+        _win("rolling_sum", f_rolling_sum, ("x", "n")),
+        _win("rsi", f_rsi, ("x", "n"), lookback=lambda n: 4 * n - 1),
+        _win("crosses_above", f_crosses_above, ("a", "b"), windows=(), returns="bool", lookback=lambda: 1),
+        _win("crosses_below", f_crosses_below, ("a", "b"), windows=(), returns="bool", lookback=lambda: 1),
+        _win("rising", f_rising, ("x", "n"), defaults={1: 1}, returns="bool", lookback=lambda n: n),
+        _win("falling", f_falling, ("x", "n"), defaults={1: 1}, returns="bool", lookback=lambda n: n),
+        _win("count_true", f_count_true, ("c", "n"), kinds="b"),
+        _win("bars_since", f_bars_since, ("c", "n"), kinds="b"),
+        _win("abs", f_abs, ("x",), windows=(), lookback=lambda: 0),
+        FunctionSpec("min", f_min, ("a", "b"), 2, lookback=lambda: 0, variadic=True),
+        FunctionSpec("max", f_max, ("a", "b"), 2, lookback=lambda: 0, variadic=True),
+        _win("clip", f_clip, ("x", "lo", "hi"), windows=(), lookback=lambda: 0),
+        _win("fill", None, ("x", "v"), windows=(), kinds="a", returns="same", lookback=lambda: 0),
+        _win("is_missing", None, ("x",), windows=(), kinds="a", returns="bool", lookback=lambda: 0),
+    ]
+}
+
+#: Windows are at least this many bars for these functions (a standard deviation needs two values).
+MIN_WINDOW = {"stdev": 2, "zscore": 2}

@@ -1,0 +1,117 @@
+"""The rule state machine (strategy language, section 6) and events built from evaluations.
+
+Each (strategy, rule, symbol) is *inactive*, *pending* (True for fewer than ``for`` bars) or
+*firing*. Only True counts: an unknown condition is not True, so it resets a pending count and
+resolves a firing rule, like a False one. Entering *firing* emits ``fired``, or ``suppressed``
+when it comes less than ``cooldown`` after the last fired (not suppressed) event of that rule and
+symbol; leaving it emits ``resolved``. The state is a plain object the runner persists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .compiler import Rule, Strategy
+from .evaluate import Evaluation
+from .events import Event, OrderIntent
+from .timeutil import format_time
+
+INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
+
+
+@dataclass
+class RuleState:
+    status: str = INACTIVE
+    count: int = 0  # consecutive True bars so far
+    last_fired: int | None = None  # bar time of the last fired (not suppressed) event
+    episode_suppressed: bool = False  # the current firing episode began suppressed
+    last_bar: int | None = None  # the newest bar already stepped (a bar is stepped once)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RuleState:
+        return cls(**d)
+
+
+def step(
+    state: RuleState, truth: float | bool | None, bar_time: int, for_bars: int, cooldown_ms: int
+) -> str | None:
+    """Advance one bar; return the event kind it emits ("fired", "suppressed", "resolved") or None."""
+    if state.last_bar is not None and bar_time <= state.last_bar:
+        return None  # already stepped: a restart or an overlapping fetch never repeats an event
+    state.last_bar = bar_time
+    if truth is True or truth == 1:
+        state.count += 1
+        if state.status == FIRING:
+            return None
+        if state.count <= for_bars:
+            state.status = PENDING
+            return None
+        state.status = FIRING
+        if state.last_fired is not None and cooldown_ms and bar_time - state.last_fired < cooldown_ms:
+            state.episode_suppressed = True
+            return "suppressed"
+        state.episode_suppressed = False
+        state.last_fired = bar_time
+        return "fired"
+    state.count = 0
+    if state.status == FIRING:
+        state.status = INACTIVE
+        return "resolved"
+    state.status = INACTIVE
+    return None
+
+
+def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: str) -> Event:
+    """The event for ``rule`` at bar ``i`` of ``ev``: message, the condition's values, the intent."""
+    bar_time = int(ev.frame.times[i])
+    values = {name: _plain(ev.named_value(name, i)) for name in rule.names}
+    context = {
+        "symbol": ev.symbol,
+        "rule": rule.name,
+        "severity": rule.severity,
+        "time": format_time(bar_time),
+    }
+    message = ""
+    if rule.message is not None:
+        message = rule.message.render(
+            lambda name: context[name] if name in context else ev.named_value(name, i)
+        )
+    signal = None
+    if rule.side is not None:
+        side = ev.value(rule.side, i)
+        size = ev.value(rule.size, i) if rule.size is not None else None
+        signal = OrderIntent(side=side if side in ("long", "short", "flat") else None, size_usd=size)
+    return Event(
+        kind=kind,
+        strategy=strategy.name,
+        rule=rule.name,
+        symbol=ev.symbol,
+        time=bar_time,
+        severity=rule.severity,
+        message=message,
+        values=values,
+        signal=signal,
+        interval=strategy.interval,
+    )
+
+
+def walk(strategy: Strategy, ev: Evaluation, states: dict[str, RuleState], start: int = 0) -> list[Event]:
+    """Step every rule over bars ``start..`` of ``ev``; return the events in bar order."""
+    events: list[Event] = []
+    truths = {rule.name: ev.series(rule.cond) for rule in strategy.rules}
+    times = ev.frame.times
+    for i in range(start, len(times)):
+        for rule in strategy.rules:
+            state = states.setdefault(rule.name, RuleState())
+            t = truths[rule.name][i]
+            kind = step(state, None if t != t else float(t), int(times[i]), rule.for_bars, rule.cooldown_ms)
+            if kind is not None:
+                events.append(build_event(strategy, rule, ev, i, kind))
+    return events
+
+
+def _plain(v):
+    return v if v is None or isinstance(v, bool | str) else float(v)

@@ -1,0 +1,166 @@
+"""The JSON Schemas shipped with perpwatch, and validation with located, readable errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from .errors import Loc, LocatedError, did_you_mean
+from .yamlsrc import LDict, LList
+
+NAMES = ("strategy", "strategy-test", "config")
+
+
+def resource_dir(name: str) -> Path:
+    """A data folder shipped in the wheel (``perpwatch/<name>``), or the repo's own in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / name, here.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"perpwatch is missing its {name}/ folder (broken install?)")
+
+
+@functools.cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema ``<name>.schema.json``."""
+    with open(resource_dir("schemas") / f"{name}.schema.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema(name))
+
+
+def validate(doc: Any, name: str, file: str, *, root: str = "") -> list[LocatedError]:
+    """Check ``doc`` against schema ``name``; one located error per problem, in file order."""
+    return validate_with(_validator(name), doc, file, root=root)
+
+
+def validate_with(
+    validator: jsonschema.protocols.Validator, doc: Any, file: str, *, root: str = ""
+) -> list[LocatedError]:
+    """Like :func:`validate` for any validator (plugin options schemas)."""
+    errors: list[LocatedError] = []
+    seen: set[str] = set()
+    for err in validator.iter_errors(doc):
+        for located in _explain(err, doc, file, root):
+            if located.format() not in seen:
+                seen.add(located.format())
+                errors.append(located)
+    errors.sort(key=lambda e: (e.loc.line if e.loc else 0, e.loc.col if e.loc else 0))
+    return errors
+
+
+def locate(doc: Any, path: Iterable[Any], file: str, *, key: bool = False) -> Loc:
+    """The location of the value (or, with ``key``, the key) at ``path`` inside ``doc``."""
+    node, loc = doc, getattr(doc, "loc", Loc(file, 1, 1))
+    path = list(path)
+    for i, step in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, LDict) and step in node:
+            loc = node.key_loc(step) if (last and key) else node.val_loc(step)
+            node = node[step]
+        elif isinstance(node, LList) and isinstance(step, int) and 0 <= step < len(node):
+            loc = node.item_loc(step)
+            node = node[step]
+        else:
+            break
+    return loc
+
+
+def _path_text(path: Iterable[Any], root: str) -> str:
+    out = root
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out or "the document"
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[LocatedError]:
+    if err.validator in ("anyOf", "oneOf") and err.context:
+        best = _best_branch(err)
+        if best is not None:
+            return _explain(best, doc, file, root)
+    path = list(err.absolute_path)
+    where = _path_text(path, root)
+    v, inst = err.validator, err.instance
+    if v == "additionalProperties" and isinstance(inst, dict):
+        known = list(err.schema.get("properties", {}))
+        listing = ", ".join(known)
+        return [
+            LocatedError(
+                locate(doc, [*path, k], file, key=True),
+                f"unknown key {k!r} in {where}{did_you_mean(str(k), known) or f' (valid keys: {listing})'}",
+            )
+            for k in inst
+            if k not in known
+        ]
+    loc = locate(doc, path, file)
+    if v == "required":
+        missing = [k for k in err.validator_value if k not in inst]
+        msg = f"{where} is missing the required key {', '.join(map(repr, missing))}"
+    elif v == "type":
+        want = (
+            err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+        )
+        msg = f"{where} must be {_article(want)}, not {_show(inst)}"
+    elif v == "enum":
+        msg = (
+            f"{where}: {_show(inst)} is not valid; choose one of: {', '.join(map(str, err.validator_value))}"
+        )
+    elif v == "const":
+        msg = f"{where}: {_show(inst)} is not valid; it must be {_show(err.validator_value)}"
+    elif v == "pattern":
+        desc = err.schema.get("description")
+        msg = f"{where}: {_show(inst)} is not valid" + (
+            f"; expected {desc}" if desc else f" (must match {err.validator_value})"
+        )
+    elif v == "propertyNames":
+        msg = f"{where}: name {_show(inst)} is not valid; names are letters, digits and _, not starting with a digit"
+    elif v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
+        msg = f"{where}: {_show(inst)} is out of range; it must be {op} {err.validator_value}"
+    elif v in ("minItems", "minProperties"):
+        msg = f"{where} must not be empty"
+    elif v == "uniqueItems":
+        msg = f"{where} has duplicate entries"
+    elif v == "oneOf" and isinstance(inst, dict) and "when" in inst:
+        msg = f"{where} needs exactly one of 'then' (a literal) or 'value' (an expression)"
+    elif v in ("anyOf", "oneOf"):
+        desc = err.schema.get("description")
+        msg = f"{where}: {_show(inst)} is not valid" + (f"; expected {desc}" if desc else "")
+    else:
+        msg = f"{where}: {err.message}"
+    return [LocatedError(loc, msg)]
+
+
+def _best_branch(err: ValidationError) -> ValidationError | None:
+    """Of an anyOf's failed branches, the one that got furthest (the user's evident intent)."""
+    inst = err.instance
+    candidates = list(err.context or [])
+    if isinstance(inst, dict):
+        # prefer branches whose required key is present (e.g. 'cases' or 'lookup')
+        keyed = [c for c in candidates if c.validator != "required" and c.validator != "type"]
+        if keyed:
+            return max(keyed, key=lambda c: len(c.absolute_path))
+        return None
+    if isinstance(inst, str | bool | int | float):
+        typed = [c for c in candidates if c.validator != "type"]
+        return typed[0] if typed else None
+    return None
+
+
+def _article(word: str) -> str:
+    word = {"object": "mapping", "array": "list"}.get(word, word)
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
