@@ -69,24 +69,50 @@ param_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="perpwatch")
-def cli() -> None:
+@click.option("--plugin", "plugin_paths", multiple=True, metavar="PATH",
+              help="Load a local plugin module (repeatable; also PERPWATCH_PLUGINS).")
+@click.pass_context
+def cli(ctx: click.Context, plugin_paths: tuple[str, ...]) -> None:
     """perpwatch: rules over funding, open interest, liquidations and flow."""
+    ctx.ensure_object(dict)
+    if "registry" not in ctx.obj:
+        from .registry import load_registry
+
+        ctx.obj["registry"] = load_registry(plugin_paths)
+
+
+def get_registry():
+    """The plugin registry of this invocation (loaded once, before the command runs)."""
+    ctx = click.get_current_context()
+    return ctx.find_root().obj["registry"]
+
+
+def strategy_kwargs() -> dict[str, Any]:
+    """What plugins add to the language: functions and metric names."""
+    reg = get_registry()
+    return {"functions": reg.functions, "extra_metrics": reg.metric_kinds()}
 
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-v", "--verbose", is_flag=True, help="Print the metrics each strategy needs and its warm-up.")
+@click.option("--source", "source", help="Warn about metrics this source plugin does not provide.")
 @param_option
 @report_errors
-def validate(files: tuple[str, ...], verbose: bool, params: tuple[str, ...]) -> None:
+def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: tuple[str, ...]) -> None:
     """Check strategy files: schema, expressions, names, windows, templates."""
     from .compiler import load_strategy
+    from .registry import provided_by
 
     bad = 0
     overrides = parse_params(params)
+    reg = get_registry()
+    if source is not None and source not in reg.sources:
+        raise click.BadParameter(f"no source plugin {source!r} (installed: {', '.join(sorted(reg.sources))})",
+                                 param_hint="--source")
     for path in files:
         try:
-            s = load_strategy(path, overrides=overrides or None)
+            s = load_strategy(path, overrides=overrides or None, **strategy_kwargs())
         except (ErrorList, LocatedError) as e:
             errors = e.errors if isinstance(e, ErrorList) else [e]
             for err in errors:
@@ -94,6 +120,12 @@ def validate(files: tuple[str, ...], verbose: bool, params: tuple[str, ...]) -> 
             bad += 1
             continue
         click.echo(f"{path}: ok ({len(s.rules)} rules, {len(s.lets)} lets)")
+        src = source or s.source
+        if src is not None and src in reg.sources:
+            missing = sorted(s.metrics - provided_by(reg.sources[src]))
+            if missing:
+                click.echo(f"{path}: warning: source {src!r} does not provide {', '.join(missing)}; "
+                           "conditions that need them stay unknown and never fire", err=True)
         if verbose:
             click.echo(
                 f"  name:     {s.name}  interval: {s.interval}  symbols: {', '.join(s.symbols or ['(from config)'])}"
@@ -123,7 +155,7 @@ def test_cmd(files: tuple[str, ...]) -> None:
     bad_input = False
     for path in files:
         try:
-            result = run_test_file(path)
+            result = run_test_file(path, **strategy_kwargs())
         except (ErrorList, LocatedError) as e:
             for err in e.errors if isinstance(e, ErrorList) else [e]:
                 click.echo(err.format(), err=True)
@@ -151,7 +183,44 @@ def explain(file: str, at: str, test_name: str | None) -> None:
     """Every name's value and each condition's truth at one bar of a test file's series."""
     from .explain import explain_test
 
-    click.echo(explain_test(file, at, test_name))
+    click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@report_errors
+def plugins(as_json: bool) -> None:
+    """List every plugin found, where it came from and what it registers."""
+    reg = get_registry()
+    rows = [
+        {"name": p.name, "version": p.version, "origin": p.origin, "registers": p.registers, "error": p.error}
+        for p in reg.plugins
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        what = "; ".join(f"{k}: {', '.join(v) if v else '(yes)'}" for k, v in row["registers"].items()) or "nothing"
+        click.echo(f"{row['name']} {row['version']}  [{row['origin']}]  {what}")
+        if row["error"]:
+            click.echo(f"  error: {row['error']}")
+    for conflict in reg.conflicts:
+        click.echo(f"error: {conflict}", err=True)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@report_errors
+def metrics(as_json: bool) -> None:
+    """The metric namespace: names, units and which sources provide each."""
+    cat = get_registry().catalogue()
+    if as_json:
+        click.echo(json.dumps([{"name": n, "unit": m.unit, "kind": m.kind, "meaning": m.meaning, "sources": src}
+                               for n, (m, src) in cat.items()], indent=2))
+        return
+    width = max(len(n) for n in cat)
+    for name, (m, src) in cat.items():
+        click.echo(f"{name:<{width}}  {m.unit:<28} {', '.join(src) or '(no installed source)':<22} {m.meaning}")
 
 
 @cli.command()
@@ -171,11 +240,22 @@ def _load_command_modules() -> None:
         importlib.import_module(f"{__package__}.{name}").register(cli)
 
 
+def _plugin_paths(argv: list[str]) -> list[str]:
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: load plugins (they may add commands), then run the command."""
+    from .registry import load_registry
+
+    argv = sys.argv[1:] if argv is None else argv
     _load_command_modules()
-    try:
-        cli.main(args=argv, prog_name="perpwatch", standalone_mode=True)
-    except SystemExit:
-        raise
-    sys.exit(0)
+    registry = load_registry(_plugin_paths(argv))
+    registry.add_commands(cli)
+    cli.main(args=argv, prog_name="perpwatch", standalone_mode=True, obj={"registry": registry})

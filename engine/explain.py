@@ -9,7 +9,7 @@ from .testing import load_test_file, run_case
 from .timeutil import format_time
 
 
-def explain_test(path: str, at: str, test_name: str | None) -> str:
+def explain_test(path: str, at: str, test_name: str | None, functions=None, extra_metrics=None) -> str:
     """A readable report of one bar of one test of a test file."""
     doc = load_test_file(path)
     tests = doc["tests"]
@@ -21,7 +21,7 @@ def explain_test(path: str, at: str, test_name: str | None) -> str:
                 doc.val_loc("tests"), f"no test named {test_name!r}; tests: {', '.join(names)}"
             )
         index = names.index(test_name)
-    run = run_case(doc, path, tests[index], tests.item_loc(index))
+    run = run_case(doc, path, tests[index], tests.item_loc(index), functions, extra_metrics)
     at_value: Any = int(at) if at.lstrip("-").isdigit() else at
     i = run.index_of(at_value, tests.item_loc(index))
     s, ev = run.strategy, run.ev

@@ -17,6 +17,7 @@ import httpx
 from .clock import Clock
 from .events import Event, OrderIntent
 from .frame import Frame
+from .metrics import Metric
 
 
 @dataclass
@@ -25,7 +26,9 @@ class PluginContext:
 
     ``transport`` replaces httpx's network transport (tests use ``httpx.MockTransport``);
     ``clock`` is the engine's clock (fake in tests); ``state_path`` is the SQLite state database;
-    ``secrets`` are config values that came from ``${ENV}`` and must never be shown.
+    ``secrets`` are config values that came from ``${ENV}`` and must never be shown;
+    ``store`` is the engine's state store (``perpwatch.state.StateStore``) when one is open, so an
+    executor can write inside the cycle's transaction.
     """
 
     clock: Clock = field(default_factory=Clock)
@@ -33,6 +36,7 @@ class PluginContext:
     state_path: str | None = None
     secrets: frozenset[str] = frozenset()
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("perpwatch"))
+    store: Any = None
 
 
 class PluginError(Exception):
@@ -87,6 +91,9 @@ class Plugin:
 
 class Source(Plugin):
     """Fetches metric history. Only closed bars; values it lacks are NaN, never 0."""
+
+    #: Metrics outside the core namespace that this source adds, under its own prefix (``myplugin.thing``).
+    metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def provides(self) -> frozenset[str]:
         """The metric names this source can fill (with its current options)."""

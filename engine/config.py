@@ -1,0 +1,159 @@
+"""The optional config file (``perpwatch.yaml``): symbols, state file, named plugin instances.
+
+``${ENV_VAR}`` in a string value is read from the environment; every value read that way is a
+secret and is redacted from logs, errors, events and output. Each instance's options are checked
+against its plugin's ``options_schema`` with the same located errors as strategies.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from .errors import ErrorList, Loc, LocatedError, did_you_mean
+from .registry import Registry
+from .schemas import locate, validate, validate_with
+from .yamlsrc import LDict, LList, load_yaml_file
+
+DEFAULT_PATH = "perpwatch.yaml"
+DEFAULT_STATE = "perpwatch.db"
+DEFAULT_SYMBOLS = ["BTC", "ETH"]
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass
+class Instance:
+    name: str
+    plugin: str
+    options: dict[str, Any]
+    loc: Loc | None = None
+
+
+@dataclass
+class Config:
+    file: str | None = None
+    symbols: list[str] = field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    state: str = DEFAULT_STATE
+    sources: dict[str, Instance] = field(default_factory=dict)
+    notifiers: dict[str, Instance] = field(default_factory=dict)
+    executors: dict[str, Instance] = field(default_factory=dict)
+    runner: dict[str, Any] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()
+
+    def default_source(self) -> str:
+        """The source for strategies that name none: the only configured one, else coinglass/binance."""
+        if len(self.sources) == 1:
+            return next(iter(self.sources))
+        if "coinglass" in self.sources or os.environ.get("COINGLASS_API_KEY"):
+            return "coinglass"
+        return "binance"
+
+    def source(self, name: str) -> Instance:
+        return self.sources.get(name) or Instance(name, name, {})
+
+    def notifier(self, name: str) -> Instance:
+        return self.notifiers.get(name) or Instance(name, name, {})
+
+    def executor(self, name: str) -> Instance:
+        return self.executors.get(name) or Instance(name, name, {})
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret replaced by ***."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+
+def find_config(path: str | None) -> str | None:
+    """The config to use: ``--config``, else ./perpwatch.yaml when it exists, else none."""
+    if path:
+        return path
+    return DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None
+
+
+def load_config(path: str | None, registry: Registry | None = None) -> Config:
+    """Read and check a config file (``None``: the defaults). Raises ErrorList."""
+    if path is None:
+        return Config()
+    doc = load_yaml_file(path)
+    if doc is None:
+        return Config(file=path)
+    if not isinstance(doc, LDict):
+        raise LocatedError(
+            Loc(path, 1, 1), "a config file must be a YAML mapping (symbols:, sources:, notifiers:, ...)"
+        )
+    errors = validate(doc, "config", path)
+    if errors:
+        raise ErrorList(errors)
+    secrets: set[str] = set()
+    doc = _substitute(doc, secrets, doc.loc)
+    cfg = Config(
+        file=path,
+        symbols=list(doc.get("symbols", DEFAULT_SYMBOLS)),
+        state=doc.get("state", DEFAULT_STATE),
+        runner=dict(doc.get("runner") or {}),
+        secrets=frozenset(secrets),
+    )
+    for kind in ("sources", "notifiers", "executors"):
+        section = doc.get(kind) or {}
+        for name, raw in section.items():
+            options = {k: v for k, v in raw.items() if k != "plugin"}
+            getattr(cfg, kind)[name] = Instance(name, raw.get("plugin", name), options, section.key_loc(name))
+    if registry is not None:
+        check_instances(cfg, doc, registry)
+    return cfg
+
+
+def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:
+    """Each instance names a known plugin and its options fit that plugin's schema."""
+    errors: list[LocatedError] = []
+    for kind in ("sources", "notifiers", "executors"):
+        table = getattr(registry, kind)
+        for name, inst in getattr(cfg, kind).items():
+            cls = table.get(inst.plugin)
+            if cls is None:
+                where = locate(
+                    doc,
+                    [kind, name, "plugin"] if "plugin" in doc[kind][name] else [kind, name],
+                    cfg.file or "",
+                    key="plugin" not in doc[kind][name],
+                )
+                listing = ", ".join(sorted(table)) or "none"
+                hint = did_you_mean(inst.plugin, table) or f" (installed: {listing})"
+                errors.append(LocatedError(where, f"no {kind[:-1]} plugin named {inst.plugin!r}{hint}"))
+                continue
+            node = doc[kind][name]
+            sub = LDict({k: v for k, v in node.items() if k != "plugin"})
+            sub.loc, sub.key_locs, sub.val_locs = node.loc, node.key_locs, node.val_locs
+            validator = jsonschema.Draft202012Validator(cls.options_schema)
+            errors += validate_with(validator, sub, cfg.file or "", root=f"{kind}.{name}")
+    if errors:
+        raise ErrorList(errors)
+
+
+def _substitute(value: Any, secrets: set[str], loc: Loc) -> Any:
+    if isinstance(value, LDict):
+        out = LDict({k: _substitute(v, secrets, value.val_loc(k)) for k, v in value.items()})
+        out.loc, out.key_locs, out.val_locs = value.loc, value.key_locs, value.val_locs
+        return out
+    if isinstance(value, LList):
+        out = LList(_substitute(v, secrets, value.item_loc(i)) for i, v in enumerate(value))
+        out.loc, out.locs = value.loc, value.locs
+        return out
+    if isinstance(value, str) and "${" in value:
+
+        def repl(m: re.Match) -> str:
+            var = m.group(1)
+            if var not in os.environ:
+                raise LocatedError(loc, f"environment variable {var} is not set (it is used as ${{{var}}})")
+            secret = os.environ[var]
+            if secret:
+                secrets.add(secret)
+            return secret
+
+        return _ENV.sub(repl, value)
+    return value
