@@ -205,15 +205,20 @@ def dumps(data: Any) -> str:
 class BaseNotifier(Notifier):
     """Options checking, severity routing, redaction and the ``send`` error contract.
 
-    ``secret_options`` name options whose values are never shown (in errors, logs, ``repr`` or
-    ``self.options``); everything in ``ctx.secrets`` is redacted from error messages as well.
+    ``secret_options`` name options whose values (or, for a mapping, whose values' values) are
+    never shown: in errors, httpx log lines, ``repr`` or ``self.options`` (read them with
+    ``secret(name)``). Everything in ``ctx.secrets`` is redacted from errors and ``repr`` too.
     """
 
     secret_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        hidden = {str(self.options[k]) for k in self.secret_options if self.options.get(k) is not None}
+        hidden = set()
+        for key in self.secret_options:
+            value = self.options.get(key)
+            values = value.values() if isinstance(value, Mapping) else [value]
+            hidden.update(str(v) for v in values if v is not None)
         self._secrets = frozenset(s for s in {*self.ctx.secrets, *hidden} if s)
         _LOG_FILTER.secrets.update(hidden)
         self._check_options()

@@ -4,8 +4,8 @@ raw is the event record (``event.to_dict()`` plus ``time_iso``); slack is an inc
 message (``text`` fallback plus Block Kit ``blocks``); discord is an execute-webhook message
 (``content`` plus one embed) within Discord's limits, with mentions disabled.
 2xx is delivered; 408, 429 (``Retry-After`` honoured) and 5xx, timeouts and connection errors are
-retryable; any other status is not. Errors show the URL as ``scheme://host/…`` only, since Slack
-and Discord webhook URLs carry their credential in the path.
+retryable; any other status is not. Errors show the URL as ``scheme://host/…`` only: Slack and Discord
+webhook URLs carry their credential in the path, so the URL and header values are secret options.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from perpwatch.interfaces import PluginContext
 from perpwatch.timeutil import format_time
 
 from ._notify import (
-    _LOG_FILTER,
     HttpNotifier,
     body_snippet,
     clip,
@@ -211,6 +210,7 @@ class WebhookNotifier(HttpNotifier):
     """Sends each event as JSON to ``url``."""
 
     name = "webhook"
+    secret_options = ("url", "headers")  # webhook URLs and header values are credentials
     options_schema = notifier_schema(
         {
             "url": {"type": "string", "pattern": "^https?://", "description": "Endpoint (http or https)."},
@@ -224,21 +224,17 @@ class WebhookNotifier(HttpNotifier):
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        self.url: str = self.options["url"]
         self.format: str = self.options.get("format", "raw")
         self.method: str = self.options.get("method", "POST")
-        self.headers: dict[str, str] = dict(self.options.get("headers", {}))
-        self.shown = f"{self.method} {short_url(self.url)}"
-        path = self.url.split("://", 1)[-1].partition("/")[2]
-        if len(path) >= 8:
-            _LOG_FILTER.secrets.add(path)  # httpx logs full URLs; Slack/Discord webhook paths are credentials
+        self.shown = f"{self.method} {short_url(self.secret('url'))}"
 
     def payload(self, event: Event) -> dict[str, Any]:
         """The JSON body for ``event`` in this notifier's format."""
         return FORMATS[self.format](event)
 
     async def deliver(self, event: Event) -> None:
-        response = await self.request(self.method, self.url, self.payload(event), self.shown, self.headers)
+        url, headers = self.secret("url"), self.secret("headers") if "headers" in self.options else {}
+        response = await self.request(self.method, url, self.payload(event), self.shown, headers)
         if response.is_success:
             return
         error = self.status_error(response, self.shown, body_snippet(response))
