@@ -1,0 +1,514 @@
+"""Shared machinery of the HTTP data sources (``coinglass``, ``binance``).
+
+* :class:`RateLimiter`: a sliding-window limiter (requests or weight per period) driven by the
+  plugin's :class:`~perpwatch.clock.Clock`, shared by every concurrent request of one source
+  instance; it can also be paused (``Retry-After``, server-reported usage).
+* :class:`HttpClient`: GET with retries (exponential backoff with jitter, ``Retry-After``
+  honoured), timeouts and connection errors mapped to :class:`RequestError`, an IP-ban gate
+  (Binance HTTP 418) and secret redaction in every message.
+* Bar helpers: the closed-bar grid of a request, range chunking for pagination, and
+  :func:`run_jobs`, which runs one job per endpoint concurrently and assembles the frame: a failed
+  endpoint leaves its metrics absent with one reason in ``frame.problems``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+import numpy as np
+from perpwatch.clock import Clock
+from perpwatch.frame import Cat, Frame, frame_from_records
+from perpwatch.interfaces import FetchRequest, SourceError
+from perpwatch.timeutil import floor_to_bar, interval_ms
+
+T = TypeVar("T")
+
+#: ``observed`` value of a cell that has no observation (the convention of ``Frame.merge``).
+NO_OBSERVATION = np.iinfo(np.int64).min
+#: HTTP statuses (and CoinGlass body codes) worth another attempt.
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and secrets
+
+
+class RequestError(SourceError):
+    """One HTTP request failed; ``retry_after`` is the server's wish in seconds, ``ban`` an IP ban."""
+
+    def __init__(
+        self, message: str, *, retryable: bool, retry_after: float | None = None, ban: bool = False
+    ) -> None:
+        super().__init__(message, retryable=retryable)
+        self.retry_after = retry_after
+        self.ban = ban
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) -> seconds to wait from ``now``, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def is_retryable_status(status: int) -> bool:
+    """408, 425, 429 and every 5xx are worth another attempt."""
+    return status in RETRYABLE_STATUS or 500 <= status < 600
+
+
+def status_error(status: int, detail: str = "") -> RequestError:
+    """The generic meaning of an HTTP error status (plugins refine the provider-specific ones).
+
+    The client fills ``retry_after`` from the response's ``Retry-After`` header.
+    """
+    if is_retryable_status(status):
+        return RequestError(f"HTTP {status}{detail}", retryable=True)
+    meaning = {
+        400: "bad request (invalid parameters)",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "unknown endpoint path",
+        405: "method not allowed",
+        422: "parameters not acceptable",
+    }.get(status, "request refused")
+    return RequestError(f"HTTP {status}, {meaning}{detail}", retryable=False)
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The decoded JSON body; HTML, truncated or empty bodies are a retryable error."""
+    try:
+        return json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        kind = response.headers.get("content-type", "").split(";")[0] or "unknown content type"
+        raise RequestError(
+            f"HTTP {response.status_code} with a body that is not JSON ({kind}, {len(response.content)} bytes)",
+            retryable=True,
+        ) from None
+
+
+def short_msg(value: object, limit: int = 120) -> str:
+    """A server-supplied message, trimmed for a one-line reason."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------------
+# Rate limiting
+
+
+class RateLimiter:
+    """At most ``capacity`` units (requests or weight) in any ``period`` seconds.
+
+    Waiters queue on one lock, so concurrent requests of a source instance share the budget and
+    the clock is slept by one waiter at a time (which keeps :class:`FakeClock` exact in tests).
+    """
+
+    def __init__(self, capacity: float, period: float, clock: Clock) -> None:
+        if capacity <= 0 or period <= 0:
+            raise ValueError("a rate limit needs a positive capacity and period")
+        self.capacity = float(capacity)
+        self.period = float(period)
+        self.clock = clock
+        self._grants: deque[tuple[float, float]] = deque()
+        self._used = 0.0
+        self._resume_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self.capacity:g} per {self.period:g}s>"
+
+    def pause(self, seconds: float) -> None:
+        """Let no request through for ``seconds`` from now (``Retry-After``, exhausted server quota)."""
+        self._resume_at = max(self._resume_at, self.clock.monotonic() + max(0.0, seconds))
+
+    async def acquire(self, cost: float = 1.0) -> None:
+        """Wait until ``cost`` units fit in the window, then spend them."""
+        cost = min(float(cost), self.capacity)
+        async with self._lock:
+            while True:
+                now = self.clock.monotonic()
+                if now < self._resume_at:
+                    await self.clock.sleep(self._resume_at - now)
+                    continue
+                self._expire(now)
+                if self._used + cost <= self.capacity:
+                    self._grants.append((now, cost))
+                    self._used += cost
+                    return
+                await self.clock.sleep(self._wait_for(cost, now))
+
+    def _expire(self, now: float) -> None:
+        while self._grants and self._grants[0][0] + self.period <= now:
+            self._used -= self._grants.popleft()[1]
+
+    def _wait_for(self, cost: float, now: float) -> float:
+        freed = 0.0
+        for granted_at, units in self._grants:
+            freed += units
+            if self._used - freed + cost <= self.capacity:
+                return max(granted_at + self.period - now, 1e-3)
+        return self.period
+
+
+# --------------------------------------------------------------------------------------------
+# Requests with retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry a retryable failure."""
+
+    retries: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    max_retry_after: float = 60.0
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> RetryPolicy:
+        return cls(
+            retries=int(options.get("retries", cls.retries)),
+            backoff_base=float(options.get("backoff_base", cls.backoff_base)),
+            backoff_max=float(options.get("backoff_max", cls.backoff_max)),
+            max_retry_after=float(options.get("max_retry_after", cls.max_retry_after)),
+        )
+
+    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
+        """Seconds before attempt ``attempt + 1``: exponential backoff with jitter, at least ``retry_after``."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
+        backoff = ceiling * (0.5 + 0.5 * rng.random())
+        return max(backoff, retry_after or 0.0)
+
+
+#: Options every HTTP source accepts (merged into each plugin's ``options_schema``).
+COMMON_OPTIONS: dict[str, Any] = {
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10, "description": "seconds per request"},
+    "retries": {
+        "type": "integer",
+        "minimum": 0,
+        "default": 3,
+        "description": "extra attempts after a retryable failure",
+    },
+    "backoff_base": {"type": "number", "minimum": 0, "default": 0.5, "description": "first backoff, seconds"},
+    "backoff_max": {"type": "number", "minimum": 0, "default": 30, "description": "longest backoff, seconds"},
+    "max_retry_after": {
+        "type": "number",
+        "minimum": 0,
+        "default": 60,
+        "description": "a longer Retry-After gives up for this cycle instead of waiting",
+    },
+}
+
+Limits = Sequence[tuple[RateLimiter, float]]
+
+
+class HttpClient:
+    """GET requests with rate limits, retries and safe error messages for one source instance."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str,
+        clock: Clock,
+        policy: RetryPolicy,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        secrets: Iterable[str] = (),
+        log: logging.Logger | None = None,
+        observe: Callable[[httpx.Response], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name = name
+        self.clock = clock
+        self.policy = policy
+        self.secrets = tuple(s for s in secrets if s)
+        self.log = log or logging.getLogger(f"perpwatch.{name}")
+        self._observe = observe
+        self._rng = rng or random.Random()
+        self._blocked_until = float("-inf")
+        self._blocked_reason = ""
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport,
+            timeout=httpx.Timeout(timeout),
+            headers=dict(headers or {}),
+            auth=auth,
+        )
+
+    def __repr__(self) -> str:
+        return f"<HttpClient {self.name} {self._client.base_url}>"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def safe(self, text: str) -> str:
+        """``text`` with this client's secrets removed."""
+        return redact(text, self.secrets)
+
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, Any],
+        decode: Callable[[httpx.Response], T],
+        limits: Limits = (),
+    ) -> T:
+        """GET ``path`` and ``decode`` the response, retrying retryable failures.
+
+        ``decode`` gets every response (any status) and returns the payload or raises
+        :class:`RequestError`. Raises :class:`RequestError` with a redacted message in the end.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(path, params, decode, limits)
+            except RequestError as err:
+                error = err
+            wait_asked = error.retry_after
+            if error.ban:
+                self._block(wait_asked or 120.0, f"{error}; the server banned this IP")
+                raise self._error(error)
+            if wait_asked is not None and wait_asked > self.policy.max_retry_after:
+                self._block(wait_asked, f"{error}; rate limited")
+                raise self._error(
+                    path, RequestError(f"{error}, asked to wait {wait_asked:g} s", retryable=True)
+                )
+            if not error.retryable or attempt >= self.policy.retries:
+                raise self._error(error, attempt + 1)
+            if wait_asked:
+                for limiter, _ in limits:
+                    limiter.pause(wait_asked)
+            wait = self.policy.delay(attempt, wait_asked, self._rng)
+            self.log.info(
+                "%s %s: %s; retry %d in %.2f s", self.name, path, self.safe(str(error)), attempt + 1, wait
+            )
+            await self.clock.sleep(wait)
+            attempt += 1
+
+    async def _attempt(
+        self, path: str, params: Mapping[str, Any], decode: Callable[[httpx.Response], T], limits: Limits
+    ) -> T:
+        self._check_blocked()
+        for limiter, cost in limits:
+            await limiter.acquire(cost)
+        self._check_blocked()
+        try:
+            response = await self._client.get(path, params=dict(params))
+        except httpx.TimeoutException as exc:
+            raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
+        except httpx.TransportError as exc:
+            raise RequestError(f"connection failed ({type(exc).__name__})", retryable=True) from None
+        if self._observe is not None:
+            self._observe(response)
+        try:
+            return decode(response)
+        except RequestError as err:
+            if err.retry_after is None:
+                err.retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
+            raise
+
+    def _block(self, seconds: float, reason: str) -> None:
+        """Send nothing for ``seconds``: requests fail at once instead of hammering the server."""
+        until = self.clock.monotonic() + seconds
+        if until > self._blocked_until:
+            self._blocked_until = until
+            self._blocked_reason = reason
+
+    def _check_blocked(self) -> None:
+        left = self._blocked_until - self.clock.monotonic()
+        if left > 0:
+            raise RequestError(
+                f"{self._blocked_reason}; no requests for another {left:.0f} s", retryable=False
+            )
+
+    def _error(self, error: RequestError, attempts: int = 1) -> RequestError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        message = self.safe(f"{error}{tries}")
+        return RequestError(message, retryable=error.retryable, retry_after=error.retry_after, ban=error.ban)
+
+
+class HeaderAuth(httpx.Auth):
+    """Adds one secret header to every request; its repr never shows the secret."""
+
+    def __init__(self, header: str, secret: str) -> None:
+        self._header = header
+        self._secret = secret
+
+    def __repr__(self) -> str:
+        return f"<HeaderAuth {self._header}: ***>"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._header] = self._secret
+        yield request
+
+
+# --------------------------------------------------------------------------------------------
+# Bars, symbols, rows
+
+
+def split_symbol(symbol: str, quote: str) -> tuple[str, str]:
+    """``"BTC"`` or ``"BTCUSDT"`` -> (coin ``"BTC"``, pair ``"BTCUSDT"``) for the quote asset ``quote``."""
+    sym = symbol.strip().upper()
+    quote = quote.upper()
+    coin = sym[: -len(quote)] if sym.endswith(quote) and len(sym) > len(quote) else sym
+    return coin, coin + quote
+
+
+def request_step(request: FetchRequest) -> int:
+    """Milliseconds per bar of the request's interval; SourceError for an unknown interval."""
+    try:
+        return interval_ms(request.interval)
+    except KeyError:
+        raise SourceError(f"unsupported interval {request.interval!r}", retryable=False) from None
+
+
+def last_closed_bar(now_ms: int, step: int) -> int:
+    """Open time of the newest closed bar: a bar is closed once ``open + step <= now``."""
+    return floor_to_bar(now_ms, step) - step
+
+
+def closed_bar_grid(start: int, end: int, step: int, now_ms: int) -> np.ndarray:
+    """Open times of the closed bars in ``[start, end]``."""
+    first = -(-int(start) // step) * step
+    last = min(floor_to_bar(int(end), step), last_closed_bar(now_ms, step))
+    if last < first:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(first, last + step, step, dtype=np.int64)
+
+
+def chunks(first: int, last: int, step: int, limit: int) -> list[tuple[int, int, int]]:
+    """``(start_ms, end_ms, bars)`` windows of at most ``limit`` bars covering open times first..last.
+
+    ``end_ms`` is the last open time of the window plus ``step - 1``, so it is right whether a
+    server compares ``end`` with open or with close times.
+    """
+    out = []
+    start = first
+    while start <= last:
+        bars = min(limit, (last - start) // step + 1)
+        out.append((start, start + bars * step - 1, bars))
+        start += bars * step
+    return out
+
+
+def to_ms(value: object) -> int | None:
+    """A timestamp (int, numeric string, integral float) in ms, or None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not np.isfinite(f) or f != int(f):
+        return None
+    return int(f)
+
+
+def rows_with_time(data: object, time_key: str) -> list[dict[str, Any]]:
+    """The dict rows of a list payload that carry a valid timestamp (normalised to int ms).
+
+    Raises a retryable :class:`RequestError` when the payload is not a list, or is a non-empty
+    list without a single usable row (malformed data).
+    """
+    if not isinstance(data, list):
+        raise RequestError(f"malformed data: expected a list, got {type(data).__name__}", retryable=True)
+    rows = []
+    for item in data:
+        if isinstance(item, dict):
+            ms = to_ms(item.get(time_key))
+            if ms is not None:
+                rows.append({**item, time_key: ms})
+    if data and not rows:
+        raise RequestError(f"malformed data: no row has a valid {time_key!r}", retryable=True)
+    return rows
+
+
+def align(
+    rows: Sequence[Mapping[str, Any]], time_key: str, fields: Mapping[str, str], grid: np.ndarray
+) -> Frame:
+    """Rows -> metric columns on ``grid`` (sorted, duplicate times: last row wins, missing: NaN)."""
+    return frame_from_records(rows, time_key, fields).reindex(grid)
+
+
+def buy_pct(buy: np.ndarray, sell: np.ndarray) -> np.ndarray:
+    """``buy / (buy + sell) * 100``; unknown where either is unknown or the total is 0."""
+    total = buy + sell
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, buy / total * 100.0, np.nan)
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs -> frame
+
+
+@dataclass
+class Columns:
+    """What one endpoint job produced: metric columns on the grid, observation times, notes."""
+
+    columns: dict[str, np.ndarray | Cat] = field(default_factory=dict)
+    observed: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """One endpoint's work for a fetch: the metrics it fills and the coroutine factory that fills them."""
+
+    label: str
+    metrics: frozenset[str]
+    run: Callable[[], Awaitable[Columns]]
+
+
+async def run_jobs(source: str, grid: np.ndarray, wanted: frozenset[str], jobs: Sequence[Job]) -> Frame:
+    """Run ``jobs`` concurrently and assemble the frame of the ``wanted`` metrics.
+
+    A job that raises :class:`SourceError` leaves its metrics absent and adds one reason to
+    ``frame.problems``; when every job fails, raises :class:`SourceError` with all reasons.
+    """
+    frame = Frame(grid)
+    outcomes = await asyncio.gather(*(job.run() for job in jobs), return_exceptions=True)
+    failures: list[SourceError] = []
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if isinstance(outcome, SourceError):
+            failures.append(outcome)
+            missing = ", ".join(sorted(job.metrics & wanted))
+            frame.problems.append(f"{source} {job.label}: {outcome} ({missing} missing)")
+            continue
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for name, col in outcome.columns.items():
+            if name in wanted:
+                frame.columns[name] = col
+                if name in outcome.observed:
+                    frame.observed[name] = outcome.observed[name]
+        frame.problems.extend(f"{source} {job.label}: {note}" for note in outcome.notes)
+    if jobs and len(failures) == len(jobs):
+        raise SourceError("; ".join(frame.problems), retryable=any(f.retryable for f in failures))
+    return frame

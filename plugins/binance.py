@@ -1,0 +1,433 @@
+"""Binance USD-M futures public market data (``https://fapi.binance.com``, no API key).
+
+Endpoint -> fields -> metrics (the pair is ``<COIN>USDT``; numbers arrive as strings):
+
+============================================  ===========================================  =============================================
+endpoint                                      fields                                       metrics and units
+============================================  ===========================================  =============================================
+/fapi/v1/klines (interval)                    open, high, low, close                       price.open/high/low/close (USDT ~ USD)
+                                              quoteVolume                                  price.volume (USDT)
+                                              takerBuyQuote                                taker.buy_usd (USDT)
+                                              quoteVolume - takerBuyQuote                  taker.sell_usd (USDT)
+                                              takerBuyQuote / quoteVolume x 100            taker.buy_pct (percent)
+/fapi/v1/fundingRate                          fundingRate (fraction) x 100                 funding.close (percent per funding interval):
+                                                                                           the last settlement before the bar's close,
+                                                                                           carried forward; ``observed`` = its time
+/fapi/v1/premiumIndex                         lastFundingRate (fraction) x 100             funding.close of the newest closed bar only
+                                                                                           (the current rate; ``observed`` = its time)
+/futures/data/openInterestHist (period)       sumOpenInterestValue                         oi.close (USDT), last 30 days only
+/futures/data/globalLongShortAccountRatio     longAccount, shortAccount (fractions) x 100  ls.global_long_pct, ls.global_short_pct (percent)
+/futures/data/topLongShortAccountRatio        longAccount, shortAccount (fractions) x 100  ls.top_long_pct, ls.top_short_pct (percent)
+============================================  ===========================================  =============================================
+
+What Binance does not honestly provide, and so is absent from :meth:`BinanceSource.provides`:
+
+* ``liq.*``: ``/fapi/v1/forceOrders`` needs a key and returns only the caller's own orders; the
+  public ``forceOrder`` stream sends at most one liquidation per symbol per second (undercounts).
+* ``oi.open/high/low``: ``openInterestHist`` gives one snapshot per period, not an OHLC bar.
+* ``funding.open/high/low``: one rate per settlement (every 8 h, some symbols 4 h or 1 h), so
+  there is no intra-bar range to report; ``funding.close`` is the settled rate in force.
+* ``funding.avg/max/min/spread/*_exchange``: cross-exchange figures; Binance is one exchange.
+
+All values are Binance's own (one exchange): ``oi.close`` is Binance's open interest and
+``funding.close`` Binance's rate, not the all-exchange / OI-weighted figures CoinGlass gives.
+
+``/futures/data/*`` values are snapshots taken at ``timestamp`` (the 1 h and 30 m series agree at
+every common timestamp), so the value stamped ``T`` is put on the bar that opens at ``T``: it is
+known before that bar closes, which keeps live and backtest identical (never a look-ahead; it
+trails the bar's true close by one bar). Their periods are 5m 15m 30m 1h 2h 4h 6h 12h 1d; an 8h
+bar uses the 4h series at its open time, and 1m/3m bars have no such data. Only the last 30 days
+are served: older bars are not requested and stay unknown.
+
+Rate limits: request weight (klines by ``limit``: 1/2/5/10) against ``weight_limit_per_min``
+(default 2400), pausing until the next minute when ``X-MBX-USED-WEIGHT-1M`` reaches 90 %; the
+``/futures/data`` endpoints against 1000 requests per 5 min, ``fundingRate`` against 500 per
+5 min. HTTP 429 is retried after ``Retry-After``; HTTP 418 (an IP ban) stops all requests of this
+source until the ban ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, ClassVar
+
+import httpx
+import numpy as np
+from perpwatch.frame import Cat, Frame, to_float
+from perpwatch.hookspecs import hookimpl
+from perpwatch.interfaces import FetchRequest, PluginContext, Source
+from perpwatch.timeutil import DAY, HOUR, MINUTE, format_time
+
+from ._http import (
+    COMMON_OPTIONS,
+    NO_OBSERVATION,
+    Columns,
+    HttpClient,
+    Job,
+    RateLimiter,
+    RequestError,
+    RetryPolicy,
+    align,
+    buy_pct,
+    chunks,
+    closed_bar_grid,
+    json_body,
+    last_closed_bar,
+    request_step,
+    rows_with_time,
+    run_jobs,
+    short_msg,
+    split_symbol,
+    status_error,
+    to_ms,
+)
+
+BASE_URL = "https://fapi.binance.com"
+KLINES_PATH = "/fapi/v1/klines"
+FUNDING_PATH = "/fapi/v1/fundingRate"
+PREMIUM_PATH = "/fapi/v1/premiumIndex"
+KLINES_LIMIT = 1000
+FUNDING_LIMIT = 1000
+DATA_LIMIT = 500
+#: How far back ``/futures/data`` serves history.
+DATA_HISTORY_MS = 30 * DAY
+#: Longest Binance funding interval: a bar's rate in force was settled at most this long before its close.
+MAX_FUNDING_INTERVAL_MS = 8 * HOUR
+#: ``/futures/data`` periods, finest first.
+DATA_PERIODS = {
+    "5m": 5 * MINUTE, "15m": 15 * MINUTE, "30m": 30 * MINUTE, "1h": HOUR, "2h": 2 * HOUR,
+    "4h": 4 * HOUR, "6h": 6 * HOUR, "12h": 12 * HOUR, "1d": DAY,
+}  # fmt: skip
+
+KLINE_FIELDS = {
+    "open": "price.open",
+    "high": "price.high",
+    "low": "price.low",
+    "close": "price.close",
+    "quote_volume": "price.volume",
+    "taker_buy_quote": "taker.buy_usd",
+}
+KLINE_METRICS = frozenset(KLINE_FIELDS.values()) | {"taker.sell_usd", "taker.buy_pct"}
+FUNDING_METRICS = frozenset({"funding.close"})
+
+
+@dataclass(frozen=True)
+class DataEndpoint:
+    """A ``/futures/data`` statistics endpoint and how its fields map to metrics (times ``scale``)."""
+
+    path: str
+    fields: Mapping[str, str]
+    scale: float = 1.0
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        return frozenset(self.fields.values())
+
+
+DATA: dict[str, DataEndpoint] = {
+    "oi": DataEndpoint("/futures/data/openInterestHist", {"sumOpenInterestValue": "oi.close"}),
+    "ls_global": DataEndpoint(
+        "/futures/data/globalLongShortAccountRatio",
+        {"longAccount": "ls.global_long_pct", "shortAccount": "ls.global_short_pct"},
+        100.0,
+    ),
+    "ls_top": DataEndpoint(
+        "/futures/data/topLongShortAccountRatio",
+        {"longAccount": "ls.top_long_pct", "shortAccount": "ls.top_short_pct"},
+        100.0,
+    ),
+}
+
+
+def klines_weight(limit: int) -> int:
+    """Request weight of ``/fapi/v1/klines`` for ``limit``."""
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    return 5 if limit <= 1000 else 10
+
+
+def data_period(step: int) -> str | None:
+    """The coarsest ``/futures/data`` period whose snapshots fall on every bar open of ``step``."""
+    fitting = [name for name, ms in DATA_PERIODS.items() if ms <= step and step % ms == 0]
+    return fitting[-1] if fitting else None
+
+
+def decode(response: httpx.Response) -> Any:
+    """The JSON payload of a Binance response, or a :class:`RequestError` saying what went wrong."""
+    status = response.status_code
+    if status == 418:
+        raise RequestError(
+            "HTTP 418: Binance banned this IP for exceeding rate limits", retryable=False, ban=True
+        )
+    if status == 429:
+        raise RequestError("HTTP 429: Binance rate limit exceeded", retryable=True)
+    if status == 403:
+        raise RequestError("HTTP 403: blocked by Binance's web application firewall", retryable=False)
+    if status != 200:
+        raise status_error(status, _error_detail(response))
+    body = json_body(response)
+    if isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] < 0:
+        raise RequestError(f"Binance error{_error_detail(response)}", retryable=False)
+    return body
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict) and "msg" in body:
+        return f" (code {body.get('code')}: {short_msg(body['msg'])})"
+    return ""
+
+
+def decode_klines(response: httpx.Response) -> list[dict[str, Any]]:
+    """Kline arrays -> dict rows keyed ``time`` (open time), OHLC, ``quote_volume``, ``taker_buy_quote``."""
+    data = decode(response)
+    if not isinstance(data, list):
+        raise RequestError("malformed klines: expected a list", retryable=True)
+    rows = [
+        {
+            "time": k[0],
+            "open": k[1],
+            "high": k[2],
+            "low": k[3],
+            "close": k[4],
+            "quote_volume": k[7],
+            "taker_buy_quote": k[10],
+        }
+        for k in data
+        if isinstance(k, list) and len(k) >= 11
+    ]
+    if data and not rows:
+        raise RequestError("malformed klines: no row has 11 fields", retryable=True)
+    return rows_with_time(rows, "time")
+
+
+class BinanceSource(Source):
+    """Binance USD-M perpetual market data: price, taker flow, funding, open interest, long/short ratios."""
+
+    name: ClassVar[str] = "binance"
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "base_url": {"type": "string", "default": BASE_URL},
+            "quote": {
+                "type": "string",
+                "default": "USDT",
+                "description": "quote asset of the perpetual pair",
+            },
+            "weight_limit_per_min": {"type": "integer", "minimum": 1, "default": 2400},
+            "data_requests_per_5min": {"type": "integer", "minimum": 1, "default": 1000},
+            "funding_requests_per_5min": {"type": "integer", "minimum": 1, "default": 500},
+            "funding_estimate_newest": {
+                "type": "boolean",
+                "default": True,
+                "description": "funding.close of the newest bar from premiumIndex (current rate) instead of the last settlement",
+            },
+            **COMMON_OPTIONS,
+        },
+    }
+
+    def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
+        super().__init__(options, ctx)
+        opts = self.options
+        clock = self.ctx.clock
+        self.quote = str(opts.get("quote", "USDT"))
+        self.funding_estimate_newest = bool(opts.get("funding_estimate_newest", True))
+        self.weight = RateLimiter(int(opts.get("weight_limit_per_min", 2400)), 60.0, clock)
+        self.data_limiter = RateLimiter(int(opts.get("data_requests_per_5min", 1000)), 300.0, clock)
+        self.funding_limiter = RateLimiter(int(opts.get("funding_requests_per_5min", 500)), 300.0, clock)
+        self.http = HttpClient(
+            name=self.name,
+            base_url=str(opts.get("base_url", BASE_URL)),
+            clock=clock,
+            policy=RetryPolicy.from_options(opts),
+            timeout=float(opts.get("timeout", 10)),
+            transport=self.ctx.transport,
+            headers={"accept": "application/json"},
+            secrets=self.ctx.secrets,
+            log=self.ctx.log.getChild(self.name),
+            observe=self._observe,
+        )
+
+    def __repr__(self) -> str:
+        return f"<BinanceSource {self.http._client.base_url}>"
+
+    def provides(self) -> frozenset[str]:
+        return KLINE_METRICS | FUNDING_METRICS | frozenset().union(*(e.metrics for e in DATA.values()))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def fetch(self, request: FetchRequest) -> Frame:
+        """Closed bars of the requested metrics; see the module docstring for the mapping."""
+        step = request_step(request)
+        now_ms = int(self.ctx.clock.time() * 1000)
+        grid = closed_bar_grid(request.start, request.end, step, now_ms)
+        wanted = request.metrics & self.provides()
+        extra = request.metrics - self.provides()
+        unprovided = [f"binance does not provide {', '.join(sorted(extra))}"] if extra else []
+        if not len(grid) or not wanted:
+            return Frame(grid, problems=unprovided)
+        _, pair = split_symbol(request.symbol, self.quote)
+        jobs = []
+        if KLINE_METRICS & wanted:
+            jobs.append(
+                Job(KLINES_PATH, KLINE_METRICS, partial(self._klines, pair, request.interval, grid, step))
+            )
+        if FUNDING_METRICS & wanted:
+            newest = int(grid[-1]) == last_closed_bar(now_ms, step)
+            jobs.append(Job(FUNDING_PATH, FUNDING_METRICS, partial(self._funding, pair, grid, step, newest)))
+        for endpoint in DATA.values():
+            if endpoint.metrics & wanted:
+                jobs.append(
+                    Job(
+                        endpoint.path,
+                        endpoint.metrics,
+                        partial(self._data, endpoint, pair, request.interval, grid, step, now_ms),
+                    )
+                )
+        frame = await run_jobs(self.name, grid, wanted, jobs)
+        frame.problems.extend(unprovided)
+        return frame
+
+    def _observe(self, response: httpx.Response) -> None:
+        """Pause until the next minute when the IP's used weight nears the limit."""
+        try:
+            used = int(response.headers["X-MBX-USED-WEIGHT-1M"])
+        except (KeyError, ValueError):
+            return
+        if used >= 0.9 * self.weight.capacity:
+            self.weight.pause(60.0 - self.ctx.clock.time() % 60.0)
+
+    async def _klines(self, pair: str, interval: str, grid: np.ndarray, step: int) -> Columns:
+        pages = await asyncio.gather(
+            *(
+                self.http.get(
+                    KLINES_PATH,
+                    {"symbol": pair, "interval": interval, "startTime": start, "endTime": end, "limit": bars},
+                    decode_klines,
+                    [(self.weight, klines_weight(bars))],
+                )
+                for start, end, bars in chunks(int(grid[0]), int(grid[-1]), step, KLINES_LIMIT)
+            )
+        )
+        rows = [row for page in pages for row in page]
+        if not rows:
+            raise RequestError(f"no klines for {pair} {interval} in the requested range", retryable=False)
+        cols: dict[str, np.ndarray | Cat] = dict(align(rows, "time", KLINE_FIELDS, grid).columns)
+        buy, volume = cols["taker.buy_usd"], cols["price.volume"]
+        cols["taker.sell_usd"] = volume - buy  # type: ignore[operator]
+        cols["taker.buy_pct"] = buy_pct(buy, cols["taker.sell_usd"])  # type: ignore[arg-type]
+        return Columns(cols)
+
+    async def _funding(self, pair: str, grid: np.ndarray, step: int, newest: bool) -> Columns:
+        settlements, premium = await asyncio.gather(
+            self._settlements(
+                pair, int(grid[0]) + step - MAX_FUNDING_INTERVAL_MS - HOUR, int(grid[-1]) + step - 1
+            ),
+            self._premium(pair) if newest and self.funding_estimate_newest else _nothing(),
+        )
+        times, rates = settlements
+        if not len(times):
+            raise RequestError(f"no funding settlements for {pair} in the requested range", retryable=False)
+        idx = np.searchsorted(times, grid + step, side="left") - 1
+        known = idx >= 0
+        safe = np.maximum(idx, 0)
+        values = np.where(known, rates[safe], np.nan)
+        observed = np.where(known, times[safe], NO_OBSERVATION).astype(np.int64)
+        notes = []
+        if isinstance(premium, RequestError):
+            notes.append(f"{PREMIUM_PATH}: {premium}; the newest bar keeps the last settled rate")
+        elif premium is not None and premium[0] >= int(grid[-1]) + step:
+            values[-1], observed[-1] = premium[1], premium[0]
+        return Columns({"funding.close": values}, {"funding.close": observed}, notes)
+
+    async def _settlements(self, pair: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        """Settlement times and rates (percent) in ``[start, end]``, ascending; a repeated time: last wins."""
+        by_time: dict[int, float] = {}
+        while start <= end:
+            page = await self.http.get(
+                FUNDING_PATH,
+                {"symbol": pair, "startTime": start, "endTime": end, "limit": FUNDING_LIMIT},
+                partial(_decode_rows, time_key="fundingTime"),
+                [(self.funding_limiter, 1)],
+            )
+            for row in page:
+                by_time[row["fundingTime"]] = to_float(row.get("fundingRate")) * 100.0
+            if len(page) < FUNDING_LIMIT:
+                break
+            start = max(row["fundingTime"] for row in page) + 1
+        known = sorted((t, r) for t, r in by_time.items() if r == r)
+        return np.asarray([t for t, _ in known], dtype=np.int64), np.asarray(
+            [r for _, r in known], dtype=float
+        )
+
+    async def _premium(self, pair: str) -> tuple[int, float] | RequestError:
+        """(time, current funding rate in percent) from premiumIndex, or the error (it is optional)."""
+        try:
+            body = await self.http.get(PREMIUM_PATH, {"symbol": pair}, decode, [(self.weight, 1)])
+        except RequestError as err:
+            return err
+        when = to_ms(body.get("time")) if isinstance(body, dict) else None
+        rate = to_float(body.get("lastFundingRate")) * 100.0 if isinstance(body, dict) else float("nan")
+        if when is None or rate != rate:
+            return RequestError(f"{PREMIUM_PATH}: malformed body", retryable=True)
+        return when, rate
+
+    async def _data(
+        self, endpoint: DataEndpoint, pair: str, interval: str, grid: np.ndarray, step: int, now_ms: int
+    ) -> Columns:
+        period = data_period(step)
+        if period is None:
+            raise RequestError(f"Binance has no such statistics for {interval} bars", retryable=False)
+        period_ms = DATA_PERIODS[period]
+        oldest = -(-(now_ms - DATA_HISTORY_MS) // period_ms) * period_ms + period_ms
+        first = max(int(grid[0]), oldest)
+        notes = []
+        if first > int(grid[0]):
+            notes.append(
+                f"Binance keeps 30 days of these statistics; bars before {format_time(first)} are unknown"
+            )
+        rows: list[dict[str, Any]] = []
+        if first <= int(grid[-1]):
+            pages = await asyncio.gather(
+                *(
+                    self.http.get(
+                        endpoint.path,
+                        {"symbol": pair, "period": period, "startTime": start, "endTime": end, "limit": bars},
+                        partial(_decode_rows, time_key="timestamp"),
+                        [(self.data_limiter, 1)],
+                    )
+                    for start, end, bars in chunks(first, int(grid[-1]), period_ms, DATA_LIMIT)
+                )
+            )
+            rows = [row for page in pages for row in page]
+            if not rows:
+                raise RequestError(f"no data for {pair} in the requested range", retryable=False)
+        aligned = align(rows, "timestamp", endpoint.fields, grid)
+        cols: dict[str, np.ndarray | Cat] = {
+            name: col * endpoint.scale  # type: ignore[operator]
+            for name, col in aligned.columns.items()
+        }
+        return Columns(cols, notes=notes)
+
+
+def _decode_rows(response: httpx.Response, *, time_key: str) -> list[dict[str, Any]]:
+    return rows_with_time(decode(response), time_key)
+
+
+async def _nothing() -> None:
+    return None
+
+
+@hookimpl
+def register_sources(register: Callable[[type[Source]], None]) -> None:
+    register(BinanceSource)
