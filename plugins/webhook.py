@@ -118,6 +118,8 @@ DISCORD_COLORS = {
 }
 DISCORD_RESOLVED_COLOR = 0x2ECC71
 _DISCORD_SPECIAL = set("\\*_~`|>#-[]()")
+_FIXED_VALUE = 256  # strategy, rule, symbol...: short by nature, so the embed total always fits
+_RESERVE = 64  # room kept for the "N more values" field
 
 
 def discord_atoms(text: str) -> list[str]:
@@ -129,11 +131,11 @@ def discord_escape(text: str) -> str:
     return "".join(discord_atoms(text))
 
 
-def _discord_field(name: str, value: str, inline: bool = True) -> dict[str, Any]:
+def _discord_field(name: str, value: str, limit: int = DISCORD_FIELD_VALUE) -> dict[str, Any]:
     return {
         "name": clip_atoms(discord_atoms(name or "-"), DISCORD_FIELD_NAME),
-        "value": clip_atoms(discord_atoms(value or "-"), DISCORD_FIELD_VALUE),
-        "inline": inline,
+        "value": clip_atoms(discord_atoms(value or "-"), limit),
+        "inline": True,
     }
 
 
@@ -159,11 +161,10 @@ def discord_payload(event: Event) -> dict[str, Any]:
     signal = signal_text(event.signal)
     if signal:
         fixed.append(("Signal", signal))
-    fields = [_discord_field(n, v) for n, v in fixed]
+    fields = [_discord_field(n, v, _FIXED_VALUE) for n, v in fixed]
     budget = DISCORD_EMBED_TOTAL - u16len(title) - len(DISCORD_FOOTER) - sum(map(_field_size, fields))
-    description = clip_atoms(
-        discord_atoms(event.message or where(event, " · ")), min(DISCORD_DESCRIPTION, budget)
-    )
+    room = min(DISCORD_DESCRIPTION, budget - (_RESERVE if event.values else 0))
+    description = clip_atoms(discord_atoms(event.message or where(event, " · ")), room)
     budget -= u16len(description)
     fields.extend(_value_fields(event.values.items(), DISCORD_FIELDS - len(fields), budget))
     return {
@@ -185,13 +186,12 @@ def discord_payload(event: Event) -> dict[str, Any]:
 def _value_fields(values: Iterable[tuple[str, Any]], slots: int, budget: int) -> list[dict[str, Any]]:
     """Fields for the condition values that fit ``slots`` and ``budget``, then one saying how many did not."""
     values = list(values)
-    reserve = 64  # room for the "more values" field
     out: list[dict[str, Any]] = []
     for i, (name, value) in enumerate(values):
         field = _discord_field(name, format_value(value))
         last = i == len(values) - 1
         room = slots - len(out) - (0 if last else 1)
-        cost = _field_size(field) + (0 if last else reserve)
+        cost = _field_size(field) + (0 if last else _RESERVE)
         if room < 1 or cost > budget:
             more = len(values) - i
             out.append(_discord_field("…", f"{more} more value{'s' if more > 1 else ''}"))

@@ -481,6 +481,17 @@ def test_discord_limits():
     assert embed["fields"][-1]["value"].endswith("more values")
 
 
+@pytest.mark.parametrize("n_values", [0, 1, 3, 60])
+def test_discord_embed_total_with_huge_names(n_values):
+    values = {"v" * 300 + str(i): "x" * 2000 for i in range(n_values)}
+    long = {"strategy": "s" * 5000, "rule": "r" * 5000, "symbol": "y" * 5000, "interval": "i" * 5000}
+    embed = discord_payload(make_event(message="m" * 9000, values=values, **long))["embeds"][0]
+    total = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"])
+    total += sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+    assert total <= 6000 and len(embed["fields"]) <= 25
+    assert all(len(f["name"]) <= 256 and len(f["value"]) <= 1024 for f in embed["fields"])
+
+
 def test_discord_many_values_fit_in_25_fields():
     payload = discord_payload(make_event(values={f"v{i}": i for i in range(30)}))
     fields = payload["embeds"][0]["fields"]
