@@ -132,7 +132,7 @@ def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:
             validator = jsonschema.Draft202012Validator(cls.options_schema)
             errors += validate_with(validator, sub, cfg.file or "", root=f"{kind}.{name}")
     if errors:
-        raise ErrorList(errors)
+        raise ErrorList([LocatedError(e.loc, cfg.redact(e.message)) for e in errors])
 
 
 def _substitute(value: Any, secrets: set[str], loc: Loc) -> Any:
