@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from .compiler import Rule, Strategy
 from .evaluate import Evaluation
 from .events import Event, OrderIntent
@@ -99,18 +101,59 @@ def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: st
 
 
 def walk(strategy: Strategy, ev: Evaluation, states: dict[str, RuleState], start: int = 0) -> list[Event]:
-    """Step every rule over bars ``start..`` of ``ev``; return the events in bar order."""
-    events: list[Event] = []
-    truths = {rule.name: ev.series(rule.cond) for rule in strategy.rules}
+    """Step every rule over bars ``start..`` of ``ev``; return the events in bar order.
+
+    Equivalent to calling :func:`step` bar by bar, but vectorised: run lengths of True give every
+    bar where a rule enters or leaves *firing*, and only those few bars are walked one by one
+    (cooldown needs the previous fired time).
+    """
+    found: list[tuple[int, int, str]] = []
     times = ev.frame.times
-    for i in range(start, len(times)):
-        for rule in strategy.rules:
-            state = states.setdefault(rule.name, RuleState())
-            t = truths[rule.name][i]
-            kind = step(state, None if t != t else float(t), int(times[i]), rule.for_bars, rule.cooldown_ms)
-            if kind is not None:
-                events.append(build_event(strategy, rule, ev, i, kind))
-    return events
+    for order, rule in enumerate(strategy.rules):
+        state = states.setdefault(rule.name, RuleState())
+        for i, kind in transitions(state, ev.series(rule.cond), times, start, rule.for_bars, rule.cooldown_ms):
+            found.append((i, order, kind))
+    found.sort()
+    return [build_event(strategy, strategy.rules[order], ev, i, kind) for i, order, kind in found]
+
+
+def transitions(
+    state: RuleState, truth: np.ndarray, times: np.ndarray, start: int, for_bars: int, cooldown_ms: int
+) -> list[tuple[int, str]]:
+    """The (bar index, event kind) pairs :func:`step` would emit over ``truth[start:]``; updates ``state``."""
+    if state.last_bar is not None:
+        start = max(start, int(np.searchsorted(times, state.last_bar, side="right")))
+    n = len(times)
+    if start >= n:
+        return []
+    t = truth[start:] == 1
+    idx = np.arange(start, n)
+    # run length of consecutive True bars ending at each bar, carrying the saved count in
+    last_false = np.maximum.accumulate(np.where(~t, idx, start - 1))
+    run = idx - last_false
+    run = np.where(last_false == start - 1, run + state.count, run)
+    firing = run > for_bars
+    prev_firing = np.empty_like(firing)
+    prev_firing[0] = state.status == FIRING
+    prev_firing[1:] = firing[:-1]
+    out: list[tuple[int, str]] = []
+    for j in np.flatnonzero(firing != prev_firing).tolist():
+        i = start + j
+        bar_time = int(times[i])
+        if firing[j]:
+            if state.last_fired is not None and cooldown_ms and bar_time - state.last_fired < cooldown_ms:
+                state.episode_suppressed = True
+                out.append((i, "suppressed"))
+            else:
+                state.episode_suppressed = False
+                state.last_fired = bar_time
+                out.append((i, "fired"))
+        else:
+            out.append((i, "resolved"))
+    state.count = int(run[-1])
+    state.status = FIRING if firing[-1] else (PENDING if t[-1] else INACTIVE)
+    state.last_bar = int(times[-1])
+    return out
 
 
 def _plain(v):
