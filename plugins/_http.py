@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+
 from perpwatch.clock import Clock
 from perpwatch.frame import Cat, Frame, frame_from_records
 from perpwatch.interfaces import FetchRequest, SourceError
@@ -138,17 +139,32 @@ class RateLimiter:
         self._grants: deque[tuple[float, float]] = deque()
         self._used = 0.0
         self._resume_at = float("-inf")
+        self._blocked_until = float("-inf")
+        self._blocked_reason = ""
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self.capacity:g} per {self.period:g}s>"
+
+    def block(self, seconds: float, reason: str) -> None:
+        """Fail every :meth:`acquire` for ``seconds`` (a wait too long for this cycle), saying ``reason``."""
+        until = self.clock.monotonic() + max(0.0, seconds)
+        if until > self._blocked_until:
+            self._blocked_until, self._blocked_reason = until, reason
 
     def pause(self, seconds: float) -> None:
         """Let no request through for ``seconds`` from now (``Retry-After``, exhausted server quota)."""
         self._resume_at = max(self._resume_at, self.clock.monotonic() + max(0.0, seconds))
 
     async def acquire(self, cost: float = 1.0) -> None:
-        """Wait until ``cost`` units fit in the window, then spend them."""
+        """Wait until ``cost`` units fit in the window, then spend them.
+
+        Raises a non-retryable :class:`RequestError` while the limiter is blocked."""
+        left = self._blocked_until - self.clock.monotonic()
+        if left > 0:
+            raise RequestError(
+                f"paused for another {left:.0f} s after: {self._blocked_reason}", retryable=False
+            )
         cost = min(float(cost), self.capacity)
         async with self._lock:
             while True:
@@ -293,13 +309,15 @@ class HttpClient:
                 error = err
             wait_asked = error.retry_after
             if error.ban:
-                self._block(wait_asked or 120.0, f"{error}; the server banned this IP")
+                self._block(wait_asked or 120.0, str(error))
                 raise self._error(error)
             if wait_asked is not None and wait_asked > self.policy.max_retry_after:
-                self._block(wait_asked, f"{error}; rate limited")
-                raise self._error(
-                    path, RequestError(f"{error}, asked to wait {wait_asked:g} s", retryable=True)
-                )
+                error = RequestError(f"{error}, asked to wait {wait_asked:g} s", retryable=True)
+                for limiter, _ in limits:
+                    limiter.block(wait_asked, self.safe(str(error)))
+                if not limits:
+                    self._block(wait_asked, str(error))
+                raise self._error(error)
             if not error.retryable or attempt >= self.policy.retries:
                 raise self._error(error, attempt + 1)
             if wait_asked:
@@ -335,7 +353,7 @@ class HttpClient:
             raise
 
     def _block(self, seconds: float, reason: str) -> None:
-        """Send nothing for ``seconds``: requests fail at once instead of hammering the server."""
+        """Send nothing for ``seconds`` (an IP ban): requests fail at once instead of hammering."""
         until = self.clock.monotonic() + seconds
         if until > self._blocked_until:
             self._blocked_until = until
@@ -345,7 +363,7 @@ class HttpClient:
         left = self._blocked_until - self.clock.monotonic()
         if left > 0:
             raise RequestError(
-                f"{self._blocked_reason}; no requests for another {left:.0f} s", retryable=False
+                f"paused for another {left:.0f} s after: {self._blocked_reason}", retryable=False
             )
 
     def _error(self, error: RequestError, attempts: int = 1) -> RequestError:

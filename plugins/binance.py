@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 
 import httpx
 import numpy as np
+
 from perpwatch.frame import Cat, Frame, to_float
 from perpwatch.hookspecs import hookimpl
 from perpwatch.interfaces import FetchRequest, PluginContext, Source

@@ -1,5 +1,2 @@
-"""Test doubles shared by the test suite and the benchmarks (see ``fakes.market``)."""
-
-from .market import FakeMarket, Seen, generate_series
-
-__all__ = ["FakeMarket", "Seen", "generate_series"]
+"""Local fakes shared by the tests and benchmarks: ``fakes.market`` (CoinGlass/Binance APIs),
+``fakes.hooks`` (webhook/Telegram). With ``tests/`` on ``sys.path``: ``from fakes.market import FakeMarket``."""

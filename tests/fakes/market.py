@@ -80,6 +80,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
+
 from perpwatch.clock import Clock
 from perpwatch.timeutil import DAY, HOUR, INTERVALS
 
