@@ -1,0 +1,225 @@
+"""Saved CoinGlass V4 responses (one Parquet file per response) -> a :class:`Frame` of metrics.
+
+A snapshot folder (such as ``coinglass-v4-liquidity-report/20251114/``) holds one file per
+history endpoint, named after the request, anywhere below it::
+
+    api_price_ohlc_history.parquet                                    price.*      (Binance BTCUSDT)
+    api_futures_openInterest_ohlc_aggregated_history_<SYM>.parquet    oi.*
+    api_futures_fundingRate_oi_weight_ohlc_history_<SYM>.parquet      funding.open/high/low/close
+    api_futures_liquidation_aggregated_coin_history_<SYM>.parquet     liq.*
+    api_futures_global_long_short_account_ratio_history.parquet       ls.global_*  (Binance BTCUSDT)
+    api_futures_top_long_short_account_ratio_history.parquet          ls.top_*     (Binance BTCUSDT)
+    api_futures_aggregated_taker_buy_sell_volume_history.parquet      taker.*      (BTC)
+
+Each file's rows are the ``data`` items of the endpoint in ``perpwatch.plugins.coinglass.HISTORY``,
+and they are mapped with exactly that table (fields -> metrics, derived metrics such as
+``liq.total_usd`` and ``taker.buy_pct``) and the source's own ``align`` helper, so a converted
+file holds what the live source would have fetched. Names without ``_<SYM>`` were saved for one
+coin only (``bare_symbol``, BTC for that collection); ``_<SYM>_<SYM>`` (older snapshots) is
+accepted too. The last row of every file is dropped (the bar was still open when it was saved);
+leading rows whose every value is 0 (before the provider had data) are unknown, never 0; files
+whose bars are not of the requested interval are skipped with a note in ``frame.problems``.
+
+Snapshots are joined with :func:`join_frames`: the union of their bars, the newer snapshot's
+value winning wherever both have one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PerpwatchError
+from .frame import Cat, Frame
+from .plugins._http import align
+from .plugins.coinglass import HISTORY
+from .timeutil import format_time, interval_ms
+
+#: HISTORY key of ``perpwatch.plugins.coinglass`` -> the saved file's name stem.
+FILE_STEMS: dict[str, str] = {
+    "price": "api_price_ohlc_history",
+    "oi": "api_futures_openInterest_ohlc_aggregated_history",
+    "funding": "api_futures_fundingRate_oi_weight_ohlc_history",
+    "liq": "api_futures_liquidation_aggregated_coin_history",
+    "ls_global": "api_futures_global_long_short_account_ratio_history",
+    "ls_top": "api_futures_top_long_short_account_ratio_history",
+    "taker": "api_futures_aggregated_taker_buy_sell_volume_history",
+}
+
+
+class SnapshotError(PerpwatchError):
+    """A snapshot folder that cannot be read or holds nothing usable."""
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    """One saved response: which endpoint it answers and where it is."""
+
+    key: str
+    path: Path
+
+
+def find_files(folder: str | os.PathLike[str], symbol: str, bare_symbol: str = "BTC") -> list[SnapshotFile]:
+    """The saved responses for ``symbol`` under ``folder``, one per endpoint (first match wins)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SnapshotError(f"{folder}: not a folder")
+    by_name: dict[str, Path] = {}
+    for p in sorted(root.rglob("*.parquet")):
+        by_name.setdefault(p.stem, p)
+    sym = symbol.upper()
+    out = []
+    for key, stem in FILE_STEMS.items():
+        names = [f"{stem}_{sym}", f"{stem}_{sym}_{sym}"]
+        if sym == bare_symbol.upper():
+            names.append(stem)
+        path = next((by_name[n] for n in names if n in by_name), None)
+        if path is not None:
+            out.append(SnapshotFile(key, path))
+    return out
+
+
+def read_response(file: SnapshotFile, step: int) -> Frame:
+    """One saved response -> metric columns on its own bars (last row dropped).
+
+    Uses the CoinGlass source's endpoint table and ``align`` helper. Raises SnapshotError when
+    the bars are not ``step`` ms apart.
+    """
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SnapshotError(
+            "reading CoinGlass Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"
+        ) from None
+    endpoint = HISTORY[file.key]
+    rows = [r for r in pq.read_table(file.path).to_pylist() if r.get("time") is not None]
+    rows.sort(key=lambda r: int(r["time"]))
+    rows = rows[:-1]  # the newest bar was still open when the response was saved
+    times = np.unique(np.asarray([int(r["time"]) for r in rows], dtype=np.int64))
+    if len(times) > 1:
+        diffs, counts = np.unique(np.diff(times), return_counts=True)
+        usual = int(diffs[np.argmax(counts)])
+        if usual != step:
+            raise SnapshotError(f"{file.path.name}: its bars are {_span(usual)} apart, not {_span(step)}")
+    frame = align(rows, "time", endpoint.fields, times)
+    _blank_leading_zeros(frame)
+    for name, derive in endpoint.derived.items():
+        frame.columns[name] = derive(frame.columns)
+    return frame
+
+
+def _blank_leading_zeros(frame: Frame) -> None:
+    """Rows before the first with any non-zero value carry no data: make them unknown."""
+    cols = [c for c in frame.columns.values() if isinstance(c, np.ndarray)]
+    if not cols or not len(frame):
+        return
+    nonzero = np.any([np.nan_to_num(c, nan=0.0) != 0 for c in cols], axis=0)
+    first = int(np.argmax(nonzero)) if nonzero.any() else len(frame)
+    for c in cols:
+        c[:first] = np.nan
+
+
+def _span(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def load_snapshot(
+    folder: str | os.PathLike[str], symbol: str, interval: str, bare_symbol: str = "BTC"
+) -> Frame:
+    """Every usable response of one snapshot folder as one Frame; notes in ``frame.problems``."""
+    step = interval_ms(interval)
+    frame = Frame(np.zeros(0, dtype=np.int64))
+    notes: list[str] = []
+    files = find_files(folder, symbol, bare_symbol)
+    found = {f.key for f in files}
+    for file in files:
+        try:
+            part = read_response(file, step)
+        except SnapshotError as e:
+            notes.append(f"skipped {e}")
+            continue
+        except OSError as e:
+            notes.append(f"skipped {file.path.name}: {e.strerror or e}")
+            continue
+        frame = frame.merge(part)
+    absent = [FILE_STEMS[k] for k in FILE_STEMS if k not in found]
+    if absent:
+        notes.append(f"{folder}: no {symbol} response for {', '.join(absent)}")
+    frame.problems = notes
+    return frame
+
+
+def join_frames(frames: Sequence[Frame]) -> Frame:
+    """The union of the frames' bars; a later frame's known value wins over an earlier one's."""
+    times = np.unique(np.concatenate([f.times for f in frames])) if frames else np.zeros(0, np.int64)
+    out = Frame(times, problems=[p for f in frames for p in f.problems])
+    n = len(times)
+    for f in frames:
+        idx = np.searchsorted(times, f.times)
+        for name, col in f.columns.items():
+            if isinstance(col, Cat):
+                old = out.columns.get(name)
+                labels = tuple(dict.fromkeys([*(old.labels if isinstance(old, Cat) else ()), *col.labels]))
+                codes = old.recode(labels) if isinstance(old, Cat) else np.full(n, -1, np.int32)
+                new = col.recode(labels)
+                known = new >= 0
+                codes[idx[known]] = new[known]
+                out.columns[name] = Cat(codes, labels)
+            else:
+                dst = out.columns.get(name)
+                if not isinstance(dst, np.ndarray):
+                    dst = out.columns[name] = np.full(n, np.nan)
+                known = ~np.isnan(col)
+                dst[idx[known]] = col[known]
+    return out
+
+
+def load_snapshots(
+    folders: Iterable[str | os.PathLike[str]], symbol: str, interval: str, bare_symbol: str = "BTC"
+) -> Frame:
+    """Several snapshot folders joined: the one with the newest bar wins on overlapping bars."""
+    frames = [load_snapshot(f, symbol, interval, bare_symbol) for f in folders]
+    frames.sort(key=lambda f: int(f.times[-1]) if len(f) else -1)  # stable: ties keep the given order
+    return trim(join_frames(frames))
+
+
+def trim(frame: Frame) -> Frame:
+    """The frame without its leading and trailing bars on which every column is unknown."""
+    if not len(frame) or not frame.columns:
+        return Frame(frame.times[:0], {k: v[:0] for k, v in frame.columns.items()}, problems=frame.problems)
+    known = np.zeros(len(frame), dtype=bool)
+    for col in frame.columns.values():
+        known |= (col.codes >= 0) if isinstance(col, Cat) else ~np.isnan(col)
+    if not known.any():
+        lo = hi = 0
+    else:
+        lo, hi = int(np.argmax(known)), len(known) - int(np.argmax(known[::-1]))
+    out = frame.slice(lo, hi)
+    out.problems = frame.problems
+    return out
+
+
+def gaps(times: np.ndarray, step: int) -> list[tuple[int, int]]:
+    """(first missing, last missing) open times of every hole in a bar timeline."""
+    out = []
+    for i in np.flatnonzero(np.diff(times) > step).tolist():
+        out.append((int(times[i]) + step, int(times[i + 1]) - step))
+    return out
+
+
+def describe_gaps(times: np.ndarray, step: int, limit: int = 5) -> list[str]:
+    """Readable lines for the holes in a timeline (at most ``limit``, then a count)."""
+    holes = gaps(times, step)
+    lines = [
+        f"missing {(b - a) // step + 1} bar(s) {format_time(a)} .. {format_time(b)}" for a, b in holes[:limit]
+    ]
+    if len(holes) > limit:
+        lines.append(f"... and {len(holes) - limit} more gaps")
+    return lines

@@ -1,0 +1,296 @@
+"""``perpwatch fetch`` and ``perpwatch convert-coinglass``: write replay files for offline backtests.
+
+``fetch`` asks a configured source (``coinglass``, ``binance``, ...) for history in chunks and
+writes ``<SYMBOL>_<interval>.csv`` in the replay layout; ``convert-coinglass`` turns saved
+CoinGlass V4 responses (snapshot folders of Parquet files) into the same files. Exit codes: 0
+success, 1 a source failed (files are still written with what arrived), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+import numpy as np
+
+from .cli import EXIT_FAILED, get_registry, report_errors
+from .errors import PerpwatchError, did_you_mean
+from .frame import Frame
+from .interfaces import FetchRequest, PluginContext, Source, SourceError
+from .metrics import CATALOGUE
+from .timeutil import INTERVALS, format_time, interval_ms, parse_time
+
+DEFAULT_CHUNK_BARS = 1000
+
+
+def register(cli: click.Group) -> None:
+    """Add ``fetch`` and ``convert-coinglass`` to the command group."""
+    cli.add_command(fetch)
+    cli.add_command(convert_coinglass)
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _time_option(value: str, hint: str) -> int:
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from None
+
+
+def metric_order(names: set[str] | frozenset[str]) -> list[str]:
+    """Catalogue order for core metrics, then the others sorted."""
+    return [n for n in CATALOGUE if n in names] + sorted(set(names) - set(CATALOGUE))
+
+
+def bar_chunks(start: int, end: int, step: int, bars: int) -> list[tuple[int, int]]:
+    """(first open, last open) of consecutive windows of at most ``bars`` bars covering [start, end]."""
+    first = -(-start // step) * step
+    out = []
+    while first <= end:
+        last = min(first + (bars - 1) * step, end - end % step)
+        out.append((first, last))
+        first = last + step
+    return out
+
+
+@dataclass
+class SymbolResult:
+    """What arrived for one symbol: the chunks' frames, failures and notes."""
+
+    frames: list[Frame] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def frame(self) -> Frame:
+        from .coinglass_files import join_frames
+
+        return join_frames(self.frames)
+
+
+def build_source(name: str, config_path: str | None) -> tuple[Source, Any]:
+    """The source instance ``name`` from the config (or the plugin of that name with defaults)."""
+    from .config import find_config, load_config
+
+    reg = get_registry()
+    cfg = load_config(find_config(config_path), reg)
+    inst = cfg.source(name)
+    cls = reg.sources.get(inst.plugin)
+    if cls is None:
+        installed = ", ".join(sorted(set(reg.sources) | set(cfg.sources))) or "none"
+        hint = did_you_mean(name, set(reg.sources) | set(cfg.sources)) or f" (available: {installed})"
+        raise click.BadParameter(f"no source {name!r}{hint}", param_hint="--source")
+    clash = [c for c in reg.conflicts if c.startswith(f"source {inst.plugin!r}")]
+    if clash:
+        raise PerpwatchError("; ".join(clash))
+    try:
+        source = cls(inst.options, PluginContext(secrets=cfg.secrets))
+    except (ValueError, TypeError, SourceError) as e:
+        raise PerpwatchError(cfg.redact(f"source {name!r}: {e}")) from None
+    return source, cfg
+
+
+@click.command()
+@click.option(
+    "--source",
+    "source_name",
+    required=True,
+    help="A source: a config instance or a plugin (coinglass, binance).",
+)
+@click.option("--symbols", help="Comma-separated coins, e.g. BTC,ETH (default: the config's symbols).")
+@click.option("--interval", required=True, type=click.Choice(list(INTERVALS)), help="Bar interval.")
+@click.option("--from", "start", required=True, help="First bar: ISO 8601 (2025-01-01) or epoch ms.")
+@click.option("--to", "end", help="End, exclusive: bars that open before it (default: now).")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
+)
+@click.option("--metrics", help="Comma-separated subset of the source's metrics (default: all it provides).")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ./perpwatch.yaml)."
+)
+@click.option(
+    "--chunk-bars",
+    default=DEFAULT_CHUNK_BARS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Bars per request to the source.",
+)
+@report_errors
+def fetch(
+    source_name: str,
+    symbols: str | None,
+    interval: str,
+    start: str,
+    end: str | None,
+    out_dir: str,
+    metrics: str | None,
+    config_path: str | None,
+    chunk_bars: int,
+) -> None:
+    """Fetch history from a source into <SYMBOL>_<interval>.csv replay files, for offline backtests.
+
+    Bars that open in [--from, --to) are fetched in chunks of --chunk-bars; each symbol's file
+    holds the metrics the source provides (or --metrics), empty cells where a value is unknown.
+    """
+    from .plugins.replay import replay_file_name, write_replay_csv
+
+    first = _time_option(start, "--from")
+    stop = _time_option(end, "--to") if end else int(time.time() * 1000)
+    if stop <= first:
+        raise click.BadParameter(f"--to must be after --from ({format_time(first)})", param_hint="--to")
+    step = interval_ms(interval)
+    source, cfg = build_source(source_name, config_path)
+    provided = source.provides()
+    wanted = _split(metrics)
+    for name in wanted:
+        if name not in provided:
+            hint = did_you_mean(name, provided) or f" (it provides: {', '.join(metric_order(provided))})"
+            raise click.BadParameter(
+                f"source {source_name!r} does not provide {name!r}{hint}", param_hint="--metrics"
+            )
+    names = metric_order(set(wanted) if wanted else provided)
+    coins = [s.upper() for s in _split(symbols)] or list(cfg.symbols)
+    windows = bar_chunks(first, stop - 1, step, chunk_bars)
+    if not windows:
+        raise click.BadParameter("no bar opens in that range", param_hint="--from/--to")
+    os.makedirs(out_dir, exist_ok=True)
+
+    results = asyncio.run(_fetch_all(source, coins, interval, frozenset(names), windows, cfg.redact))
+    failed = False
+    for coin in coins:
+        res = results[coin]
+        for note in dict.fromkeys(res.notes):
+            click.echo(f"note: {coin}: {note}", err=True)
+        for failure in dict.fromkeys(res.failures):
+            click.echo(f"error: {coin}: {failure}", err=True)
+        failed |= bool(res.failures)
+        if not res.frames:
+            continue
+        frame = res.frame()
+        cols = names if wanted else [n for n in names if _has_values(frame, n)]
+        empty = [n for n in names if not _has_values(frame, n)]
+        if empty:
+            click.echo(f"warning: {coin}: no data for {', '.join(empty)}", err=True)
+        path = os.path.join(out_dir, replay_file_name(coin, interval))
+        write_replay_csv(path, frame, cols)
+        span = (
+            f"{format_time(int(frame.times[0]))} .. {format_time(int(frame.times[-1]))}"
+            if len(frame)
+            else "no bars"
+        )
+        gaps = " (with gaps: see the errors above)" if res.failures else ""
+        click.echo(f"wrote {path}: {len(frame)} bars {span}, {len(cols)} metrics{gaps}")
+    if failed:
+        raise SystemExit(EXIT_FAILED)
+
+
+def _has_values(frame: Frame, name: str) -> bool:
+    col = frame.columns.get(name)
+    if col is None:
+        return False
+    if isinstance(col, np.ndarray):
+        return bool((~np.isnan(col)).any())
+    return bool((col.codes >= 0).any())
+
+
+async def _fetch_all(
+    source: Source,
+    coins: list[str],
+    interval: str,
+    metrics: frozenset[str],
+    windows: list[tuple[int, int]],
+    redact: Callable[[str], str],
+) -> dict[str, SymbolResult]:
+    """Every (symbol, window) in turn, with a progress bar; a chunk that fails outright stops that symbol."""
+    results = {coin: SymbolResult() for coin in coins}
+    expected = metrics & source.provides()
+    try:
+        with click.progressbar(
+            length=len(coins) * len(windows),
+            label=f"fetching {source.name}",
+            file=click.get_text_stream("stderr"),
+        ) as bar:
+            for coin in coins:
+                res = results[coin]
+                for done, (lo, hi) in enumerate(windows):
+                    request = FetchRequest(coin, interval, metrics, lo, hi)
+                    try:
+                        frame = await source.fetch(request)
+                    except SourceError as e:
+                        res.failures.append(redact(f"{format_time(lo)} .. {format_time(hi)}: {e}"))
+                        bar.update(len(windows) - done)  # the rest of this symbol's chunks
+                        break
+                    bar.update(1)
+                    absent = sorted(expected - frame.columns.keys()) if len(frame) else []
+                    if absent:
+                        reasons = "; ".join(frame.problems) or "no reason given"
+                        res.failures.append(
+                            redact(
+                                f"{format_time(lo)} .. {format_time(hi)}: {', '.join(absent)} missing ({reasons})"
+                            )
+                        )
+                    else:
+                        res.notes.extend(redact(p) for p in frame.problems)
+                    res.frames.append(frame)
+    finally:
+        await source.aclose()
+    return results
+
+
+@click.command("convert-coinglass")
+@click.argument("snapshots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--symbol", "symbols", required=True, help="Coin(s), comma-separated: BTC or BTC,ETH.")
+@click.option(
+    "--interval", default="4h", show_default=True, type=click.Choice(list(INTERVALS)), help="Bar interval."
+)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
+)
+@click.option(
+    "--bare-symbol",
+    default="BTC",
+    show_default=True,
+    help="The coin of responses saved without a _<SYMBOL> suffix (price, long/short, taker).",
+)
+@report_errors
+def convert_coinglass(
+    snapshots: tuple[str, ...], symbols: str, interval: str, out_dir: str, bare_symbol: str
+) -> None:
+    """Convert saved CoinGlass V4 responses (snapshot folders of Parquet files) into replay files.
+
+    Several snapshots are joined; where they overlap, the newer one wins. The last (still open)
+    bar of every response is dropped.
+    """
+    from .coinglass_files import describe_gaps, load_snapshots
+    from .plugins.replay import replay_file_name, write_replay_csv
+
+    coins = [s.upper() for s in _split(symbols)]
+    if not coins:
+        raise click.BadParameter("name at least one coin", param_hint="--symbol")
+    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol) for coin in coins}
+    empty = [coin for coin, frame in frames.items() if not len(frame)]
+    if empty:
+        raise PerpwatchError(
+            f"no {interval} data for {', '.join(empty)} in {', '.join(snapshots)}"
+            + "".join(f"\n  {p}" for coin in empty for p in frames[coin].problems)
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    step = interval_ms(interval)
+    for coin, frame in frames.items():
+        for note in dict.fromkeys(frame.problems):
+            click.echo(f"note: {coin}: {note}", err=True)
+        for line in describe_gaps(frame.times, step):
+            click.echo(f"warning: {coin}: {line}", err=True)
+        path = os.path.join(out_dir, replay_file_name(coin, interval))
+        cols = write_replay_csv(path, frame, metric_order(set(frame.columns)))
+        click.echo(
+            f"wrote {path}: {len(frame)} bars {format_time(int(frame.times[0]))} .. "
+            f"{format_time(int(frame.times[-1]))}, {len(cols)} metrics"
+        )
