@@ -104,7 +104,7 @@ def _column_problem(name: str) -> str | None:
     prefix = name.split(".", 1)[0]
     if _METRIC.match(name) and prefix not in CORE_PREFIXES:
         return None  # a plugin's own metric (prefix.name)
-    hint = did_you_mean(name, CATALOGUE) or " (metric names are listed by `perpwatch metrics`)"
+    hint = did_you_mean(name, CATALOGUE, n=1) or " (metric names are listed by `perpwatch metrics`)"
     return f"unknown column {name!r}{hint}"
 
 
