@@ -229,15 +229,11 @@ async def _fetch_all(
                         break
                     bar.update(1)
                     absent = sorted(expected - frame.columns.keys()) if len(frame) else []
+                    why = [p for p in frame.problems if any(m in p for m in absent)]
+                    res.notes.extend(redact(p) for p in frame.problems if p not in why)
                     if absent:
-                        reasons = "; ".join(frame.problems) or "no reason given"
-                        res.failures.append(
-                            redact(
-                                f"{format_time(lo)} .. {format_time(hi)}: {', '.join(absent)} missing ({reasons})"
-                            )
-                        )
-                    else:
-                        res.notes.extend(redact(p) for p in frame.problems)
+                        what = "; ".join(why) or f"{', '.join(absent)} missing"
+                        res.failures.append(redact(f"{format_time(lo)} .. {format_time(hi)}: {what}"))
                     res.frames.append(frame)
     finally:
         await source.aclose()
