@@ -389,6 +389,11 @@ class _Compiler:
         side = sig["side"]
         if side in SIDES:
             rule.side = self.plan.const(side)
+        elif side.isidentifier() and side not in self.let_src and side not in self.params:
+            raise LocatedError(
+                sig.val_loc("side"),
+                f"signal side {side!r} is not long, short or flat{did_you_mean(side, SIDES)}",
+            )
         else:
             rule.side = self.expr.compile(side, sig.val_loc("side"))
             node = self.plan.nodes[rule.side]

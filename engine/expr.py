@@ -94,6 +94,7 @@ class ExprCompiler:
                 raise LocatedError(loc, f"expression is longer than {MAX_EXPR_CHARS} characters")
             tree = self._parse(text)
             self._check_depth(tree)
+            self._check_forbidden(tree)
             return self._node(tree)
         finally:
             self.last_names = self.names
@@ -142,6 +143,17 @@ class ExprCompiler:
                 raise LocatedError(self._at(node), f"expression nested more than {MAX_DEPTH} levels deep")
             stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
 
+    def _check_forbidden(self, tree: ast.AST) -> None:
+        """Forbidden syntax and '_' names anywhere in the tree, reported before anything else
+        (so ``__import__("os").system(...)`` or ``max(x for x in ...)`` name the real problem)."""
+        for node in ast.walk(tree):
+            for cls, why in _FORBIDDEN.items():
+                if isinstance(node, cls):
+                    raise self._err(node, why)
+            name = getattr(node, "id", None) or getattr(node, "attr", None) or ""
+            if isinstance(node, ast.Name | ast.Attribute) and name.startswith("_"):
+                raise self._err(node, f"names starting with '_' are not allowed ({name!r})")
+
     def _at(self, node: ast.AST) -> Loc:
         if getattr(node, "lineno", 1) != 1:
             return self._loc
@@ -171,10 +183,15 @@ class ExprCompiler:
 
     def _fold(self, node: ast.AST) -> int:
         """A literal-only sub-expression, computed once with simpleeval's limits on."""
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.BinOp) and type(sub.op) not in _ARITH:
+                raise self._err(sub, f"operator {type(sub.op).__name__} is not allowed")
+            if isinstance(sub, ast.UnaryOp) and isinstance(sub.op, ast.Invert):
+                raise self._err(sub, "the ~ operator is not allowed")
+        evaluator = simpleeval.SimpleEval(names={}, functions={})
+        evaluator.operators = {**evaluator.operators, ast.Pow: _const_power}
         try:
-            value = simpleeval.SimpleEval(names={}, functions={}).eval(
-                self._src(node), previously_parsed=node
-            )
+            value = evaluator.eval(self._src(node), previously_parsed=node)
         except (simpleeval.NumberTooHigh, simpleeval.IterableTooLong) as e:
             raise self._err(
                 node,
@@ -183,7 +200,9 @@ class ExprCompiler:
             ) from None
         except ZeroDivisionError:
             raise self._err(node, "division by zero in a constant") from None
-        except (OverflowError, TypeError, simpleeval.InvalidExpression, ValueError) as e:
+        except OverflowError:
+            raise self._err(node, "number too large") from None
+        except (TypeError, simpleeval.InvalidExpression, ValueError) as e:
             raise self._err(node, f"invalid constant expression: {e}") from None
         return self._const(node, value)
 
@@ -462,6 +481,14 @@ class ExprCompiler:
         value: Any
         if isinstance(arg, ast.Constant) and not isinstance(arg.value, bool):
             value = arg.value
+        elif (
+            isinstance(arg, ast.UnaryOp)
+            and isinstance(arg.op, ast.USub | ast.UAdd)
+            and isinstance(arg.operand, ast.Constant)
+            and isinstance(arg.operand.value, int | float)
+            and not isinstance(arg.operand.value, bool)
+        ):
+            value = -arg.operand.value if isinstance(arg.op, ast.USub) else arg.operand.value
         elif isinstance(arg, ast.Name) and arg.id in self.params:
             self._use(arg.id)
             value = self.params[arg.id]
@@ -477,8 +504,12 @@ class ExprCompiler:
             raise self._err(arg, f"the window of {spec.name}() must be a whole number of bars, not {value!r}")
         least = MIN_WINDOW.get(spec.name, 1)
         if value < least:
-            if spec.name == "lag" and value < 0:
-                raise self._err(arg, f"lag({value}) would look into the future; windows must be positive")
+            if value < 0:
+                raise self._err(
+                    arg,
+                    f"{spec.name}() with window {value} would look into the future (lookahead); "
+                    "windows count bars back and must be positive",
+                )
             raise self._err(arg, f"the window of {spec.name}() must be at least {least}, not {value}")
         if value > 100_000:
             raise self._err(arg, f"the window of {spec.name}() is too large ({value} bars; at most 100000)")
@@ -493,6 +524,17 @@ class ExprCompiler:
     def _use(self, name: str) -> None:
         if name not in self.names:
             self.names.append(name)
+
+
+def _const_power(a: Any, b: Any) -> float:
+    """``a ** b`` for constant folding: simpleeval's exponent limit, computed in floats.
+
+    Every value ends up a float anyway; integer powers such as ``3999999 ** 3999999`` would pass
+    simpleeval's limits yet take tens of seconds as Python integers.
+    """
+    if abs(b) > simpleeval.MAX_POWER:
+        raise simpleeval.NumberTooHigh(f"exponent {b} is too large")
+    return float(a) ** float(b)  # OverflowError: "number too large"
 
 
 def _kind_name(kind: str) -> str:

@@ -75,6 +75,25 @@ def _window_reduce(x: np.ndarray, n: int, op: Callable[[np.ndarray, np.ndarray],
     return out
 
 
+def flat_window(x: np.ndarray, n: int) -> np.ndarray:
+    """True where the last n values (bar t included) are known and all equal.
+
+    A sum divided by n is not exactly the value of a flat window (0.1 * 3 / 3 != 0.1), so the
+    functions whose exact answer on a flat window is known (mean = the value, deviation = 0) use
+    this mask to give that answer instead of a rounding artefact.
+    """
+    t = len(x)
+    out = np.zeros(t, bool)
+    if n > t:
+        return out
+    first = x[: t - n + 1]
+    acc = ~np.isnan(first)
+    for j in range(1, n):
+        acc &= x[j : t - n + 1 + j] == first
+    out[n - 1 :] = acc
+    return out
+
+
 def finite(x: np.ndarray) -> np.ndarray:
     """Infinities (division by zero, overflow) become unknown."""
     x = np.asarray(x, dtype=float)
@@ -107,7 +126,10 @@ def f_pct_change(x: np.ndarray, n: int = 1) -> np.ndarray:
 
 
 def f_sma(x: np.ndarray, n: int) -> np.ndarray:
-    return window_sum(x, n) / n
+    out = window_sum(x, n) / n
+    flat = flat_window(x, n)
+    out[flat] = x[flat]  # the mean of n equal values is that value, exactly
+    return out
 
 
 def _sq_dev_sum(x: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
@@ -129,7 +151,7 @@ def f_stdev(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
-    mean = f_sma(x, n)
+    mean = f_sma(x, n)  # exact on a flat window, so its deviations (and stdev) are exactly 0
     sd = np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (x - mean) / sd
@@ -150,6 +172,8 @@ def f_ema(x: np.ndarray, n: int) -> np.ndarray:
     for j in range(1, span):
         e = alpha * x[j : t - span + 1 + j] + keep * e
     out[span - 1 :] = e
+    flat = flat_window(x, span)
+    out[flat] = x[flat]  # the exponential mean of equal values is that value, exactly
     return out
 
 
@@ -205,10 +229,6 @@ def _gt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return truth(a > b, np.isnan(a) | np.isnan(b))
 
 
-def _le(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return truth(a <= b, np.isnan(a) | np.isnan(b))
-
-
 def and3(*xs: np.ndarray) -> np.ndarray:
     """Three-valued and: False if any is False, else unknown if any is unknown, else True."""
     false = np.zeros(np.shape(xs[0]), bool)
@@ -233,12 +253,19 @@ def not3(x: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(x), NAN, 1.0 - x)
 
 
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a > b at t and a <= b at t-1; unknown when any of the four values is (a 2-bar window)."""
+    la, lb = lagged(a, 1), lagged(b, 1)
+    unknown = np.isnan(a) | np.isnan(b) | np.isnan(la) | np.isnan(lb)
+    return truth((a > b) & (la <= lb), unknown)
+
+
 def f_crosses_above(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return and3(_gt(a, b), _le(lagged(a, 1), lagged(b, 1)))
+    return _cross(a, b)
 
 
 def f_crosses_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return and3(_gt(b, a), _le(lagged(b, 1), lagged(a, 1)))
+    return _cross(b, a)
 
 
 def f_rising(x: np.ndarray, n: int = 1) -> np.ndarray:

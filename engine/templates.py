@@ -7,6 +7,7 @@ An unknown value renders as ``unknown`` (its format spec is not applied).
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from .errors import Loc, LocatedError
 
 CONTEXT_NAMES = {"symbol": "str", "rule": "str", "severity": "str", "time": "str"}
 _SAMPLES = {"num": 1.5, "bool": True, "str": "x"}
+#: Widths and precisions above this are refused ("{x:>999999999}" would build a gigabyte string).
+MAX_SPEC_NUMBER = 100
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ def compile_template(text: str, loc: Loc, kind_of: Callable[[str], str | None], 
                 loc,
                 f"{{{field}}} in the message is not a known name "
                 f"(metric path, let name, param, symbol, rule, severity or time){did_you_mean(field, known)}",
+            )
+        widest = max((int(d) for d in re.findall(r"\d+", spec)), default=0)
+        if widest > MAX_SPEC_NUMBER:
+            raise LocatedError(
+                loc,
+                f"{{{field}:{spec}}}: width or precision {widest} is too wide (at most {MAX_SPEC_NUMBER})",
             )
         if spec:
             try:

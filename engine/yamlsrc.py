@@ -66,7 +66,9 @@ def load_yaml(text: str | bytes, file: str) -> Any:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise LocatedError(Loc(file), f"file is not UTF-8 text (byte {e.start})") from None
+            line = text.count(b"\n", 0, e.start) + 1
+            col = e.start - (text.rfind(b"\n", 0, e.start) + 1) + 1
+            raise LocatedError(Loc(file, line, col), f"file is not UTF-8 text (byte {e.start})") from None
     if len(text) > MAX_BYTES:
         raise LocatedError(Loc(file), f"file is larger than {MAX_BYTES} bytes")
     if "\x00" in text:
