@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -151,7 +152,7 @@ def fetch(
     wanted = _split(metrics)
     for name in wanted:
         if name not in provided:
-            hint = did_you_mean(name, provided) or f" (it provides: {', '.join(metric_order(provided))})"
+            hint = did_you_mean(name, provided, n=1) or f" (it provides: {', '.join(metric_order(provided))})"
             raise click.BadParameter(
                 f"source {source_name!r} does not provide {name!r}{hint}", param_hint="--metrics"
             )
@@ -215,7 +216,7 @@ async def _fetch_all(
         with click.progressbar(
             length=len(coins) * len(windows),
             label=f"fetching {source.name}",
-            file=click.get_text_stream("stderr"),
+            file=sys.stderr,
         ) as bar:
             for coin in coins:
                 res = results[coin]
