@@ -69,8 +69,13 @@ param_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="perpwatch")
-@click.option("--plugin", "plugin_paths", multiple=True, metavar="PATH",
-              help="Load a local plugin module (repeatable; also PERPWATCH_PLUGINS).")
+@click.option(
+    "--plugin",
+    "plugin_paths",
+    multiple=True,
+    metavar="PATH",
+    help="Load a local plugin module (repeatable; also PERPWATCH_PLUGINS).",
+)
 @click.pass_context
 def cli(ctx: click.Context, plugin_paths: tuple[str, ...]) -> None:
     """perpwatch: rules over funding, open interest, liquidations and flow."""
@@ -108,8 +113,10 @@ def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: 
     overrides = parse_params(params)
     reg = get_registry()
     if source is not None and source not in reg.sources:
-        raise click.BadParameter(f"no source plugin {source!r} (installed: {', '.join(sorted(reg.sources))})",
-                                 param_hint="--source")
+        raise click.BadParameter(
+            f"no source plugin {source!r} (installed: {', '.join(sorted(reg.sources))})",
+            param_hint="--source",
+        )
     for path in files:
         try:
             s = load_strategy(path, overrides=overrides or None, **strategy_kwargs())
@@ -124,8 +131,11 @@ def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: 
         if src is not None and src in reg.sources:
             missing = sorted(s.metrics - provided_by(reg.sources[src]))
             if missing:
-                click.echo(f"{path}: warning: source {src!r} does not provide {', '.join(missing)}; "
-                           "conditions that need them stay unknown and never fire", err=True)
+                click.echo(
+                    f"{path}: warning: source {src!r} does not provide {', '.join(missing)}; "
+                    "conditions that need them stay unknown and never fire",
+                    err=True,
+                )
         if verbose:
             click.echo(
                 f"  name:     {s.name}  interval: {s.interval}  symbols: {', '.join(s.symbols or ['(from config)'])}"
@@ -176,14 +186,31 @@ def test_cmd(files: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--at", "at", required=True, help="Bar index, or a bar's open time (ISO 8601).")
-@click.option("--test", "test_name", help="Which test of the file (default: the first).")
+@click.option("--at", "at", required=True, help="Bar index (test files) or a bar's open time (ISO 8601).")
+@click.option("--test", "test_name", help="Which test of a test file (default: the first).")
+@click.option(
+    "--data", "data", type=click.Path(), help="With a strategy file: replay files (folder or file)."
+)
+@click.option("--symbol", "symbol", help="With --data: the symbol (default: the strategy's first).")
+@param_option
 @report_errors
-def explain(file: str, at: str, test_name: str | None) -> None:
-    """Every name's value and each condition's truth at one bar of a test file's series."""
-    from .explain import explain_test
+def explain(
+    file: str, at: str, test_name: str | None, data: str | None, symbol: str | None, params: tuple[str, ...]
+) -> None:
+    """Every name's value and each condition's truth at one bar.
 
-    click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
+    FILE is a strategy test file (its series), or a strategy file with --data (history files).
+    """
+    from .explain import explain_data, explain_test, is_test_file
+
+    if is_test_file(file):
+        click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
+    elif data is None:
+        raise click.UsageError(
+            "FILE is a strategy: give --data PATH (replay files), or pass a strategy test file"
+        )
+    else:
+        click.echo(explain_data(file, data, at, symbol, parse_params(params) or None, **strategy_kwargs()))
 
 
 @cli.command()
@@ -200,7 +227,10 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        what = "; ".join(f"{k}: {', '.join(v) if v else '(yes)'}" for k, v in row["registers"].items()) or "nothing"
+        what = (
+            "; ".join(f"{k}: {', '.join(v) if v else '(yes)'}" for k, v in row["registers"].items())
+            or "nothing"
+        )
         click.echo(f"{row['name']} {row['version']}  [{row['origin']}]  {what}")
         if row["error"]:
             click.echo(f"  error: {row['error']}")
@@ -215,12 +245,21 @@ def metrics(as_json: bool) -> None:
     """The metric namespace: names, units and which sources provide each."""
     cat = get_registry().catalogue()
     if as_json:
-        click.echo(json.dumps([{"name": n, "unit": m.unit, "kind": m.kind, "meaning": m.meaning, "sources": src}
-                               for n, (m, src) in cat.items()], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {"name": n, "unit": m.unit, "kind": m.kind, "meaning": m.meaning, "sources": src}
+                    for n, (m, src) in cat.items()
+                ],
+                indent=2,
+            )
+        )
         return
     width = max(len(n) for n in cat)
     for name, (m, src) in cat.items():
-        click.echo(f"{name:<{width}}  {m.unit:<28} {', '.join(src) or '(no installed source)':<22} {m.meaning}")
+        click.echo(
+            f"{name:<{width}}  {m.unit:<28} {', '.join(src) or '(no installed source)':<22} {m.meaning}"
+        )
 
 
 @cli.command()

@@ -1,12 +1,28 @@
-"""``perpwatch explain``: every name's value and each condition's truth at one bar."""
+"""``perpwatch explain``: every name's value and each condition's truth at one bar.
+
+Over a strategy test file's series (``--at`` a bar index or time), or over history files
+(``perpwatch explain STRATEGY --data PATH --at TIME``, the replay layout).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from .errors import LocatedError
-from .testing import load_test_file, run_case
-from .timeutil import format_time
+import numpy as np
+
+from .compiler import Strategy, load_strategy
+from .errors import Loc, LocatedError
+from .evaluate import Evaluation, evaluate
+from .rules import FIRING, RuleState, walk
+from .testing import BarResult, load_test_file, run_case
+from .timeutil import format_time, parse_time
+from .yamlsrc import LDict, load_yaml_file
+
+
+def is_test_file(path: str) -> bool:
+    doc = load_yaml_file(path)
+    return isinstance(doc, LDict) and "tests" in doc and "strategy" in doc
 
 
 def explain_test(path: str, at: str, test_name: str | None, functions=None, extra_metrics=None) -> str:
@@ -24,10 +40,52 @@ def explain_test(path: str, at: str, test_name: str | None, functions=None, extr
     run = run_case(doc, path, tests[index], tests.item_loc(index), functions, extra_metrics)
     at_value: Any = int(at) if at.lstrip("-").isdigit() else at
     i = run.index_of(at_value, tests.item_loc(index))
-    s, ev = run.strategy, run.ev
-    lines = [
-        f"{s.name} — test {run.name!r}, bar {i} ({format_time(int(ev.frame.times[i]))}), symbol {ev.symbol}"
-    ]
+    return report(run.strategy, run.ev, i, run.bars[i], f"test {run.name!r}")
+
+
+def explain_data(
+    path: str, data: str, at: str, symbol: str | None, params=None, functions=None, extra_metrics=None
+) -> str:
+    """A readable report of one bar of a strategy run over replay files."""
+    from .plugins.replay import load_replay_file, replay_file_name
+
+    strategy = load_strategy(path, overrides=params, functions=functions, extra_metrics=extra_metrics)
+    symbol = symbol or (strategy.symbols[0] if strategy.symbols else "BTC")
+    file = data
+    if os.path.isdir(data):
+        for ext in ("csv", "parquet"):
+            file = os.path.join(data, replay_file_name(symbol, strategy.interval, ext))
+            if os.path.exists(file):
+                break
+        else:
+            raise LocatedError(
+                Loc(data), f"no {replay_file_name(symbol, strategy.interval)} (or .parquet) in {data}"
+            )
+    frame = load_replay_file(file)
+    try:
+        t = parse_time(at)
+    except ValueError as e:
+        raise LocatedError(Loc("--at"), str(e)) from None
+    i = int(np.searchsorted(frame.times, t))
+    if i >= len(frame) or frame.times[i] != t:
+        raise LocatedError(
+            Loc("--at"),
+            f"{at} is not a bar of {file} "
+            f"({format_time(int(frame.times[0]))} .. {format_time(int(frame.times[-1]))})",
+        )
+    ev = evaluate(strategy, frame.slice(0, i + 1), symbol)
+    states: dict[str, RuleState] = {}
+    bar = BarResult()
+    for event in walk(strategy, ev, states):
+        if event.time == t:
+            getattr(bar, event.kind).add(event.rule)
+    bar.firing = {name for name, st in states.items() if st.status == FIRING}
+    return report(strategy, ev, i, bar, f"data {file}")
+
+
+def report(s: Strategy, ev: Evaluation, i: int, bar: BarResult, origin: str) -> str:
+    """Metrics, params, lets and every rule's condition parts at bar ``i``."""
+    lines = [f"{s.name} — {origin}, bar {i} ({format_time(int(ev.frame.times[i]))}), symbol {ev.symbol}"]
     metrics = sorted(s.metrics)
     if metrics:
         lines.append("metrics:")
@@ -39,7 +97,6 @@ def explain_test(path: str, at: str, test_name: str | None, functions=None, extr
         lines.append("let:")
         lines += [f"  {k} = {_fmt(ev.named_value(k, i))}" for k in s.lets]
     lines.append("rules:")
-    bar = run.bars[i]
     for rule in s.rules:
         state = (
             "fired"
