@@ -1,0 +1,456 @@
+"""The state database: one SQLite file (WAL) holding everything ``perpwatch run`` must remember.
+
+Tables (schema version in ``meta``; other modules may add their own tables through ``store.conn``):
+
+``meta(key PK, value)``
+    ``schema_version``.
+``rule_state(strategy, rule, symbol, status, state, updated_at)``  PK (strategy, rule, symbol)
+    ``state`` is ``RuleState.to_dict()`` as JSON; ``status`` is copied out for queries.
+``events(id PK, key UNIQUE, kind, strategy, rule, symbol, time, severity, message, values_json,
+signal_json, interval, recorded_at)``
+    Every event: fired, suppressed, resolved, and whatever else the trading layer records
+    ("rejected" with the reason in ``message``, "order"). ``key`` (``Event.key``) is unique, so a
+    replayed bar never records an event twice.
+``outbox(event_id, notifier, attempts, next_try, last_error, delivered_at, created_at)``
+    PK (event_id, notifier): one row per event and notifier that must receive it; delivered once
+    ``delivered_at`` is set; ``next_try`` (epoch seconds) is when a failed one is tried again.
+``mutes(target, symbol, until)``  PK (target, symbol)
+    ``target`` is ``strategy`` or ``strategy/rule``; ``symbol`` '' means every symbol; a mute
+    holds while ``until`` (epoch seconds) is in the future.
+``flags(name PK, value)``
+    Named switches (the trading kill switch).
+``progress(strategy PK, last_bar)``
+    The newest bar the runner processed for each strategy (resuming a simulated run).
+
+Writes outside ``with store.transaction():`` commit at once; inside, they commit together at the
+end of the outermost block (nested blocks join it), or none do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PerpwatchError
+from .events import Event, OrderIntent
+from .rules import INACTIVE, RuleState
+
+SCHEMA_VERSION = 1
+BACKOFF_BASE = 5.0  # seconds before the first retry of a failed delivery
+BACKOFF_CAP = 3600.0  # the longest wait between two tries
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rule_state (
+    strategy TEXT NOT NULL, rule TEXT NOT NULL, symbol TEXT NOT NULL,
+    status TEXT NOT NULL, state TEXT NOT NULL, updated_at REAL NOT NULL,
+    PRIMARY KEY (strategy, rule, symbol)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL, strategy TEXT NOT NULL, rule TEXT NOT NULL, symbol TEXT NOT NULL,
+    time INTEGER NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL,
+    values_json TEXT NOT NULL, signal_json TEXT, interval TEXT NOT NULL, recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_strategy ON events (strategy, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    event_id INTEGER NOT NULL REFERENCES events(id), notifier TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, next_try REAL NOT NULL, last_error TEXT,
+    delivered_at REAL, created_at REAL NOT NULL,
+    PRIMARY KEY (event_id, notifier)
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (delivered_at, next_try);
+CREATE TABLE IF NOT EXISTS mutes (
+    target TEXT NOT NULL, symbol TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (target, symbol)
+);
+CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS progress (strategy TEXT PRIMARY KEY, last_bar INTEGER NOT NULL);
+"""
+
+
+class StateError(PerpwatchError):
+    """The state database cannot be opened or is of an unknown schema version."""
+
+
+@dataclass
+class OutboxItem:
+    """One pending delivery: an event and the notifier that must receive it."""
+
+    event_id: int
+    notifier: str
+    attempts: int
+    next_try: float
+    last_error: str | None
+    event: Event
+
+
+@dataclass
+class Mute:
+    target: str
+    symbol: str | None
+    until: float
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before try ``attempts + 1``: 5 s, 10 s, 20 s, … at most an hour."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+class StateStore:
+    """Rule states, events, the notification outbox, mutes, flags and run progress."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.conn.execute("PRAGMA busy_timeout = 10000")
+            if path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = FULL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._depth = 0
+            with self.transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    self.conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    )
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StateError(
+                        f"{path}: state schema version {row[0]} is newer than this perpwatch "
+                        f"understands ({SCHEMA_VERSION}); upgrade perpwatch"
+                    )
+        except sqlite3.Error as e:
+            raise StateError(f"cannot open the state database {path}: {e}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[StateStore]:
+        """All writes in the block commit together, or none do; a nested block joins the outer one."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self._depth = 0
+            self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        self.conn.execute("COMMIT")
+
+    # -- rule states --------------------------------------------------------------------------
+
+    def load_rule_state(self, strategy: str, rule: str, symbol: str) -> RuleState:
+        row = self.conn.execute(
+            "SELECT state FROM rule_state WHERE strategy = ? AND rule = ? AND symbol = ?",
+            (strategy, rule, symbol),
+        ).fetchone()
+        return RuleState.from_dict(json.loads(row[0])) if row else RuleState()
+
+    def load_rule_states(self, strategy: str, symbol: str) -> dict[str, RuleState]:
+        """Every stored rule state of one strategy and symbol, by rule name."""
+        rows = self.conn.execute(
+            "SELECT rule, state FROM rule_state WHERE strategy = ? AND symbol = ?", (strategy, symbol)
+        )
+        return {rule: RuleState.from_dict(json.loads(state)) for rule, state in rows}
+
+    def save_rule_state(self, strategy: str, rule: str, symbol: str, state: RuleState) -> None:
+        self.conn.execute(
+            "INSERT INTO rule_state (strategy, rule, symbol, status, state, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (strategy, rule, symbol) DO UPDATE SET "
+            "status = excluded.status, state = excluded.state, updated_at = excluded.updated_at",
+            (strategy, rule, symbol, state.status, json.dumps(state.to_dict()), time.time()),
+        )
+
+    def rule_status(self, strategy: str, rule: str, symbol: str) -> str:
+        """``inactive``, ``pending`` or ``firing`` (inactive when never stepped)."""
+        row = self.conn.execute(
+            "SELECT status FROM rule_state WHERE strategy = ? AND rule = ? AND symbol = ?",
+            (strategy, rule, symbol),
+        ).fetchone()
+        return row[0] if row else INACTIVE
+
+    def known_rules(self) -> dict[str, set[str]]:
+        """Strategy name -> the rule names with a stored state."""
+        out: dict[str, set[str]] = {}
+        for strategy, rule in self.conn.execute("SELECT DISTINCT strategy, rule FROM rule_state"):
+            out.setdefault(strategy, set()).add(rule)
+        return out
+
+    # -- events -------------------------------------------------------------------------------
+
+    def record_event(self, event: Event, now: float | None = None) -> int | None:
+        """Store ``event``; its id, or None when an event with the same key is already stored."""
+        cur = self.conn.execute(
+            "INSERT INTO events (key, kind, strategy, rule, symbol, time, severity, message, "
+            "values_json, signal_json, interval, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (
+                event.key,
+                event.kind,
+                event.strategy,
+                event.rule,
+                event.symbol,
+                int(event.time),
+                event.severity,
+                event.message,
+                _dumps(event.values),
+                _dumps(event.to_dict()["signal"]) if event.signal is not None else None,
+                event.interval,
+                time.time() if now is None else now,
+            ),
+        )
+        return cur.lastrowid if cur.rowcount else None
+
+    def event_id(self, key: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM events WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def get_event(self, event_id: int) -> Event | None:
+        row = self.conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return _event(row) if row else None
+
+    def events(self, strategy: str | None = None, kind: str | None = None) -> list[Event]:
+        """Every stored event in the order recorded (optionally of one strategy and/or kind)."""
+        sql, args = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1", []
+        if strategy is not None:
+            sql, args = sql + " AND strategy = ?", [*args, strategy]
+        if kind is not None:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        return [_event(row) for row in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def recent_events(self, limit: int = 20, strategy: str | None = None) -> list[dict[str, Any]]:
+        """The newest events first, each with ``deliveries``: one dict per notifier it was routed to."""
+        sql = f"SELECT id, recorded_at, {_EVENT_COLUMNS} FROM events"
+        args: list[Any] = []
+        if strategy is not None:
+            sql, args = sql + " WHERE strategy = ?", [strategy]
+        rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, int(limit)]).fetchall()
+        out = []
+        for row in rows:
+            event = _event(row[2:])
+            deliveries = [
+                {
+                    "notifier": notifier,
+                    "status": "delivered"
+                    if delivered_at is not None
+                    else ("retrying" if attempts else "pending"),
+                    "attempts": attempts,
+                    "delivered_at": delivered_at,
+                    "next_try": None if delivered_at is not None else next_try,
+                    "last_error": last_error,
+                }
+                for notifier, attempts, next_try, last_error, delivered_at in self.conn.execute(
+                    "SELECT notifier, attempts, next_try, last_error, delivered_at FROM outbox "
+                    "WHERE event_id = ? ORDER BY notifier",
+                    (row[0],),
+                )
+            ]
+            out.append(
+                {
+                    "id": row[0],
+                    "key": event.key,
+                    "recorded_at": row[1],
+                    **event.to_dict(),
+                    "deliveries": deliveries,
+                }
+            )
+        return out
+
+    # -- the outbox ---------------------------------------------------------------------------
+
+    def enqueue(self, event_id: int, notifier_name: str, now: float | None = None) -> None:
+        """Have ``notifier_name`` deliver the event (once; enqueuing again changes nothing)."""
+        now = time.time() if now is None else now
+        self.conn.execute(
+            "INSERT INTO outbox (event_id, notifier, next_try, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (event_id, notifier) DO NOTHING",
+            (event_id, notifier_name, now, now),
+        )
+
+    def due(self, now: float, notifier: str | None = None, limit: int | None = None) -> list[OutboxItem]:
+        """Undelivered items whose ``next_try`` has come, oldest event first."""
+        sql = (
+            f"SELECT o.event_id, o.notifier, o.attempts, o.next_try, o.last_error, {_EVENT_COLUMNS_E} "
+            "FROM outbox o JOIN events e ON e.id = o.event_id WHERE o.delivered_at IS NULL AND o.next_try <= ?"
+        )
+        args: list[Any] = [now]
+        if notifier is not None:
+            sql, args = sql + " AND o.notifier = ?", [*args, notifier]
+        sql += " ORDER BY o.event_id, o.notifier"
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, int(limit)]
+        return [OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[5:])) for r in self.conn.execute(sql, args)]
+
+    def next_due(self) -> float | None:
+        """When the earliest undelivered item may be tried, or None when nothing is pending."""
+        row = self.conn.execute("SELECT MIN(next_try) FROM outbox WHERE delivered_at IS NULL").fetchone()
+        return row[0]
+
+    def pending_count(self, notifier: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", []
+        if notifier is not None:
+            sql, args = sql + " AND notifier = ?", [notifier]
+        return self.conn.execute(sql, args).fetchone()[0]
+
+    def mark_delivered(self, event_id: int, notifier: str, now: float | None = None) -> None:
+        self.conn.execute(
+            "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = NULL "
+            "WHERE event_id = ? AND notifier = ? AND delivered_at IS NULL",
+            (time.time() if now is None else now, event_id, notifier),
+        )
+
+    def mark_failed(
+        self,
+        event_id: int,
+        notifier: str,
+        error: str,
+        now: float | None = None,
+        retry_after: float | None = None,
+        retryable: bool = True,
+    ) -> float:
+        """Count a failed try; return when the next try is due.
+
+        The wait is exponential (:func:`backoff`), at least ``retry_after``; a failure that is not
+        retryable waits the longest (an hour): the item is kept, never dropped.
+        """
+        now = time.time() if now is None else now
+        row = self.conn.execute(
+            "SELECT attempts FROM outbox WHERE event_id = ? AND notifier = ?", (event_id, notifier)
+        ).fetchone()
+        attempts = (row[0] if row else 0) + 1
+        wait = backoff(attempts) if retryable else BACKOFF_CAP
+        if retry_after is not None and math.isfinite(retry_after):
+            wait = max(wait, float(retry_after))
+        next_try = now + wait
+        self.conn.execute(
+            "UPDATE outbox SET attempts = ?, next_try = ?, last_error = ? "
+            "WHERE event_id = ? AND notifier = ? AND delivered_at IS NULL",
+            (attempts, next_try, error, event_id, notifier),
+        )
+        return next_try
+
+    # -- mutes --------------------------------------------------------------------------------
+
+    def mute(self, target: str, symbol: str | None, until: float) -> None:
+        """Mute ``strategy`` or ``strategy/rule`` (one symbol, or all when None) until ``until``."""
+        self.conn.execute(
+            "INSERT INTO mutes (target, symbol, until) VALUES (?, ?, ?) "
+            "ON CONFLICT (target, symbol) DO UPDATE SET until = excluded.until",
+            (target, symbol or "", float(until)),
+        )
+
+    def unmute(self, target: str, symbol: str | None = None) -> int:
+        """Lift the mutes of ``target`` (of one symbol, or all of them); how many were lifted."""
+        if symbol is None:
+            cur = self.conn.execute("DELETE FROM mutes WHERE target = ?", (target,))
+        else:
+            cur = self.conn.execute("DELETE FROM mutes WHERE target = ? AND symbol = ?", (target, symbol))
+        return cur.rowcount
+
+    def is_muted(self, strategy: str, rule: str, symbol: str, now: float) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM mutes WHERE target IN (?, ?) AND symbol IN ('', ?) AND until > ? LIMIT 1",
+            (strategy, f"{strategy}/{rule}", symbol, now),
+        ).fetchone()
+        return row is not None
+
+    def mutes(self, now: float) -> list[Mute]:
+        """The mutes in force at ``now``."""
+        rows = self.conn.execute(
+            "SELECT target, symbol, until FROM mutes WHERE until > ? ORDER BY target, symbol", (now,)
+        )
+        return [Mute(target, symbol or None, until) for target, symbol, until in rows]
+
+    # -- flags and progress -------------------------------------------------------------------
+
+    def get_flag(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM flags WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def set_flag(self, name: str, value: str | None) -> None:
+        """Set a flag; None clears it."""
+        if value is None:
+            self.conn.execute("DELETE FROM flags WHERE name = ?", (name,))
+        else:
+            self.conn.execute(
+                "INSERT INTO flags (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, str(value)),
+            )
+
+    def last_processed(self, strategy: str) -> int | None:
+        """The newest bar (open time, ms) the runner processed for ``strategy``."""
+        row = self.conn.execute("SELECT last_bar FROM progress WHERE strategy = ?", (strategy,)).fetchone()
+        return row[0] if row else None
+
+    def set_processed(self, strategy: str, bar_time: int) -> None:
+        self.conn.execute(
+            "INSERT INTO progress (strategy, last_bar) VALUES (?, ?) "
+            "ON CONFLICT (strategy) DO UPDATE SET last_bar = MAX(last_bar, excluded.last_bar)",
+            (strategy, int(bar_time)),
+        )
+
+
+_EVENT_COLUMNS = "kind, strategy, rule, symbol, time, severity, message, values_json, signal_json, interval"
+_EVENT_COLUMNS_E = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+
+
+def _event(row: tuple) -> Event:
+    kind, strategy, rule, symbol, t, severity, message, values, signal, interval = row
+    sig = json.loads(signal) if signal else None
+    return Event(
+        kind=kind,
+        strategy=strategy,
+        rule=rule,
+        symbol=symbol,
+        time=int(t),
+        severity=severity,
+        message=message,
+        values=json.loads(values),
+        signal=OrderIntent(**sig) if sig else None,
+        interval=interval,
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str | int):
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f if math.isfinite(f) else None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_plain(value), separators=(",", ":"), allow_nan=False)
