@@ -1,0 +1,174 @@
+"""The malformed-input corpus: ``perpwatch validate`` on each file of ``tests/malformed/``.
+
+Every file is a small strategy with exactly one problem; its first line is ``# expect: <text>``.
+For each one, ``perpwatch validate`` (the installed console script, in a subprocess) must exit 2
+and print exactly one line, ``file:line:col: error: ...`` with a real location, containing the
+expected text, with no traceback, and it must not take longer than one second beyond the
+interpreter start-up (measured against validating a good file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from perpwatch.compiler import load_strategy
+from perpwatch.errors import ErrorList, LocatedError
+
+HERE = Path(__file__).resolve().parent
+CORPUS_DIR = HERE / "malformed"
+CORPUS = sorted(CORPUS_DIR.glob("*.yaml"))
+LINE = re.compile(r"^(?P<file>[^:\n]+):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.+)$")
+EXTRA_SECONDS = 1.0
+
+VALID = """\
+version: 1
+name: fine
+params:
+  window: 24
+let:
+  funding_z: zscore(funding.close, window)
+  state:
+    cases:
+      - when: funding_z > 2
+        then: HOT
+    else: CALM
+rules:
+  - name: hot
+    when:
+      all:
+        - state == "HOT"
+        - pct_change(oi.close, 1) > 0
+    message: "{symbol}: funding z {funding_z:.1f}"
+"""
+
+
+def perpwatch_command() -> list[str]:
+    """The ``perpwatch`` console script of this interpreter's environment."""
+    beside = Path(sys.executable).with_name("perpwatch")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("perpwatch")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from perpwatch.cli import main; main()"]
+
+
+def validate(name: str, cwd: Path) -> tuple[int, str, str, float]:
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [*perpwatch_command(), "validate", name],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PERPWATCH")},
+    )
+    return proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start
+
+
+def expected_text(path: Path) -> str:
+    first = path.read_bytes().split(b"\n", 1)[0].decode("utf-8")
+    assert first.startswith("# expect: "), f"{path.name}: the first line must be '# expect: <text>'"
+    return first[len("# expect: ") :].strip()
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> float:
+    """Seconds to validate a good file: interpreter start-up, imports, plugin discovery."""
+    folder = tmp_path_factory.mktemp("valid")
+    (folder / "fine.yaml").write_text(VALID)
+    runs = []
+    for _ in range(3):
+        code, out, err, seconds = validate("fine.yaml", folder)
+        assert code == 0, err
+        assert out.startswith("fine.yaml: ok (1 rules, 2 lets)"), out
+        runs.append(seconds)
+    return min(runs)
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, tuple[int, str, str, float]]:
+    """Every corpus file validated in its own subprocess (two at a time, to keep the suite quick)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = pool.map(lambda p: validate(p.name, CORPUS_DIR), CORPUS)
+        return {p.name: r for p, r in zip(CORPUS, done, strict=True)}
+
+
+def test_corpus_is_large_and_well_formed():
+    assert len(CORPUS) >= 45
+    for path in CORPUS:
+        assert expected_text(path), path.name
+
+
+def test_corpus_covers_the_attack_classes():
+    names = {p.stem for p in CORPUS}
+    for wanted in [
+        "yaml_python_tag",
+        "yaml_billion_laughs",
+        "nul_byte",
+        "yaml_empty_file",
+        "yaml_top_level_list",
+        "dunder_import",
+        "dunder_class_of_tuple",
+        "lambda",
+        "list_comprehension",
+        "generator_expression",
+        "walrus",
+        "fstring",
+        "huge_exponent",
+        "power_tower",
+        "string_bomb",
+        "deep_parentheses",
+        "long_sum",
+        "template_dunder",
+        "template_index",
+        "template_conversion",
+        "multiple_statements",
+        "assignment",
+    ]:
+        assert wanted in names
+
+
+def test_nul_byte_file_really_holds_a_nul_byte():
+    assert b"\x00" in (CORPUS_DIR / "nul_byte.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_validate_reports_one_located_error(path, results, baseline):
+    code, out, err, seconds = results[path.name]
+    assert "Traceback" not in out + err
+    assert code == 2, f"exit {code}; stdout {out!r}; stderr {err!r}"
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected exactly one error line, got:\n{err}"
+    m = LINE.match(lines[0])
+    assert m, f"not 'file:line:col: error: ...': {lines[0]!r}"
+    assert m["file"] == path.name
+    assert int(m["line"]) > 0 and int(m["col"]) > 0
+    assert int(m["line"]) <= path.read_bytes().count(b"\n") + 1
+    assert expected_text(path) in m["msg"]
+    if seconds - baseline >= EXTRA_SECONDS:  # a busy machine? time it once more, on its own
+        seconds = min(seconds, validate(path.name, CORPUS_DIR)[3])
+    assert seconds - baseline < EXTRA_SECONDS, f"{seconds:.2f}s against a {baseline:.2f}s baseline"
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_in_process_error_is_fast_and_the_same(path, results):
+    """The same error from the library call, and the time spent in perpwatch itself (< 1 s)."""
+    start = time.perf_counter()
+    with pytest.raises((ErrorList, LocatedError)) as info:
+        load_strategy(str(path))
+    assert time.perf_counter() - start < EXTRA_SECONDS
+    errors = info.value.errors if isinstance(info.value, ErrorList) else [info.value]
+    assert len(errors) == 1
+    _, _, err, _ = results[path.name]
+    assert errors[0].format().replace(str(path), path.name) == err.strip()
