@@ -39,6 +39,10 @@ class PluginInfo:
     registers: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
 
+    def add_error(self, error: str) -> None:
+        """Record a problem, keeping the earlier ones."""
+        self.error = error if self.error is None else f"{self.error}; {error}"
+
 
 @dataclass
 class Registry:
@@ -89,7 +93,7 @@ class Registry:
     def _fail(self, plugin_name: str, error: str) -> None:
         for info in self.plugins:
             if info.name == plugin_name:
-                info.error = error if info.error is None else f"{info.error}; {error}"
+                info.add_error(error)
 
 
 def provided_by(cls: type[Source]) -> frozenset[str]:
@@ -147,7 +151,7 @@ def load_registry(plugin_paths: Iterable[str] = (), *, entry_points: bool = True
             try:
                 impl.function(register=_registrar(reg, info, kind))
             except Exception as e:
-                info.error = f"{hook_name} failed: {type(e).__name__}: {e}"
+                info.add_error(f"{hook_name} failed: {type(e).__name__}: {e}")
     for impl in pm.hook.register_commands.get_hookimpls():
         info = next(i for i in reg.plugins if i.name == impl.plugin_name)
         info.registers.setdefault("commands", [])
@@ -189,7 +193,7 @@ def _registrar(reg: Registry, info: PluginInfo, kind: str) -> Callable[..., None
             reg.conflicts.append(
                 f"{kind[:-1]} {name!r} is registered by both plugin {owner!r} and plugin {info.name!r}"
             )
-            info.error = f"{kind[:-1]} {name!r} is already registered by plugin {owner!r}"
+            info.add_error(f"{kind[:-1]} {name!r} is already registered by plugin {owner!r}")
             return
         reg.owners[(kind, name)] = info.name
         table[name] = spec
