@@ -22,17 +22,19 @@ def expand(text: str) -> list[float | str | None]:
     for token in str(text).split():
         m = _MISSING.match(token)
         if m:
-            out.extend([None] * (int(m.group("n")) if m.group("n") else 1))
+            n = int(m.group("n")) if m.group("n") else 1
+            _check(len(out) + n, token)
+            out.extend([None] * n)
         elif m := _TOKEN.match(token):
             a = float(m.group("a"))
             if m.group("n") is not None:
                 b = float(m.group("b")) * (1 if m.group("op") == "+" else -1)
                 n = int(m.group("n"))
-                _check(len(out) + n, token)
+                _check(len(out) + n + 1, token)
                 out.extend(a + k * b for k in range(n + 1))
             elif m.group("reps") is not None:
                 n = int(m.group("reps"))
-                _check(len(out) + n, token)
+                _check(len(out) + n + 1, token)
                 out.extend([a] * (n + 1))
             else:
                 out.append(a)
