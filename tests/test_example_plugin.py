@@ -124,3 +124,17 @@ def test_disabling_the_plugin_makes_its_names_unknown(env_bin: Path, tmp_path: P
     result = subprocess.run([str(exe), "validate", str(STRATEGY)], capture_output=True, text=True, env=env)
     assert result.returncode == 2
     assert "midrange" in result.stderr
+
+
+def test_the_example_s_own_tests_pass_once_installed(env_bin: Path) -> None:
+    pytest.importorskip("pytest")
+    result = subprocess.run(
+        [str(env_bin / "python"), "-m", "pytest", "-p", "no:cacheprovider"],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 passed" in result.stdout  # the entry-point test runs (it skips when not installed)
