@@ -116,6 +116,7 @@ class StateStore:
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._depth = 0
+            self._savepoints = 0
             with self.transaction():
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -163,6 +164,22 @@ class StateStore:
         self._depth = 0
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def savepoint(self) -> Iterator[StateStore]:
+        """Inside a transaction: the block's writes are undone if it raises; the transaction goes on."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        finally:
+            self._savepoints -= 1
+        self.conn.execute(f"RELEASE {name}")
+
     # -- rule states --------------------------------------------------------------------------
 
     def load_rule_state(self, strategy: str, rule: str, symbol: str) -> RuleState:
@@ -178,6 +195,11 @@ class StateStore:
             "SELECT rule, state FROM rule_state WHERE strategy = ? AND symbol = ?", (strategy, symbol)
         )
         return {rule: RuleState.from_dict(json.loads(state)) for rule, state in rows}
+
+    def load_strategy_states(self, strategy: str) -> dict[tuple[str, str], RuleState]:
+        """Every stored rule state of one strategy, by (rule, symbol): one query per cycle."""
+        rows = self.conn.execute("SELECT rule, symbol, state FROM rule_state WHERE strategy = ?", (strategy,))
+        return {(rule, symbol): RuleState.from_dict(json.loads(state)) for rule, symbol, state in rows}
 
     def save_rule_state(self, strategy: str, rule: str, symbol: str, state: RuleState) -> None:
         self.conn.execute(
@@ -307,10 +329,12 @@ class StateStore:
             sql, args = sql + " LIMIT ?", [*args, int(limit)]
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[5:])) for r in self.conn.execute(sql, args)]
 
-    def next_due(self) -> float | None:
-        """When the earliest undelivered item may be tried, or None when nothing is pending."""
-        row = self.conn.execute("SELECT MIN(next_try) FROM outbox WHERE delivered_at IS NULL").fetchone()
-        return row[0]
+    def next_due(self, notifier: str | None = None) -> float | None:
+        """When the earliest undelivered item (of one notifier) may be tried; None when nothing is pending."""
+        sql, args = "SELECT MIN(next_try) FROM outbox WHERE delivered_at IS NULL", []
+        if notifier is not None:
+            sql, args = sql + " AND notifier = ?", [notifier]
+        return self.conn.execute(sql, args).fetchone()[0]
 
     def pending_count(self, notifier: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", []

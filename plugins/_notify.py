@@ -6,6 +6,7 @@ Subclasses of :class:`BaseNotifier` implement ``deliver(event)``; ``send`` wraps
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import json
 import logging
@@ -25,6 +26,11 @@ from perpwatch.interfaces import Notifier, NotifierError, PluginContext
 from perpwatch.timeutil import format_time
 
 REDACTED = "***"
+
+#: HTTP notifiers send each event's stable key in this header, so a receiver can drop a repeat
+#: (the engine delivers at least once: a crash between sending and recording the delivery resends).
+EVENT_KEY_HEADER = "X-Perpwatch-Event"
+_EVENT_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("perpwatch_event_key", default=None)
 
 #: A mark per severity for chat formats, and one for resolved events.
 SEVERITY_MARKS = {"info": "⚪", "low": "🔵", "medium": "🟡", "high": "🟠", "critical": "🔴"}
@@ -258,6 +264,7 @@ class BaseNotifier(Notifier):
 
     async def send(self, event: Event) -> None:
         """Deliver ``event``; any failure comes out as a NotifierError with a redacted message."""
+        token = _EVENT_KEY.set(event.key)
         try:
             await self.deliver(event)
         except NotifierError as exc:
@@ -269,6 +276,8 @@ class BaseNotifier(Notifier):
             raise NotifierError(
                 self.redact(f"{self.name}: unexpected {type(exc).__name__}: {exc}"), retryable=False
             ) from None
+        finally:
+            _EVENT_KEY.reset(token)
 
     async def deliver(self, event: Event) -> None:
         raise NotImplementedError
@@ -349,7 +358,12 @@ class HttpNotifier(BaseNotifier):
     ) -> httpx.Response:
         """Send ``payload`` as JSON; transport failures become retryable NotifierErrors about ``shown``."""
         body = dumps(payload).encode()
-        all_headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        key = _EVENT_KEY.get()
+        all_headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            **({EVENT_KEY_HEADER: key} if key else {}),
+            **(headers or {}),
+        }
         try:
             return await self.client().request(method, url, content=body, headers=all_headers)
         except httpx.TimeoutException:

@@ -2,12 +2,17 @@
 
 Each line is written with one ``O_APPEND`` write under a lock, then ``fsync``'d, so a line is
 either wholly on disk or absent, and concurrent sends never interleave.
+
+Idempotent: an event whose key (``strategy/rule/symbol/time/kind``, ``Event.key``) is already in
+the file is not written again, so a resend after a crash between writing and recording the
+delivery leaves exactly one line. The keys already in the file are read once, at the first send.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 import threading
 from pathlib import Path
@@ -36,15 +41,21 @@ class JsonlNotifier(BaseNotifier):
         super().__init__(options, ctx)
         self.path = Path(os.path.expanduser(self.options["path"]))
         self._lock = threading.Lock()
+        self._keys: set[str] | None = None  # keys of the events in the file, read at the first send
 
     async def deliver(self, event: Event) -> None:
         line = (dumps(event_record(event)) + "\n").encode()
-        await asyncio.to_thread(self._append, line)
+        await asyncio.to_thread(self._append, line, event.key)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes, key: str) -> None:
         with self._lock:
             try:
+                if self._keys is None:
+                    self._keys = _written_keys(self.path)
+                if key in self._keys:
+                    return
                 self._write(data)
+                self._keys.add(key)
             except OSError as exc:
                 raise NotifierError(
                     f"jsonl: cannot append to {self.path}: {exc.strerror or exc}",
@@ -65,6 +76,23 @@ class JsonlNotifier(BaseNotifier):
             os.close(fd)
         if created:
             _fsync_dir(self.path.parent)
+
+
+def _written_keys(path: Path) -> set[str]:
+    """The event keys of the lines already in ``path`` (unparsable lines are skipped)."""
+    keys: set[str] = set()
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below; a missing file has no keys
+    except FileNotFoundError:
+        return keys
+    with fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+                keys.add(f"{rec['strategy']}/{rec['rule']}/{rec['symbol']}/{rec['time']}/{rec['kind']}")
+            except (ValueError, KeyError, TypeError):
+                continue
+    return keys
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,398 @@
+"""``perpwatch run``, ``events``, ``mute`` and ``unmute``: the live loop and its state.
+
+``run FILE…`` runs strategies until SIGINT/SIGTERM (``--once``: one cycle, exit 1 if a source
+failed). ``--simulate-from TIME [--simulate-to TIME]`` replays history as if live: a fake clock
+jumps from bar close to bar close instead of sleeping, and a restart with the same state resumes
+after the last bar processed. ``events`` lists recent events with their delivery status; ``mute``
+and ``unmute`` silence a strategy or one of its rules (optionally for one symbol) for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from .cli import EXIT_BAD_INPUT, EXIT_FAILED, get_registry, param_option, parse_params, report_errors
+from .clock import Clock, FakeClock
+from .compiler import Strategy, load_strategy
+from .config import Config, find_config, load_config
+from .errors import PerpwatchError
+from .runner import CycleReport, Runner, RunnerOptions
+from .state import StateStore
+from .timeutil import format_time, parse_duration, parse_time
+from .yamlsrc import LDict, load_yaml_file
+
+#: Environment variables whose values are secrets even when no config names them.
+SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
+
+
+def register(cli: click.Group) -> None:
+    for command in (run, events, mute, unmute):
+        cli.add_command(command)
+
+
+class RedactFilter(logging.Filter):
+    """Replaces every secret in a log record's final message with ***."""
+
+    def __init__(self, secrets: frozenset[str]):
+        super().__init__()
+        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = message
+        for secret in self.secrets:
+            clean = clean.replace(secret, "***")
+        if record.exc_info:
+            import traceback
+
+            clean += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            for secret in self.secrets:
+                clean = clean.replace(secret, "***")
+            record.exc_info = None
+        record.msg, record.args = clean, None
+        return True
+
+
+def setup_logging(secrets: frozenset[str], log_file: str | None, verbose: bool) -> list[logging.Handler]:
+    """Log lines to stderr (and ``log_file``), every one passed through the redaction filter."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    redact = RedactFilter(secrets)
+    root = logging.getLogger()
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(redact)
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    return handlers
+
+
+def env_secrets() -> frozenset[str]:
+    return frozenset(v for k in SECRET_ENV if (v := os.environ.get(k)))
+
+
+def load_strategies(files: tuple[str, ...], params: dict[str, str], kwargs: dict[str, Any]) -> list[Strategy]:
+    """Compile each file with the ``--param`` overrides it declares; a param none declares is an error."""
+    used: set[str] = set()
+    out = []
+    for path in files:
+        doc = load_yaml_file(path)
+        declared = doc.get("params") if isinstance(doc, LDict) else None
+        own = {k: v for k, v in params.items() if isinstance(declared, dict) and k in declared}
+        if len(files) == 1:
+            own = params
+        used.update(own)
+        out.append(load_strategy(path, overrides=own or None, **kwargs))
+    unknown = sorted(set(params) - used)
+    if unknown:
+        raise PerpwatchError(f"--param {', '.join(unknown)}: no strategy given declares it")
+    return out
+
+
+def _time_option(value: str | None, hint: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_time(value) / 1000
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from None
+
+
+def state_path(cli_state: str | None, cfg: Config) -> str:
+    return cli_state or cfg.state
+
+
+def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str:
+    lines = []
+    for job in runner.jobs:
+        s = job.strategy
+        src = job.source
+        if src == "binance" and src not in cfg.sources:
+            src += " (keyless; set COINGLASS_API_KEY for coinglass)"
+        lines.append(
+            f"perpwatch run: {s.name} ({s.file}): {s.interval} bars, {len(s.rules)} rules, "
+            f"symbols {', '.join(job.symbols)}, source {src}, notify {', '.join(job.notify)}"
+            + (f", execute {s.execute}" if s.execute else "")
+        )
+        missing = sorted(s.metrics - runner.provides[job.source])
+        if missing:
+            lines.append(
+                f"  warning: source {job.source} does not provide {', '.join(missing)}; "
+                "rules needing them stay unknown and never fire"
+            )
+    lines.append(f"  state: {os.path.abspath(state) if state != ':memory:' else state}")
+    if simulate:
+        lines.append(f"  {simulate}")
+    return "\n".join(lines)
+
+
+def simulated_start(runner: Runner, start: float) -> float:
+    """Where a simulation starts: ``start``, or after the last bar processed when resuming."""
+    resume = []
+    for job in runner.jobs:
+        last = runner.store.last_processed(job.strategy.name)
+        resume.append(start if last is None else (last + 2 * job.strategy.step_ms) / 1000)
+    return max(start, min(resume))
+
+
+@click.command("run")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--once", is_flag=True, help="Run one cycle and exit (1 if a source failed).")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ./perpwatch.yaml)."
+)
+@click.option(
+    "--state", "state_opt", type=click.Path(dir_okay=False), help="State database (default from config)."
+)
+@param_option
+@click.option("--simulate-from", "sim_from", metavar="TIME", help="Replay history as if live, from TIME.")
+@click.option(
+    "--simulate-to", "sim_to", metavar="TIME", help="With --simulate-from: stop after TIME (default now)."
+)
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Also write the log to this file.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@report_errors
+def run(
+    files: tuple[str, ...],
+    once: bool,
+    config_path: str | None,
+    state_opt: str | None,
+    params: tuple[str, ...],
+    sim_from: str | None,
+    sim_to: str | None,
+    log_file: str | None,
+    verbose: bool,
+) -> None:
+    """Run strategies live: poll the sources every bar, evaluate, deliver what fires."""
+    from .cli import strategy_kwargs
+
+    start = _time_option(sim_from, "--simulate-from")
+    stop_at = _time_option(sim_to, "--simulate-to")
+    if stop_at is not None and start is None:
+        raise click.BadParameter("needs --simulate-from", param_hint="--simulate-to")
+    registry = get_registry()
+    cfg = load_config(find_config(config_path), registry)
+    secrets = cfg.secrets | env_secrets()
+    strategies = load_strategies(files, parse_params(params), strategy_kwargs())
+    options = RunnerOptions.from_config(cfg.runner)
+    clock: Clock = Clock()
+    if start is not None:
+        options.settle_seconds = 0.0
+        clock = FakeClock(start)
+    state = state_path(state_opt, cfg)
+    handlers = setup_logging(secrets, log_file, verbose)
+    try:
+        code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
+    except PerpwatchError as e:
+        raise PerpwatchError(_redact(str(e), secrets)) from None
+    finally:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+    if code:
+        raise SystemExit(code)
+
+
+def _run(
+    strategies: list[Strategy],
+    cfg: Config,
+    registry: Any,
+    state: str,
+    clock: Clock,
+    options: RunnerOptions,
+    secrets: frozenset[str],
+    once: bool,
+    start: float | None,
+    stop_at: float | None,
+) -> int:
+    store = StateStore(state)
+    try:
+        return asyncio.run(
+            _main(strategies, cfg, registry, store, clock, options, secrets, once, start, stop_at)
+        )
+    finally:
+        store.close()
+
+
+async def _main(
+    strategies: list[Strategy],
+    cfg: Config,
+    registry: Any,
+    store: StateStore,
+    clock: Clock,
+    options: RunnerOptions,
+    secrets: frozenset[str],
+    once: bool,
+    start: float | None,
+    stop_at: float | None,
+) -> int:
+    runner = Runner.build(strategies, cfg, registry, store, clock, options=options, secrets=secrets)
+    try:
+        simulate = None
+        if start is not None and isinstance(clock, FakeClock):
+            clock.now = simulated_start(runner, start)
+            end = stop_at if stop_at is not None else time.time()
+            simulate = (
+                f"simulating from {format_time(int(clock.now * 1000))} to {format_time(int(end * 1000))}"
+            )
+            stop_at = end
+        click.echo(banner(runner, cfg, store.path, simulate), err=True)
+        if once:
+            report = await runner.run_cycle()
+            await runner.flush()
+            _log_cycle(report)
+            return EXIT_FAILED if report.failed else 0
+        await runner.run_forever(until=stop_at, on_cycle=_log_cycle)
+        return 0
+    finally:
+        await runner.aclose()
+
+
+def _log_cycle(report: CycleReport) -> None:
+    bars = ", ".join(f"{name} {format_time(t)}" for name, t in report.bars.items())
+    logging.getLogger("perpwatch.runner").info(
+        "cycle %s: %d fetches, %d failed, %d events, %d notifications queued, %.2fs",
+        bars or "(nothing new)",
+        report.fetches,
+        len(report.failures),
+        report.events,
+        report.queued,
+        report.wall,
+    )
+
+
+def _redact(text: str, secrets: frozenset[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        text = text.replace(s, "***")
+    return text
+
+
+# --- events, mute, unmute -------------------------------------------------------------------------
+
+state_options = [
+    click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
+    ),
+    click.option("--state", "state_opt", type=click.Path(dir_okay=False), help="State database."),
+]
+
+
+def with_state_options(fn):
+    for option in reversed(state_options):
+        fn = option(fn)
+    return fn
+
+
+def open_state(config_path: str | None, state_opt: str | None) -> StateStore:
+    """The existing state database (never a new, empty one)."""
+    path = state_opt or load_config(find_config(config_path)).state
+    if path != ":memory:" and not os.path.exists(path):
+        raise PerpwatchError(f"no state database at {path} (perpwatch run creates it; or pass --state)")
+    return StateStore(path)
+
+
+@click.command("events")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
+@click.option("--strategy", help="Only this strategy's events.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_state_options
+@report_errors
+def events(
+    limit: int, strategy: str | None, as_json: bool, config_path: str | None, state_opt: str | None
+) -> None:
+    """Recent events, newest first, with their delivery status per notifier."""
+    store = open_state(config_path, state_opt)
+    try:
+        rows = store.recent_events(limit, strategy)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no events")
+        return
+    for row in rows:
+        kind = row["kind"].upper()
+        text = f"{format_time(row['time'])} {kind:<10} {row['severity']:<8} {row['strategy']}/{row['rule']} {row['symbol']}"
+        if row["message"]:
+            text += f": {row['message']}"
+        click.echo(text)
+        for d in row["deliveries"]:
+            status = d["status"]
+            if status == "retrying":
+                status += f" ({d['attempts']} tries, next {format_time(int(d['next_try'] * 1000))}): {d['last_error']}"
+            click.echo(f"    {d['notifier']}: {status}")
+
+
+def resolve_target(store: StateStore, target: str) -> str:
+    """``strategy`` or ``strategy/rule``; a bare rule name is looked up among the rules that ran."""
+    if "/" in target:
+        return target
+    known = store.known_rules()
+    if target in known:
+        return target
+    owners = sorted(s for s, rules in known.items() if target in rules)
+    if len(owners) == 1:
+        return f"{owners[0]}/{target}"
+    if len(owners) > 1:
+        choices = ", ".join(f"{s}/{target}" for s in owners)
+        raise PerpwatchError(f"rule {target!r} is in several strategies; write one of {choices}")
+    return target  # a strategy that has not run yet
+
+
+@click.command("mute")
+@click.argument("target", metavar="STRATEGY|STRATEGY/RULE|RULE")
+@click.option("--symbol", help="Only this symbol (default: every symbol).")
+@click.option("--for", "duration", required=True, metavar="DURATION", help="How long: 30m, 2h, 1d, 1w.")
+@with_state_options
+@report_errors
+def mute(
+    target: str, symbol: str | None, duration: str, config_path: str | None, state_opt: str | None
+) -> None:
+    """Stop notifications of a strategy or rule for a while (events are still recorded)."""
+    try:
+        seconds = parse_duration(duration) / 1000
+    except (ValueError, KeyError):
+        raise click.BadParameter(
+            f"{duration!r}: write a duration such as 30m, 2h, 1d", param_hint="--for"
+        ) from None
+    store = open_state(config_path, state_opt)
+    try:
+        resolved = resolve_target(store, target)
+        until = time.time() + seconds
+        store.mute(resolved, symbol, until)
+    finally:
+        store.close()
+    click.echo(f"muted {resolved}{' ' + symbol if symbol else ''} until {format_time(int(until * 1000))}")
+
+
+@click.command("unmute")
+@click.argument("target", metavar="STRATEGY|STRATEGY/RULE|RULE")
+@click.option("--symbol", help="Only this symbol's mute.")
+@with_state_options
+@report_errors
+def unmute(target: str, symbol: str | None, config_path: str | None, state_opt: str | None) -> None:
+    """Lift a mute."""
+    store = open_state(config_path, state_opt)
+    try:
+        resolved = resolve_target(store, target)
+        lifted = store.unmute(resolved, symbol)
+    finally:
+        store.close()
+    if not lifted:
+        click.echo(f"{resolved}{' ' + symbol if symbol else ''} was not muted", err=True)
+        raise SystemExit(EXIT_BAD_INPUT)
+    click.echo(f"unmuted {resolved}{' ' + symbol if symbol else ''}")
