@@ -465,6 +465,9 @@ class ExprCompiler:
                 )
             if spec.name == "fill" and i == 1 and (kind == "str") != (first_kind == "str"):
                 raise self._err(arg, "fill() needs a value of the same kind as the series (a label for text)")
+            if spec.name == "fill" and i == 1 and first_kind == "bool" and kind != "bool":
+                # a number such as 5 would be neither True nor False to and/or and the rules
+                raise self._err(arg, "fill() of a condition needs True or False (or a condition) here")
             args.append(arg_id)
         kind = {"same": first_kind, "bool": "bool"}.get(spec.returns, "num")
         if spec.returns == "same" and kind == "bool" and spec.name == "fill":

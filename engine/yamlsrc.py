@@ -1,6 +1,7 @@
 """YAML with a location for every node.
 
-``yaml.safe_load`` semantics (no Python tags), plus: duplicate keys are errors, alias expansion
+``yaml.safe_load`` semantics (no Python tags), plus: duplicate keys are errors, mapping keys are
+text, only true/false are booleans (YAML 1.2: ``yes``/``no``/``on``/``off`` stay text), alias expansion
 and nesting depth are capped (alias bombs and pathological nesting fail fast), NUL bytes are
 refused, and timestamps stay strings. Mappings load as :class:`LDict` and sequences as
 :class:`LList`, which remember where each key and item stood.
@@ -18,6 +19,7 @@ MAX_NODES = 50_000  # nodes after alias expansion
 MAX_DEPTH = 64
 MAX_BYTES = 2_000_000
 
+_BOOLS = {"true", "True", "TRUE", "false", "False", "FALSE"}  # YAML 1.2's booleans
 _SCALAR_TAGS = {
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -163,6 +165,8 @@ class _Builder:
             )
         if node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"):
             return node.value
+        if node.tag == "tag:yaml.org,2002:bool" and node.value not in _BOOLS:
+            return node.value  # YAML 1.2: yes/no/on/off are text (a label OFF must not become False)
         return self.scalars.construct_object(node)
 
     def mapping(self, node: yaml.MappingNode, depth: int) -> LDict:
@@ -175,6 +179,11 @@ class _Builder:
             key = self.build(key_node, depth + 1)
             if isinstance(key, LDict | LList):
                 raise LocatedError(_loc(self.file, key_node), "a mapping key must be a plain value")
+            if not isinstance(key, str):
+                shown = key_node.value or "null"
+                raise LocatedError(
+                    _loc(self.file, key_node), f"a mapping key must be text, not {shown}; quote it: '{shown}'"
+                )
             if key in out:
                 first = out.key_locs[key]
                 raise LocatedError(

@@ -414,3 +414,33 @@ def test_signal_side_and_size():
     assert "size_usd must be a number" in error_of(
         one_rule("price.close > 1", extra="signal:\n  side: long\n  size_usd: symbol\n")
     )
+
+
+# --- YAML details that change meaning ---------------------------------------------------------
+
+
+def test_yes_no_on_off_are_text_not_booleans():
+    # YAML 1.1 reads OFF as false: a label OFF would silently turn the let into a condition
+    s = compile_text(
+        one_rule(
+            'risk == "OFF" and mode == "on"',
+            let="risk:\n  cases:\n    - when: liq.total_usd > 1000000\n      then: OFF\n  else: ON\n",
+            params="mode: on\n",
+        )
+    )
+    assert s.plan.nodes[s.lets["risk"]].labels == frozenset({"OFF", "ON"})
+    assert s.params["mode"] == "on"
+    assert compile_text(one_rule("price.close > 1", extra="notify_resolved: true\n")).rules[0].notify_resolved
+
+
+@pytest.mark.parametrize("key", ["1", "true", "null", "~", "1.5"])
+def test_mapping_keys_must_be_text(key):
+    err = error_of(one_rule("price.close > 1", let=f"{key}: price.close * 2\n"))
+    assert err.startswith(f"s.yaml:5:3: error: a mapping key must be text, not {key}")
+
+
+def test_fill_of_a_condition_needs_a_condition():
+    assert "fill() of a condition needs True or False" in error_of(one_rule("fill(price.close > 1, 5)"))
+    assert "fill() of a condition needs True or False" in error_of(one_rule("fill(price.close > 1, 1)"))
+    compile_text(one_rule("fill(price.close > 1, False) or fill(price.open > 1, price.low > 2)"))
+    assert "same kind as the series" in error_of(one_rule('fill(price.close, "x") > 1'))
