@@ -114,6 +114,7 @@ class ExprCompiler:
     def _parse(self, text: str) -> ast.expr:
         with warnings.catch_warnings():
             warnings.simplefilter("error", simpleeval.MultipleExpressions)
+            warnings.simplefilter("error", SyntaxWarning)  # "0and 1": an error here, not a stray stderr line
             try:
                 stmt = simpleeval.SimpleEval.parse(text)
             except SyntaxError as e:
