@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
 from perpwatch.compiler import load_strategy
 from perpwatch.evaluate import evaluate
 from perpwatch.frame import Cat, Frame
@@ -275,7 +276,9 @@ def write_readme(table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the coinglass-v4-liquidity-report folder")
+    ap.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="the coinglass-v4-liquidity-report folder"
+    )
     ap.add_argument("--write", action="store_true", help="replace the table in strategies/README.md")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
