@@ -238,6 +238,12 @@ COMMON_OPTIONS: dict[str, Any] = {
         "default": 60,
         "description": "a longer Retry-After gives up for this cycle instead of waiting",
     },
+    "max_connections": {
+        "type": "integer",
+        "minimum": 1,
+        "default": 16,
+        "description": "requests in flight at once (more wait here, not in httpx's pool)",
+    },
 }
 
 Limits = Sequence[tuple[RateLimiter, float]]
@@ -254,6 +260,7 @@ class HttpClient:
         clock: Clock,
         policy: RetryPolicy,
         timeout: float,
+        max_connections: int = 16,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
@@ -271,10 +278,14 @@ class HttpClient:
         self._rng = rng or random.Random()
         self._blocked_until = float("-inf")
         self._blocked_reason = ""
+        # httpcore's pool scans every queued request on each change, which grows quadratically with
+        # hundreds of concurrent requests; a semaphore keeps the queue here instead.
+        self._in_flight = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             transport=transport,
             timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers=dict(headers or {}),
             auth=auth,
         )
@@ -338,7 +349,8 @@ class HttpClient:
             await limiter.acquire(cost)
         self._check_blocked()
         try:
-            response = await self._client.get(path, params=dict(params))
+            async with self._in_flight:
+                response = await self._client.get(path, params=dict(params))
         except httpx.TimeoutException as exc:
             raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
         except httpx.TransportError as exc:

@@ -251,6 +251,7 @@ class BinanceSource(Source):
             clock=clock,
             policy=RetryPolicy.from_options(opts),
             timeout=float(opts.get("timeout", 10)),
+            max_connections=int(opts.get("max_connections", 16)),
             transport=self.ctx.transport,
             headers={"accept": "application/json"},
             secrets=self.ctx.secrets,

@@ -288,6 +288,7 @@ class CoinGlassSource(Source):
             clock=self.ctx.clock,
             policy=RetryPolicy.from_options(opts),
             timeout=float(opts.get("timeout", 10)),
+            max_connections=int(opts.get("max_connections", 16)),
             transport=self.ctx.transport,
             headers={"accept": "application/json"},
             auth=HeaderAuth("CG-API-KEY", self._api_key) if self._api_key else None,

@@ -103,24 +103,23 @@ def _coin(symbol: str) -> str:
     return sym[: -len(QUOTE)] if sym.endswith(QUOTE) and len(sym) > len(QUOTE) else sym
 
 
-@dataclass
 class Series:
     """Bars of one coin and interval: open times ``start + i * step`` and metric columns."""
 
-    start: int
-    step: int
-    columns: dict[str, np.ndarray]
-
-    @property
-    def times(self) -> np.ndarray:
-        n = max((len(c) for c in self.columns.values()), default=0)
-        return self.start + self.step * np.arange(n, dtype=np.int64)
+    def __init__(self, start: int, step: int, columns: dict[str, np.ndarray]) -> None:
+        self.start = start
+        self.step = step
+        self.columns = columns
+        n = max((len(c) for c in columns.values()), default=0)
+        self.times = start + step * np.arange(n, dtype=np.int64)
+        self._values = {
+            m: [float(v) if math.isfinite(v) else None for v in col.tolist()] for m, col in columns.items()
+        }
 
     def value(self, metric: str, i: int) -> float | None:
-        col = self.columns.get(metric)
-        if col is None or i >= len(col) or not math.isfinite(col[i]):
-            return None
-        return float(col[i])
+        """The value of ``metric`` at bar ``i``, or None when missing."""
+        col = self._values.get(metric)
+        return col[i] if col is not None and i < len(col) else None
 
 
 @dataclass
@@ -161,7 +160,7 @@ class FakeMarket:
         self.api_key = api_key
         self.value_style = value_style
         self.requests: list[Seen] = []
-        self._series: dict[tuple[str, str], Series] = {}
+        self._series: dict[str, dict[str, Series]] = {}  # coin -> interval -> bars
         self._funding: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._funding_lists: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
@@ -180,7 +179,12 @@ class FakeMarket:
 
     def start(self) -> FakeMarket:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="FakeMarket", daemon=True)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.02},
+                name="FakeMarket",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -217,7 +221,7 @@ class FakeMarket:
             for m, vals in series.items()
         }
         with self._lock:
-            self._series[(_coin(symbol), interval)] = Series(int(start_ms), step, cols)
+            self._series.setdefault(_coin(symbol), {})[interval] = Series(int(start_ms), step, cols)
 
     def generate(
         self, symbol: str, interval: str, start_ms: int, bars: int, *, seed: int = 0
@@ -290,11 +294,11 @@ class FakeMarket:
 
     def _lookup(self, coin: str, interval: str) -> Series | None:
         with self._lock:
-            return self._series.get((coin, interval))
+            return self._series.get(coin, {}).get(interval)
 
     def _finest(self, coin: str) -> Series | None:
         with self._lock:
-            found = [s for (c, _), s in self._series.items() if c == coin]
+            found = list(self._series.get(coin, {}).values())
         return min(found, key=lambda s: s.step) if found else None
 
     # -- request handling -------------------------------------------------------------------
@@ -377,7 +381,7 @@ class FakeMarket:
         idx = _window(series.times, params.get(start_key), params.get(end_key), self.now_ms(), limit, lag)
         return [
             {
-                "time": int(series.times[i]),
+                "time": series.start + int(i) * series.step,
                 **{name: self._cg_value(get(series, i), style) for name, get in fields.items()},
             }
             for i in idx
@@ -391,16 +395,21 @@ class FakeMarket:
 
     def _funding_list(self, symbol: str | None) -> list[dict[str, Any]]:
         with self._lock:
-            lists = dict(self._funding_lists)
-            coins = {c for c, _ in self._series}
-        for coin in coins - set(lists):
-            series = self._finest(coin)
-            last = series.value("funding.close", len(series.times) - 1) if series else None
-            if last is not None:
-                lists[coin] = _default_funding_list(coin, last, self.now_ms())
-        entries = [lists[c] for c in sorted(lists)]
+            given = dict(self._funding_lists)
+            coins = sorted(set(self._series) | set(given))
         if symbol:
-            entries = [e for e in entries if e["symbol"] == _coin(symbol)]
+            coins = [c for c in coins if c == _coin(symbol)]
+        now = self.now_ms()
+        entries = []
+        for coin in coins:
+            if coin in given:
+                entries.append(given[coin])
+                continue
+            series = self._finest(coin)
+            idx = _window(series.times, None, None, now, 1, 0) if series else []
+            last = series.value("funding.close", int(idx[-1])) if len(idx) else None
+            if last is not None:
+                entries.append(_default_funding_list(coin, last, now))
         return entries
 
     # Binance -----------------------------------------------------------------------------------
@@ -446,7 +455,7 @@ class FakeMarket:
         for i in _window(
             series.times, params.get("startTime"), params.get("endTime"), self.now_ms(), limit, lag
         ):
-            t = int(series.times[i])
+            t = series.start + int(i) * series.step
             o, h, lo, c = (series.value(f"price.{f}", i) for f in ("open", "high", "low", "close"))
             quote = series.value("price.volume", i)
             buy = series.value("taker.buy_usd", i)
@@ -814,6 +823,7 @@ def generate_series(bars: int, *, seed: int = 0, price: float = 60_000.0) -> dic
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # many concurrent clients (benchmarks) must not see dropped SYNs
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Faults break connections on purpose; stay quiet about it."""
@@ -823,6 +833,11 @@ def _handler_for(market: FakeMarket) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 30
+
+        def setup(self) -> None:
+            super().setup()
+            # headers and body go out in two writes: without this, Nagle + delayed ACK add ~40 ms
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, format: str, *args: Any) -> None:
             return
