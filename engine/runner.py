@@ -500,13 +500,16 @@ class Runner:
     async def _deliver(self, name: str) -> None:
         """Send what is due for one notifier, oldest first; stop at a retryable failure."""
         notifier = self.notifiers[name]
+        tried: set[int] = set()  # each item once per task, whatever happens to its mark
         try:
             while True:
                 async with self._db:
-                    items = self.store.due(self.clock.time(), name, DELIVERY_BATCH)
+                    items = self.store.due(self.clock.time(), name, DELIVERY_BATCH + len(tried))
+                items = [item for item in items if item.event_id not in tried]
                 if not items:
                     return
                 for item in items:
+                    tried.add(item.event_id)
                     error = await self._send(notifier, item.event)
                     now = self.clock.time()
                     async with self._db:
@@ -545,7 +548,7 @@ class Runner:
     async def flush(self, timeout: float | None = None) -> None:
         """Deliver everything due now (not what waits for a retry), within ``timeout`` seconds."""
         deadline = time.monotonic() + (self.options.notify_timeout * 2 if timeout is None else timeout)
-        while True:
+        for _ in range(5):  # a few rounds: a task may end just before another item comes due
             self.kick()
             running = [t for t in self._tasks.values() if not t.done()]
             left = deadline - time.monotonic()
