@@ -364,9 +364,10 @@ class BinanceSource(Source):
             )
             for row in page:
                 by_time[row["fundingTime"]] = to_float(row.get("fundingRate")) * 100.0
-            if len(page) < FUNDING_LIMIT:
+            after = max(row["fundingTime"] for row in page) + 1 if page else start
+            if len(page) < FUNDING_LIMIT or after <= start:  # a short page, or a server ignoring startTime
                 break
-            start = max(row["fundingTime"] for row in page) + 1
+            start = after
         known = sorted((t, r) for t, r in by_time.items() if r == r)
         return np.asarray([t for t, _ in known], dtype=np.int64), np.asarray(
             [r for _, r in known], dtype=float

@@ -335,7 +335,7 @@ class CoinGlassSource(Source):
                 Job(
                     FUNDING_LIST_PATH,
                     FUNDING_LIST_METRICS,
-                    partial(self._funding_list, coin, grid, now_ms, newest),
+                    partial(self._funding_list, coin, grid, newest),
                 )
             )
         frame = await run_jobs(self.name, grid, wanted, jobs)
@@ -392,7 +392,7 @@ class CoinGlassSource(Source):
             cols[name] = derive(cols)  # type: ignore[arg-type]
         return Columns(cols)
 
-    async def _funding_list(self, coin: str, grid: np.ndarray, now_ms: int, newest: bool) -> Columns:
+    async def _funding_list(self, coin: str, grid: np.ndarray, newest: bool) -> Columns:
         n = len(grid)
         if not newest:
             empty: dict[str, np.ndarray | Cat] = {
@@ -411,8 +411,8 @@ class CoinGlassSource(Source):
                 col[-1] = value
                 cols[name] = col
         observed = np.full(n, NO_OBSERVATION, dtype=np.int64)
-        observed[-1] = now_ms
-        return Columns(cols, {name: observed for name in cols})
+        observed[-1] = int(self.ctx.clock.time() * 1000)  # when the snapshot arrived
+        return Columns(cols, {name: observed.copy() for name in cols})
 
 
 def _decode_rows(response: httpx.Response, *, interval: str) -> list[dict[str, Any]]:

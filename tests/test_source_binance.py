@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -18,7 +20,7 @@ from perpwatch import hookspecs
 from perpwatch.clock import FakeClock
 from perpwatch.interfaces import FetchRequest, PluginContext, SourceError
 from perpwatch.plugins import binance
-from perpwatch.plugins._http import NO_OBSERVATION
+from perpwatch.plugins._http import NO_OBSERVATION, RateLimiter, parse_retry_after
 from perpwatch.plugins.binance import BinanceSource, data_period, klines_weight
 
 H = 3_600_000
@@ -431,3 +433,26 @@ def test_options_schema_and_hook_registration():
     found: list[type] = []
     pm.hook.register_sources(register=found.append)
     assert found == [BinanceSource] and BinanceSource.name == "binance"
+
+
+def test_weighted_limiter_waits_for_weight_to_expire_and_honours_pauses():
+    clock = FakeClock(NOW)
+    limiter = RateLimiter(10, 60.0, clock)
+
+    async def go():
+        stamps = []
+        for cost in (5, 5, 5, 1):
+            await limiter.acquire(cost)
+            stamps.append(clock.monotonic())
+        limiter.pause(30)
+        await limiter.acquire(1)
+        stamps.append(clock.monotonic())
+        return stamps
+
+    assert asyncio.run(go()) == [0.0, 0.0, 60.0, 60.0, 90.0]
+
+
+def test_retry_after_accepts_seconds_and_http_dates():
+    assert parse_retry_after("7", NOW) == 7.0
+    assert parse_retry_after(format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True), NOW) == 30.0
+    assert parse_retry_after("soon", NOW) is None and parse_retry_after(None, NOW) is None

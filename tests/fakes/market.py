@@ -477,9 +477,10 @@ class FakeMarket:
         series = self._finest(coin)
         if series is None or "funding.close" not in series.columns:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        times = series.times
-        pick = (times % (8 * HOUR) == 0) & (np.arange(len(times)) < len(series.columns["funding.close"]))
-        return times[pick], series.columns["funding.close"][pick[: len(series.columns["funding.close"])]]
+        rates = series.columns["funding.close"]
+        times = series.times[: len(rates)]
+        pick = times % (8 * HOUR) == 0  # a settlement at every 8 h bar open
+        return times[pick], rates[pick]
 
     def _funding_rates(self, path: str, coin: str, params: dict[str, str], lag: int) -> tuple[Any, str]:
         times, rates = self._settlements(coin)
