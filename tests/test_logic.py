@@ -400,3 +400,33 @@ def test_fill_is_the_explicit_way_out_of_unknown():
     assert values(s, cols, "strict") == [_, F, T]
     assert values(s, cols, "lenient") == [T, F, T]
     assert values(s, cols, "decided") == [F, F, T]
+
+
+# --- data older than max_data_age is unknown ------------------------------------------------------
+
+
+def test_stale_values_are_unknown():
+    text = """
+        version: 1
+        name: stale
+        let:
+          hot: funding.close > 0.1
+        rules:
+          - name: r
+            when: hot
+        {risk}
+        """
+    fr = frame({"funding.close": [0.2] * 6, "oi.close": [1, 2, 3, 4, 5, 6]})
+    # funding settled at bar 0 and carried forward; oi observed every bar
+    fr.observed["funding.close"] = np.zeros(6, dtype=np.int64)
+    fr.observed["oi.close"] = np.arange(6, dtype=np.int64) * HOUR
+    # default max_data_age: 2 bars; 2h old is still fresh (older than, not as old as)
+    s = strategy(text.format(risk=""))
+    ev = evaluate(s, fr, "BTC")
+    assert [ev.value(s.lets["hot"], i) for i in range(6)] == [T, T, T, _, _, _]
+    s = strategy(text.format(risk="risk: {max_data_age: 4h}"))
+    ev = evaluate(s, fr, "BTC")
+    assert [ev.value(s.lets["hot"], i) for i in range(6)] == [T, T, T, T, T, _]
+    # never observed (the minimum time) is unknown
+    fr.observed["funding.close"] = np.full(6, np.iinfo(np.int64).min)
+    assert [evaluate(s, fr, "BTC").value(s.lets["hot"], i) for i in range(6)] == [_] * 6
