@@ -12,9 +12,10 @@ endpoint                                      fields                            
                                               takerBuyQuote / quoteVolume x 100            taker.buy_pct (percent)
 /fapi/v1/fundingRate                          fundingRate (fraction) x 100                 funding.close (percent per funding interval):
                                                                                            the last settlement before the bar's close,
-                                                                                           carried forward; ``observed`` = its time
-/fapi/v1/premiumIndex                         lastFundingRate (fraction) x 100             funding.close of the newest closed bar only
-                                                                                           (the current rate; ``observed`` = its time)
+                                                                                           in force until the next is due (see below)
+/fapi/v1/premiumIndex                         lastFundingRate (fraction) x 100             only with ``funding_estimate_newest: true``:
+                                                                                           funding.close of the newest closed bar is
+                                                                                           the predicted rate (``observed`` = its time)
 /futures/data/openInterestHist (period)       sumOpenInterestValue                         oi.close (USDT), last 30 days only
 /futures/data/globalLongShortAccountRatio     longAccount, shortAccount (fractions) x 100  ls.global_long_pct, ls.global_short_pct (percent)
 /futures/data/topLongShortAccountRatio        longAccount, shortAccount (fractions) x 100  ls.top_long_pct, ls.top_short_pct (percent)
@@ -31,6 +32,13 @@ What Binance does not honestly provide, and so is absent from :meth:`BinanceSour
 
 All values are Binance's own (one exchange): ``oi.close`` is Binance's open interest and
 ``funding.close`` Binance's rate, not the all-exchange / OI-weighted figures CoinGlass gives.
+
+A settled funding rate stays in force until the next settlement is due (the symbol's funding
+interval, read from the spacing of its settlements), so a bar that closes before then carries it
+as a current value (``observed`` = the bar's own time); once a settlement is overdue the carried
+rate ages from its settlement time and turns unknown past the strategy's ``max_data_age``. The
+newest bar's predicted rate (premiumIndex) is off by default: a later backtest could not
+reproduce it, and the language promises that the live value of a bar equals the backtest's.
 
 ``/futures/data/*`` values are snapshots taken at ``timestamp`` (the 1 h and 30 m series agree at
 every common timestamp), so the value stamped ``T`` is put on the bar that opens at ``T``: it is
@@ -229,8 +237,9 @@ class BinanceSource(Source):
             "funding_requests_per_5min": {"type": "integer", "minimum": 1, "default": 500},
             "funding_estimate_newest": {
                 "type": "boolean",
-                "default": True,
-                "description": "funding.close of the newest bar from premiumIndex (current rate) instead of the last settlement",
+                "default": False,
+                "description": "funding.close of the newest bar from premiumIndex (the predicted rate) instead of the "
+                "settled rate in force; a later backtest cannot reproduce it",
             },
             **COMMON_OPTIONS,
         },
@@ -241,7 +250,7 @@ class BinanceSource(Source):
         opts = self.options
         clock = self.ctx.clock
         self.quote = str(opts.get("quote", "USDT"))
-        self.funding_estimate_newest = bool(opts.get("funding_estimate_newest", True))
+        self.funding_estimate_newest = bool(opts.get("funding_estimate_newest", False))
         self.weight = RateLimiter(int(opts.get("weight_limit_per_min", 2400)), 60.0, clock)
         self.data_limiter = RateLimiter(int(opts.get("data_requests_per_5min", 1000)), 300.0, clock)
         self.funding_limiter = RateLimiter(int(opts.get("funding_requests_per_5min", 500)), 300.0, clock)
@@ -344,7 +353,9 @@ class BinanceSource(Source):
         known = idx >= 0
         safe = np.maximum(idx, 0)
         values = np.where(known, rates[safe], np.nan)
-        observed = np.where(known, times[safe], NO_OBSERVATION).astype(np.int64)
+        settled = times[safe]
+        in_force = known & (grid + step <= settled + funding_interval(times))  # the next settlement is not due yet
+        observed = np.where(in_force, grid, np.where(known, settled, NO_OBSERVATION)).astype(np.int64)
         notes = []
         if isinstance(premium, RequestError):
             notes.append(f"{PREMIUM_PATH}: {premium}; the newest bar keeps the last settled rate")
@@ -434,3 +445,12 @@ async def _nothing() -> None:
 @hookimpl
 def register_sources(register: Callable[[type[Source]], None]) -> None:
     register(BinanceSource)
+
+
+def funding_interval(times: np.ndarray) -> int:
+    """A symbol's funding interval (ms): the usual spacing of its settlements, 8 h when unclear."""
+    if len(times) < 2:
+        return 8 * HOUR
+    gaps = np.diff(times)
+    # settlement times jitter by milliseconds; round to the minute before taking the median
+    return int(np.median(np.round(gaps / 60_000) * 60_000)) or 8 * HOUR

@@ -217,11 +217,28 @@ def test_funding_settlements_carry_forward_with_their_time():
         -0.00375,
         -0.00375,
     ]
-    assert frame.observed["funding.close"].tolist() == [T0 - 16 * H + 5] * 2 + [T0 - 8 * H + 3] * 8
+    # each rate is in force until the next settlement is due (8 h later), so every bar holds a current value
+    assert frame.observed["funding.close"].tolist() == [T0 - 10 * H + i * H for i in range(10)]
     (request,) = fake.requests
     assert request.url.path == "/fapi/v1/fundingRate"
     assert int(request.url.params["startTime"]) <= T0 - 16 * H  # looks back far enough for the first bar
     assert int(request.url.params["endTime"]) == T0 - 1  # nothing settled after the last bar closed
+
+
+def test_premium_index_is_off_by_default_so_live_equals_a_later_backtest():
+    fake = FakeBinance()
+    frame = fetch(make_source(fake), {"funding.close"})
+    assert fake.paths() == ["/fapi/v1/fundingRate"]
+    assert frame.columns["funding.close"][-1] == -0.00375
+
+
+def test_an_overdue_settlement_ages_from_its_settlement_time():
+    fake = FakeBinance()
+    fake.settlements = fake.settlements[:1]  # T0-8h settlement never came: T0-16h's rate is overdue from T0-8h
+    frame = fetch(make_source(fake), {"funding.close"}, start=T0 - 10 * H)
+    observed = frame.observed["funding.close"].tolist()
+    assert observed[:2] == [T0 - 10 * H, T0 - 9 * H]  # closes by T0-8h: still in force
+    assert observed[2:] == [T0 - 16 * H + 5] * 8  # after that: stale, aging from the settlement
 
 
 def test_funding_before_the_first_settlement_is_unknown():
@@ -236,7 +253,7 @@ def test_funding_before_the_first_settlement_is_unknown():
 
 def test_premium_index_gives_the_newest_bar_the_current_rate():
     fake = FakeBinance()
-    frame = fetch(make_source(fake), {"funding.close"})
+    frame = fetch(make_source(fake, funding_estimate_newest=True), {"funding.close"})
     assert frame.columns["funding.close"].tolist() == [-0.00375, -0.00375, 0.038246]
     assert frame.observed["funding.close"][-1] == PREMIUM["time"]
     assert sorted(fake.paths()) == ["/fapi/v1/fundingRate", "/fapi/v1/premiumIndex"]
@@ -245,11 +262,11 @@ def test_premium_index_gives_the_newest_bar_the_current_rate():
 
 def test_premium_index_is_skipped_for_history_and_its_failure_is_only_a_note():
     fake = FakeBinance()
-    fetch(make_source(fake), {"funding.close"}, end=T0 - 2 * H)
+    fetch(make_source(fake, funding_estimate_newest=True), {"funding.close"}, end=T0 - 2 * H)
     assert fake.paths() == ["/fapi/v1/fundingRate"]
     fake = FakeBinance()
     fake.override["/fapi/v1/premiumIndex"] = lambda r: httpx.Response(503, text="busy")
-    frame = fetch(make_source(fake, retries=1), {"funding.close"})
+    frame = fetch(make_source(fake, retries=1, funding_estimate_newest=True), {"funding.close"})
     assert frame.columns["funding.close"][-1] == -0.00375
     assert (
         len(frame.problems) == 1 and "premiumIndex" in frame.problems[0] and "HTTP 503" in frame.problems[0]
