@@ -96,6 +96,7 @@ class CycleReport:
     fetch_wall: float = 0.0  # seconds waiting for the sources
     process_wall: float = 0.0  # seconds evaluating, stepping, recording (one transaction)
     process_cpu: float = 0.0  # CPU seconds of the event-loop thread in that phase
+    commit_wall: float = 0.0  # seconds of it spent committing (fsync)
     cpu: float = 0.0  # CPU seconds of the event-loop thread in the whole cycle
 
     @property
@@ -317,6 +318,8 @@ class Runner:
                     report.bars[job.strategy.name] = end
                 if self.trading is not None:
                     await self._trade(newest, now, report)
+                t2 = time.perf_counter()
+        report.commit_wall = time.perf_counter() - t2
         report.process_wall = time.perf_counter() - t1
         report.process_cpu = time.thread_time() - c1
         report.wall = time.perf_counter() - wall0
@@ -400,7 +403,12 @@ class Runner:
         """Step every rule of ``job`` for ``symbol``; record and route its events; return the newest bar's."""
         s = job.strategy
         frame = got.frame
-        sub = frame.slice(max(0, len(frame) - (s.warmup + k)))
+        lo = max(0, len(frame) - (s.warmup + k))
+        sub = Frame(
+            frame.times[lo:],
+            {m: frame.columns[m][lo:] for m in s.metrics if m in frame.columns},
+            {m: frame.observed[m][lo:] for m in s.metrics if m in frame.observed},
+        )
         ev = evaluate_last(s, sub, symbol) if k == 1 else evaluate(s, sub, symbol)
         times = ev.frame.times
         last_i = len(times) - 1

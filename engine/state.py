@@ -206,7 +206,7 @@ class StateStore:
             "INSERT INTO rule_state (strategy, rule, symbol, status, state, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (strategy, rule, symbol) DO UPDATE SET "
             "status = excluded.status, state = excluded.state, updated_at = excluded.updated_at",
-            (strategy, rule, symbol, state.status, json.dumps(state.to_dict()), time.time()),
+            (strategy, rule, symbol, state.status, json.dumps(vars(state)), time.time()),  # flat fields
         )
 
     def rule_status(self, strategy: str, rule: str, symbol: str) -> str:
