@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -672,3 +673,48 @@ def test_mute_cli_roundtrip(tmp_path):
     assert perpwatch("unmute", "heat/hot", "--state", str(db)).returncode == 0
     again = perpwatch("unmute", "heat/hot", "--state", str(db))
     assert again.returncode == 2 and "was not muted" in again.stderr
+
+
+def test_sigterm_and_sigint_finish_the_cycle_and_exit_0(tmp_path):
+    now_bar = int(time.time() * 1000) // H * H
+    with FakeMarket(api_key=KEY, latency=0.5) as market:
+        for k, sym in enumerate(("BTC", "ETH")):
+            market.generate(sym, "1h", now_bar - 400 * H, 402, seed=k)
+        strat, cfg = write_cli_files(tmp_path, market)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            state = tmp_path / f"{sig.name}.db"
+            proc = subprocess.Popen(
+                [sys.executable, "-c", "from perpwatch.cli import main; main()", "run", str(strat)]
+                + ["--config", str(cfg), "--state", str(state)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "CG_TEST_KEY": KEY},
+            )
+            line = proc.stderr.readline()  # the banner: the runner is built, the first cycle starts
+            assert line.startswith("perpwatch run:"), line
+            time.sleep(0.2)  # inside the first cycle's fetches (each request takes 0.5 s)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert "finishing the cycle" in err
+            store = StateStore(str(state))
+            assert store.last_processed("heat") in (now_bar - H, now_bar - 2 * H)  # the cycle completed
+            store.close()
+
+
+def test_default_source_and_symbols(tmp_path, monkeypatch):
+    strat = strategy(tmp_path, HEAT.replace("notify: [file, hook]\n", ""))
+    store = StateStore(":memory:")
+    registry = load_registry()
+    monkeypatch.delenv("COINGLASS_API_KEY", raising=False)
+    runner = Runner.build([strat], Config(), registry, store)
+    assert list(runner.sources) == ["binance"] and runner.jobs[0].symbols == ["BTC", "ETH"]
+    assert list(runner.notifiers) == ["console"]
+    monkeypatch.setenv("COINGLASS_API_KEY", "k")
+    runner = Runner.build([strat], Config(symbols=["SOL"]), registry, store)
+    assert list(runner.sources) == ["coinglass"] and runner.jobs[0].symbols == ["SOL"]
+    text = HEAT.replace("notify: [file, hook]\n", "").replace("interval: 1h", "interval: 1h\nsymbols: [DOGE]")
+    own = strategy(tmp_path, text, "own.yaml")
+    assert Runner.build([own], Config(symbols=["SOL"]), registry, store).jobs[0].symbols == ["DOGE"]
+    store.close()
