@@ -7,6 +7,7 @@ and reports every problem found as ``file:line:col: error: ...`` (an :class:`Err
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -83,10 +84,11 @@ class Strategy:
         """The plan node for a let name or metric path used by this strategy."""
         if name in self.lets:
             return self.lets[name]
-        for i, node in enumerate(self.plan.nodes):
-            if node.op == "metric" and node.data == name:
-                return i
-        return None
+        return self._metric_nodes.get(name)
+
+    @functools.cached_property
+    def _metric_nodes(self) -> dict[str, int]:
+        return {node.data: i for i, node in enumerate(self.plan.nodes) if node.op == "metric"}
 
 
 class _LetFailed(Exception):
