@@ -1,0 +1,234 @@
+"""The trading glue: fired signals -> risk checks (``risk.py``) -> the strategy's executor.
+
+The runner (and the backtest) call :meth:`Trading.on_bar` once per (strategy, symbol) per evaluated
+bar, after every rule of every strategy has stepped, inside the cycle's transaction. It
+
+1. settles funding on the strategy's open position for that symbol (rate: ``funding.close`` at the
+   bar, when known) and marks the position at ``price.close``;
+2. for each ``fired`` event with a signal, checks the data, then the risk limits, and submits what
+   passes to the executor named by ``execute:``.
+
+It returns events for the runner to record: ``rejected`` (the message is the reason) and ``order``
+(the message says what filled, or why nothing needed to). Suppressed events never trade.
+
+Fill price: live, orders fill at the bar's ``price.close`` (the latest price the cycle has) at the
+clock's time; the backtest passes ``fill_price`` / ``fill_time``: the next bar's open.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from .clock import Clock
+from .compiler import Rule, Strategy
+from .evaluate import Evaluation
+from .events import Event, OrderIntent
+from .interfaces import Executor, ExecutorError, Fill, Position
+from .risk import RiskGate, market_value, rule_inputs, unknown_inputs
+from .timeutil import DAY
+
+
+@runtime_checkable
+class Accounting(Protocol):
+    """What an executor offers beyond submit/positions for funding, marks and PnL (``paper`` does)."""
+
+    async def update(
+        self, strategy: str, symbol: str, price: float | None, rate: float | None, until: int
+    ) -> list[Any]: ...
+
+    async def pnl(self, strategy: str) -> float: ...
+
+    async def equity(self) -> float: ...
+
+
+class Trading:
+    """Turns fired signals into orders behind the risk limits."""
+
+    def __init__(self, store: Any, executors: Mapping[str, Executor], clock: Clock | None = None):
+        self.store = store
+        self.executors = dict(executors)
+        self.clock = clock or Clock()
+        self.risk = RiskGate(store)
+        self._days: dict[str, int] = {}  # strategy -> the UTC day whose start is noted
+        self._inputs: dict[tuple[int, str], list[tuple[str, int]]] = {}
+
+    async def on_bar(
+        self,
+        strategy: Strategy,
+        symbol: str,
+        bar_time: int,
+        ev: Evaluation,
+        i: int,
+        events: list[Event],
+        *,
+        fill_price: float | None = None,
+        fill_time: int | None = None,
+    ) -> list[Event]:
+        """Funding, marks and this bar's signals for one strategy and symbol; the events to record."""
+        if not strategy.execute:
+            return []
+        signals = [e for e in events if e.kind == "fired" and e.signal is not None and e.symbol == symbol]
+        executor = self.executors.get(strategy.execute)
+        if executor is None:
+            reason = f"no executor named {strategy.execute!r} is configured"
+            return [_derived(e, "rejected", reason, {}) for e in signals]
+        age = strategy.risk.max_data_age_ms
+        price = market_value(ev, "price.close", i, age)
+        acct = executor if isinstance(executor, Accounting) else None
+        if acct is not None:
+            if strategy.risk.max_daily_loss_pct is not None:
+                await self._note_day(strategy.name, bar_time, acct)
+            rate = market_value(ev, "funding.close", i, age)
+            await acct.update(strategy.name, symbol, price, rate, bar_time + strategy.step_ms)
+        out: list[Event] = []
+        for event in signals:
+            out.extend(
+                await self._act(strategy, symbol, event, ev, i, executor, acct, price, fill_price, fill_time)
+            )
+        return out
+
+    async def _note_day(self, strategy: str, bar_time: int, acct: Accounting) -> None:
+        """Snapshot equity and PnL when the strategy's first bar of a UTC day comes (before its marks)."""
+        day = bar_time // DAY
+        if self._days.get(strategy) == day:
+            return
+        if self.risk.day_start(strategy, day) is None:
+            self.risk.note_day_start(strategy, day, await acct.equity(), await acct.pnl(strategy))
+        self._days[strategy] = day
+
+    async def _act(
+        self,
+        strategy: Strategy,
+        symbol: str,
+        event: Event,
+        ev: Evaluation,
+        i: int,
+        executor: Executor,
+        acct: Accounting | None,
+        price: float | None,
+        fill_price: float | None,
+        fill_time: int | None,
+    ) -> list[Event]:
+        intent = event.signal
+        assert intent is not None
+        base = {"side": intent.side, "size_usd": intent.size_usd}
+
+        def reject(reason: str) -> list[Event]:
+            return [_derived(event, "rejected", reason, base)]
+
+        if intent.side is None:
+            return reject("the signal's side is unknown at this bar")
+        rule = self._rule(strategy, event.rule)
+        missing = unknown_inputs(ev, i, self._rule_inputs(strategy, rule)) if rule is not None else []
+        if missing:
+            return reject(
+                f"data unknown or older than max_data_age at this bar: {', '.join(missing)}; not acting"
+            )
+        if price is None:
+            return reject("price.close is unknown or older than max_data_age at this bar; not acting")
+        px = price if fill_price is None else fill_price
+        if not (isinstance(px, float | int) and math.isfinite(px) and px > 0):
+            return reject("no price to fill at (the next bar's open is unknown)")
+        t = int(self.clock.time() * 1000) if fill_time is None else int(fill_time)
+        mine = [p for p in await executor.positions() if p.strategy == strategy.name]
+        current = next((p for p in mine if p.symbol == symbol), None)
+        if intent.side == "flat":
+            if current is None:
+                return [_derived(event, "order", "flat: no position to close; nothing to do", base)]
+            return await self._submit(event, executor, OrderIntent("flat", intent.size_usd), px, t, base)
+        size = intent.size_usd
+        if size is None or not math.isfinite(size):
+            return reject("size_usd is unknown at this bar")
+        if size <= 0:
+            return reject(f"size_usd is {size:g}: nothing to open")
+        if current is not None and current.side == intent.side:
+            text = (
+                f"{intent.side}: already {current.side} {_qty(current)}; nothing to do (signals are targets)"
+            )
+            return [_derived(event, "order", text, base)]
+        pnl_now = equity_now = None
+        if acct is not None and strategy.risk.max_daily_loss_pct is not None:
+            pnl_now, equity_now = await acct.pnl(strategy.name), await acct.equity()
+        verdict = self.risk.check_open(
+            strategy,
+            symbol,
+            float(size),
+            bar_time=event.time,
+            open_elsewhere=len(mine) - (current is not None),
+            pnl_now=pnl_now,
+            equity_now=equity_now,
+        )
+        if verdict.ok:
+            return await self._submit(
+                event, executor, OrderIntent(intent.side, verdict.size_usd), px, t, base, verdict.note
+            )
+        if current is None:
+            return reject(verdict.reason or "")
+        out = reject(f"{verdict.reason}; closed the {current.side} position instead of reversing")
+        return out + await self._submit(event, executor, OrderIntent("flat", None), px, t, base)
+
+    async def _submit(
+        self,
+        event: Event,
+        executor: Executor,
+        intent: OrderIntent,
+        price: float,
+        t: int,
+        base: dict[str, Any],
+        note: str | None = None,
+    ) -> list[Event]:
+        try:
+            fills = await executor.submit(event.strategy, event.symbol, intent, price, t)
+        except ExecutorError as e:
+            return [_derived(event, "rejected", f"executor refused the order: {e}", base)]
+        values = {
+            **base,
+            "price": price,
+            "fill_time": t,
+            "fills": [
+                {"side": f.side, "qty": f.qty, "price": f.price, "fee_usd": f.fee_usd, **f.info}
+                for f in fills
+            ],
+        }
+        text = "; ".join(_describe(f) for f in fills) or "no fill (the executor did nothing)"
+        if note:
+            text += f" ({note})"
+        return [_derived(event, "order", text, values)]
+
+    def _rule(self, strategy: Strategy, name: str) -> Rule | None:
+        return next((r for r in strategy.rules if r.name == name), None)
+
+    def _rule_inputs(self, strategy: Strategy, rule: Rule) -> list[tuple[str, int]]:
+        key = (id(strategy.plan), rule.name)
+        if key not in self._inputs:
+            self._inputs[key] = rule_inputs(strategy, rule)
+        return self._inputs[key]
+
+
+def _derived(event: Event, kind: str, message: str, values: dict[str, Any]) -> Event:
+    return Event(
+        kind=kind,
+        strategy=event.strategy,
+        rule=event.rule,
+        symbol=event.symbol,
+        time=event.time,
+        severity=event.severity,
+        message=message,
+        values=dict(values),
+        signal=event.signal,
+        interval=event.interval,
+    )
+
+
+def _qty(p: Position) -> str:
+    return f"{p.qty:.6g} {p.symbol} since entry {p.entry_price:,.2f}"
+
+
+def _describe(f: Fill) -> str:
+    action = f.info.get("action", "")
+    text = f"{action} {f.side} {f.qty:.6g} {f.symbol} @ {f.price:,.2f}, fee {f.fee_usd:,.2f}"
+    if action == "close":
+        text += f", pnl {f.info.get('pnl', 0.0):+,.2f}"
+    return text

@@ -1,0 +1,447 @@
+"""``paper``: a simulated futures account kept in the state database.
+
+Tables (created with ``CREATE TABLE IF NOT EXISTS`` on the engine's store connection, so every
+write joins the runner's cycle transaction and survives restarts):
+
+``paper_accounts(account PK, start_balance, balance, created_at)``
+    The cash balance: start + realised PnL - fees + funding. Created with ``balance_usd`` the first
+    time an account is used; a later ``balance_usd`` does not reset an existing account.
+``paper_trades``
+    One row per position, open or closed (``status``); at most one open per (account, strategy,
+    symbol). Holds side, qty, entry/exit time, price and fee, funding paid or received, realised
+    PnL, the latest mark price and ``funded_to`` (funding is settled up to this time).
+``paper_orders``
+    Every submitted intent, ``filled`` or ``ignored`` with the reason.
+``paper_fills``
+    Every fill: order, position, buy/sell, qty, price, fee, open/close, realised PnL.
+``paper_funding``
+    Every funding settlement applied to a position (rate NULL: skipped, the rate was unknown).
+
+Fill rules: a market order fills at the price it is given, moved ``slippage_bps`` against the
+order (buys higher, sells lower), and pays ``fee_bps`` of its notional (qty x fill price).
+``size_usd`` becomes ``qty = size_usd / price``. ``long`` / ``short`` open a position, reverse an
+opposite one (close, then open) and do nothing when one of that side is already open (a signal is
+a target, not an increment); ``flat`` closes. An intent with an unknown side or size, or a size
+that is not positive for long/short, does nothing and is recorded as ignored.
+
+Funding: settlements fall every ``funding_interval_hours`` on UTC boundaries (8 h: 00, 08, 16
+UTC). A position open at a settlement pays ``qty x price x rate / 100`` when long and funding is
+positive (receives it when negative; shorts the reverse); funding rates are percent per interval.
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from perpwatch.events import OrderIntent
+from perpwatch.hookspecs import hookimpl
+from perpwatch.interfaces import Executor, Fill, PluginContext, Position
+
+HOUR_MS = 3_600_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS paper_accounts (
+    account TEXT PRIMARY KEY, start_balance REAL NOT NULL, balance REAL NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paper_trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, size_usd REAL NOT NULL,
+    entry_time INTEGER NOT NULL, entry_price REAL NOT NULL, entry_fee REAL NOT NULL,
+    exit_time INTEGER, exit_price REAL, exit_fee REAL NOT NULL DEFAULT 0,
+    funding REAL NOT NULL DEFAULT 0, pnl REAL NOT NULL DEFAULT 0,
+    mark_price REAL NOT NULL, funded_to INTEGER NOT NULL, status TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS paper_one_open_position
+    ON paper_trades (account, strategy, symbol) WHERE status = 'open';
+CREATE TABLE IF NOT EXISTS paper_orders (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL, time INTEGER NOT NULL, side TEXT, size_usd REAL, price REAL,
+    status TEXT NOT NULL, note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paper_fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, order_id INTEGER NOT NULL, trade_id INTEGER NOT NULL,
+    account TEXT NOT NULL, strategy TEXT NOT NULL, symbol TEXT NOT NULL, time INTEGER NOT NULL,
+    side TEXT NOT NULL, qty REAL NOT NULL, price REAL NOT NULL, fee REAL NOT NULL,
+    action TEXT NOT NULL, pnl REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS paper_funding (
+    trade_id INTEGER NOT NULL, time INTEGER NOT NULL, account TEXT NOT NULL, strategy TEXT NOT NULL,
+    symbol TEXT NOT NULL, rate REAL, notional REAL NOT NULL, amount REAL NOT NULL,
+    PRIMARY KEY (trade_id, time)
+);
+"""
+
+_TRADE_COLUMNS = (
+    "id, strategy, symbol, side, qty, size_usd, entry_time, entry_price, entry_fee, exit_time, "
+    "exit_price, exit_fee, funding, pnl, mark_price, funded_to, status"
+)
+
+
+@dataclass
+class Trade:
+    """One position of the paper account, open or closed."""
+
+    id: int
+    strategy: str
+    symbol: str
+    side: str  # long | short
+    qty: float
+    size_usd: float
+    entry_time: int
+    entry_price: float
+    entry_fee: float
+    exit_time: int | None
+    exit_price: float | None
+    exit_fee: float
+    funding: float  # received (+) or paid (-)
+    pnl: float  # realised, before fees and funding
+    mark_price: float
+    funded_to: int
+    status: str  # open | closed
+
+    @property
+    def sign(self) -> int:
+        return 1 if self.side == "long" else -1
+
+    @property
+    def unrealized(self) -> float:
+        return 0.0 if self.status != "open" else self.sign * (self.mark_price - self.entry_price) * self.qty
+
+    @property
+    def net_pnl(self) -> float:
+        """Realised and unrealised PnL after fees and funding."""
+        return self.pnl + self.unrealized - self.entry_fee - self.exit_fee + self.funding
+
+
+@dataclass
+class FundingPayment:
+    trade_id: int
+    time: int  # the settlement, ms UTC
+    rate: float | None  # percent per interval; None: skipped (unknown)
+    notional: float
+    amount: float  # + received, - paid
+
+
+class PaperExecutor(Executor):
+    """A simulated futures account: balance, positions, orders, fills and funding in SQLite."""
+
+    name: ClassVar[str] = "paper"
+    options_schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "balance_usd": {"type": "number", "exclusiveMinimum": 0, "default": 10000},
+            "fee_bps": {"type": "number", "minimum": 0, "maximum": 1000, "default": 5},
+            "slippage_bps": {"type": "number", "minimum": 0, "maximum": 1000, "default": 2},
+            "funding_interval_hours": {"type": "integer", "minimum": 1, "maximum": 24, "default": 8},
+            "account": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.-]+$",
+                "default": "paper",
+                "description": "account name, to keep several paper accounts in one state database",
+            },
+        },
+    }
+
+    def __init__(self, options: dict[str, Any] | None = None, ctx: PluginContext | None = None):
+        super().__init__(options, ctx)
+        self.balance_usd = float(self.options.get("balance_usd", 10000))
+        self.fee = float(self.options.get("fee_bps", 5)) / 10_000
+        self.slippage = float(self.options.get("slippage_bps", 2)) / 10_000
+        self.funding_ms = int(self.options.get("funding_interval_hours", 8)) * HOUR_MS
+        self.account = str(self.options.get("account", "paper"))
+        store = self.ctx.store
+        if store is None:
+            from perpwatch.state import StateStore
+
+            store = self.ctx.store = StateStore(self.ctx.state_path or ":memory:")
+        self.store = store
+        self.conn = store.conn
+        with store.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            self.conn.execute(
+                "INSERT INTO paper_accounts (account, start_balance, balance, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (account) DO NOTHING",
+                (self.account, self.balance_usd, self.balance_usd, _time.time()),
+            )
+
+    # -- the Executor interface -----------------------------------------------------------------
+
+    async def submit(
+        self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
+    ) -> list[Fill]:
+        """Fill ``intent`` at ``price`` (plus slippage and fees); [] when it does nothing (recorded)."""
+        with self.store.transaction():
+            return self._submit(strategy, symbol, intent, price, int(time))
+
+    async def positions(self) -> list[Position]:
+        return [
+            Position(t.strategy, t.symbol, t.side, t.qty, t.entry_price, t.entry_time)
+            for t in self.trades(status="open")
+        ]
+
+    # -- accounting the trading layer uses ------------------------------------------------------
+
+    async def update(
+        self, strategy: str, symbol: str, price: float | None, rate: float | None, until: int
+    ) -> list[FundingPayment]:
+        """Settle funding due up to ``until`` (ms) at ``rate`` (percent; None: unknown, skipped),
+        then mark the position at ``price`` (None: keep the last mark). What was settled."""
+        trade = self.open_trade(strategy, symbol)
+        if trade is None:
+            return []
+        with self.store.transaction():
+            payments = self._settle(trade, price, rate, until)
+            if price is not None and math.isfinite(price) and price > 0:
+                self.conn.execute("UPDATE paper_trades SET mark_price = ? WHERE id = ?", (price, trade.id))
+        return payments
+
+    async def pnl(self, strategy: str) -> float:
+        """The strategy's PnL so far: realised + unrealised (at the marks), after fees and funding."""
+        return self.strategy_pnl(strategy)
+
+    async def equity(self) -> float:
+        """Balance plus the unrealised PnL of every open position at its latest mark."""
+        return self.account_equity()
+
+    # -- queries (synchronous: local reads) ------------------------------------------------------
+
+    def balance(self) -> float:
+        row = self.conn.execute(
+            "SELECT balance FROM paper_accounts WHERE account = ?", (self.account,)
+        ).fetchone()
+        return float(row[0])
+
+    def start_balance(self) -> float:
+        row = self.conn.execute(
+            "SELECT start_balance FROM paper_accounts WHERE account = ?", (self.account,)
+        ).fetchone()
+        return float(row[0])
+
+    def account_equity(self) -> float:
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(CASE side WHEN 'long' THEN 1 ELSE -1 END * (mark_price - entry_price) * qty), 0) "
+            "FROM paper_trades WHERE account = ? AND status = 'open'",
+            (self.account,),
+        ).fetchone()
+        return self.balance() + float(row[0])
+
+    def strategy_pnl(self, strategy: str) -> float:
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(pnl - entry_fee - exit_fee + funding + CASE status WHEN 'open' THEN "
+            "CASE side WHEN 'long' THEN 1 ELSE -1 END * (mark_price - entry_price) * qty ELSE 0 END), 0) "
+            "FROM paper_trades WHERE account = ? AND strategy = ?",
+            (self.account, strategy),
+        ).fetchone()
+        return float(row[0])
+
+    def open_count(self) -> int:
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM paper_trades WHERE account = ? AND status = 'open'", (self.account,)
+        ).fetchone()
+        return int(row[0])
+
+    def open_trade(self, strategy: str, symbol: str) -> Trade | None:
+        row = self.conn.execute(
+            f"SELECT {_TRADE_COLUMNS} FROM paper_trades "
+            "WHERE account = ? AND strategy = ? AND symbol = ? AND status = 'open'",
+            (self.account, strategy, symbol),
+        ).fetchone()
+        return Trade(*row) if row else None
+
+    def trades(self, strategy: str | None = None, status: str | None = None) -> list[Trade]:
+        """Positions of this account, oldest first (optionally of one strategy and/or status)."""
+        sql, args = f"SELECT {_TRADE_COLUMNS} FROM paper_trades WHERE account = ?", [self.account]
+        if strategy is not None:
+            sql, args = sql + " AND strategy = ?", [*args, strategy]
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        return [Trade(*row) for row in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def orders(self) -> list[dict[str, Any]]:
+        cols = ("id", "strategy", "symbol", "time", "side", "size_usd", "price", "status", "note")
+        rows = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM paper_orders WHERE account = ? ORDER BY id", (self.account,)
+        )
+        return [dict(zip(cols, row, strict=True)) for row in rows]
+
+    def fills(self) -> list[dict[str, Any]]:
+        cols = (
+            "id",
+            "order_id",
+            "trade_id",
+            "strategy",
+            "symbol",
+            "time",
+            "side",
+            "qty",
+            "price",
+            "fee",
+            "action",
+            "pnl",
+        )
+        rows = self.conn.execute(
+            f"SELECT {', '.join(cols)} FROM paper_fills WHERE account = ? ORDER BY id", (self.account,)
+        )
+        return [dict(zip(cols, row, strict=True)) for row in rows]
+
+    def funding_payments(self) -> list[FundingPayment]:
+        rows = self.conn.execute(
+            "SELECT trade_id, time, rate, notional, amount FROM paper_funding WHERE account = ? "
+            "ORDER BY time, trade_id",
+            (self.account,),
+        )
+        return [FundingPayment(*row) for row in rows]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _submit(self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int) -> list[Fill]:
+        side, size = intent.side, intent.size_usd
+        order = self.conn.execute(
+            "INSERT INTO paper_orders (account, strategy, symbol, time, side, size_usd, price, status, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', '')",
+            (self.account, strategy, symbol, time, side, _finite_or_none(size), _finite_or_none(price)),
+        ).lastrowid
+        assert order is not None
+
+        def ignore(note: str) -> list[Fill]:
+            self.conn.execute(
+                "UPDATE paper_orders SET status = 'ignored', note = ? WHERE id = ?", (note, order)
+            )
+            return []
+
+        if side not in ("long", "short", "flat"):
+            return ignore(f"side {side!r} is not long, short or flat")
+        if price is None or not math.isfinite(price) or price <= 0:
+            return ignore(f"no usable price ({price!r})")
+        trade = self.open_trade(strategy, symbol)
+        if side == "flat":
+            if trade is None:
+                return ignore("flat: no position to close")
+            fills = [self._close(trade, order, price, time)]
+        else:
+            if size is None or not math.isfinite(size) or size <= 0:
+                return ignore(f"{side}: size_usd {size!r} is not a positive number")
+            if trade is not None and trade.side == side:
+                return ignore(
+                    f"{side}: a {side} position is already open (signals are targets, not additions)"
+                )
+            fills = [] if trade is None else [self._close(trade, order, price, time)]
+            fills.append(self._open(strategy, symbol, side, size, order, price, time))
+        note = "; ".join(f"{f.info['action']} {f.side} {f.qty:.8g} @ {f.price:.8g}" for f in fills)
+        self.conn.execute("UPDATE paper_orders SET status = 'filled', note = ? WHERE id = ?", (note, order))
+        return fills
+
+    def _fill_price(self, buy: bool, price: float) -> float:
+        return price * (1 + self.slippage) if buy else price * (1 - self.slippage)
+
+    def _open(
+        self, strategy: str, symbol: str, side: str, size: float, order: int, price: float, time: int
+    ) -> Fill:
+        buy = side == "long"
+        qty = size / price
+        fill_price = self._fill_price(buy, price)
+        fee = qty * fill_price * self.fee
+        trade_id = self.conn.execute(
+            "INSERT INTO paper_trades (account, strategy, symbol, side, qty, size_usd, entry_time, entry_price, "
+            "entry_fee, mark_price, funded_to, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+            (self.account, strategy, symbol, side, qty, size, time, fill_price, fee, price, time),
+        ).lastrowid
+        assert trade_id is not None
+        self._cash(-fee)
+        return self._fill(order, trade_id, strategy, symbol, time, buy, qty, fill_price, fee, "open", 0.0)
+
+    def _close(self, trade: Trade, order: int, price: float, time: int) -> Fill:
+        buy = trade.side == "short"
+        fill_price = self._fill_price(buy, price)
+        fee = trade.qty * fill_price * self.fee
+        pnl = trade.sign * (fill_price - trade.entry_price) * trade.qty
+        self.conn.execute(
+            "UPDATE paper_trades SET status = 'closed', exit_time = ?, exit_price = ?, exit_fee = ?, pnl = ?, "
+            "mark_price = ? WHERE id = ?",
+            (time, fill_price, fee, pnl, fill_price, trade.id),
+        )
+        self._cash(pnl - fee)
+        return self._fill(
+            order, trade.id, trade.strategy, trade.symbol, time, buy, trade.qty, fill_price, fee, "close", pnl
+        )
+
+    def _fill(
+        self,
+        order: int,
+        trade_id: int,
+        strategy: str,
+        symbol: str,
+        time: int,
+        buy: bool,
+        qty: float,
+        price: float,
+        fee: float,
+        action: str,
+        pnl: float,
+    ) -> Fill:
+        side = "buy" if buy else "sell"
+        self.conn.execute(
+            "INSERT INTO paper_fills (order_id, trade_id, account, strategy, symbol, time, side, qty, price, fee, "
+            "action, pnl) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (order, trade_id, self.account, strategy, symbol, time, side, qty, price, fee, action, pnl),
+        )
+        info = {"action": action, "pnl": pnl, "order_id": order, "trade_id": trade_id, "strategy": strategy}
+        return Fill(symbol=symbol, side=side, qty=qty, price=price, fee_usd=fee, time=time, info=info)
+
+    def _cash(self, amount: float) -> None:
+        self.conn.execute(
+            "UPDATE paper_accounts SET balance = balance + ? WHERE account = ?", (amount, self.account)
+        )
+
+    def _settle(
+        self, trade: Trade, price: float | None, rate: float | None, until: int
+    ) -> list[FundingPayment]:
+        step = self.funding_ms
+        first = (trade.funded_to // step + 1) * step  # the first settlement after funded_to
+        if first > until:
+            return []
+        mark = price if price is not None and math.isfinite(price) and price > 0 else trade.mark_price
+        known = rate is not None and math.isfinite(rate)
+        payments = []
+        for t in range(first, until + 1, step):
+            notional = trade.qty * mark
+            amount = -trade.sign * notional * rate / 100 if known else 0.0
+            payments.append(FundingPayment(trade.id, t, rate if known else None, notional, amount))
+        self.conn.executemany(
+            "INSERT INTO paper_funding (trade_id, time, account, strategy, symbol, rate, notional, amount) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trade_id, time) DO NOTHING",
+            [
+                (p.trade_id, p.time, self.account, trade.strategy, trade.symbol, p.rate, p.notional, p.amount)
+                for p in payments
+            ],
+        )
+        total = sum(p.amount for p in payments)
+        self.conn.execute(
+            "UPDATE paper_trades SET funding = funding + ?, funded_to = ? WHERE id = ?",
+            (total, until, trade.id),
+        )
+        self._cash(total)
+        return payments
+
+
+def _finite_or_none(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@hookimpl
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
+    register(PaperExecutor)
+
+
+__all__ = ["FundingPayment", "PaperExecutor", "Trade"]
