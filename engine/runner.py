@@ -46,6 +46,8 @@ log = logging.getLogger("perpwatch.runner")
 DEFAULT_NOTIFY = ("console",)
 CATCH_UP_BARS = 24  # the most missed bars a rule steps through when it catches up
 DELIVERY_BATCH = 200  # outbox items one delivery round takes per notifier
+MAX_SLEEP_SECONDS = 300.0  # the loop looks at the wall clock at least this often (suspend, clock jumps)
+RETRY_CYCLE_SECONDS = 30.0  # after a cycle failed as a whole (the database, a bug)
 
 
 @dataclass
@@ -312,7 +314,19 @@ class Runner:
                     key = (job.source, job.strategy.interval)
                     for symbol in job.symbols:
                         got = fetched[(*key, symbol)]
-                        ev, events = self._step(job, symbol, got, k, states, now, report)
+                        try:
+                            with self.store.savepoint():
+                                ev, events = self._step(job, symbol, got, k, states, now, report)
+                        except Exception as e:  # one broken evaluation must not stop the others
+                            log.error(
+                                "%s %s: evaluation failed, its rules are held: %s",
+                                job.strategy.name,
+                                symbol,
+                                self.redact(f"{type(e).__name__}: {e}"),
+                                exc_info=log.isEnabledFor(logging.DEBUG),
+                            )
+                            report.failures.append(f"{job.strategy.name} {symbol}: evaluation failed")
+                            continue
                         newest.append((job, symbol, end, ev, events))
                     self.store.set_processed(job.strategy.name, end)
                     report.bars[job.strategy.name] = end
@@ -605,7 +619,18 @@ class Runner:
                 if until is not None and now > until:
                     break
                 if self.has_work(now):
-                    report = await self.run_cycle(now)
+                    try:
+                        report = await self.run_cycle(now)
+                    except Exception as e:  # rolled back whole: try again shortly, never exit
+                        log.error(
+                            "cycle at %s failed and was rolled back (retrying in %gs): %s",
+                            format_time(int(now * 1000)),
+                            RETRY_CYCLE_SECONDS,
+                            self.redact(f"{type(e).__name__}: {e}"),
+                            exc_info=log.isEnabledFor(logging.DEBUG),
+                        )
+                        await self._sleep(RETRY_CYCLE_SECONDS)
+                        continue
                     cycles += 1
                     if on_cycle is not None:
                         on_cycle(report)
@@ -627,7 +652,7 @@ class Runner:
                 delivery = self.next_delivery()
                 if delivery is not None:
                     wake = min(wake, max(delivery, now))
-                await self._sleep(wake - now)
+                await self._sleep(min(wake - now, MAX_SLEEP_SECONDS))
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

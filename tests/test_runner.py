@@ -718,3 +718,56 @@ def test_default_source_and_symbols(tmp_path, monkeypatch):
     own = strategy(tmp_path, text, "own.yaml")
     assert Runner.build([own], Config(symbols=["SOL"]), registry, store).jobs[0].symbols == ["DOGE"]
     store.close()
+
+
+def test_a_broken_evaluation_holds_only_its_symbol(env, monkeypatch):
+    import perpwatch.runner as runner_module
+
+    real = runner_module.evaluate_last
+
+    def flaky(strategy, frame, symbol):
+        if symbol == "ETH":
+            raise ZeroDivisionError("boom")
+        return real(strategy, frame, symbol)
+
+    monkeypatch.setattr(runner_module, "evaluate_last", flaky)
+    strat = strategy(env.tmp)
+
+    async def main():
+        runner = env.runner([strat])
+        reports = [await env.cycle(runner, T0 + n * H) for n in range(6)]
+        await runner.aclose()
+        return reports
+
+    reports = run(main())
+    assert all(r.failures == ["heat ETH: evaluation failed"] for r in reports)
+    assert not [e for e in env.store.events() if e.symbol == "ETH"]
+    assert [e.key for e in env.store.events()] == reference(
+        strat, env.series["BTC"], "BTC", T0 - H, T0 + 4 * H
+    )
+
+
+def test_a_failed_cycle_is_rolled_back_and_retried(env, monkeypatch, caplog):
+    async def main():
+        runner, _ = slow_runner(env)
+        real = env.store.set_processed
+        calls = []
+
+        def once_broken(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                raise OSError("disk full")
+            real(*args)
+
+        monkeypatch.setattr(env.store, "set_processed", once_broken)
+        seen = []
+        await runner.run_forever(max_cycles=1, handle_signals=False, on_cycle=lambda r: seen.append(r.time))
+        await runner.aclose()
+        return seen
+
+    with caplog.at_level(logging.ERROR, logger="perpwatch.runner"):
+        seen = run(main())
+    assert any("rolled back (retrying in 30s): OSError: disk full" in r.getMessage() for r in caplog.records)
+    assert seen == [T0 / 1000 + SETTLE + 30]
+    assert env.store.last_processed("heat") == T0 - H
+    assert len({e.key for e in env.store.events()}) == len(env.store.events())
