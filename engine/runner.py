@@ -396,6 +396,8 @@ class Runner:
                 return Fetched(Frame(grid), wanted, f"timed out after {timeout:g}s")
             except Exception as e:  # a plugin bug must not stop the other symbols
                 return Fetched(Frame(grid), wanted, self.redact(f"unexpected {type(e).__name__}: {e}"))
+        if not isinstance(frame, Frame):
+            return Fetched(Frame(grid), wanted, f"returned {type(frame).__name__}, not a frame")
         missing = (wanted & self.provides[source_name]) - frame.columns.keys()
         reason = None
         if missing:
