@@ -771,3 +771,24 @@ def test_a_failed_cycle_is_rolled_back_and_retried(env, monkeypatch, caplog):
     assert seen == [T0 / 1000 + SETTLE + 30]
     assert env.store.last_processed("heat") == T0 - H
     assert len({e.key for e in env.store.events()}) == len(env.store.events())
+
+
+def test_real_trading_layer_with_the_paper_executor(env):
+    text = HEAT.replace(
+        "    notify_resolved: true\n", "    notify_resolved: true\n    signal: {side: long, size_usd: 1000}\n"
+    )
+    strat = strategy(env.tmp, text + "execute: paper\n")
+
+    async def main():
+        runner = env.runner([strat])
+        assert runner.trading is not None and list(runner.executors) == ["paper"]
+        for n in range(8):
+            await env.cycle(runner, T0 + n * H)
+        await runner.aclose()
+
+    run(main())
+    traded = env.store.events(kind="order") + env.store.events(kind="rejected")
+    fired = [e for e in env.store.events(kind="fired") if e.rule == "hot"]
+    assert fired and traded
+    assert {(e.symbol, e.time) for e in traded} <= {(e.symbol, e.time) for e in fired}
+    assert not [k for k in env.jsonl() if k.endswith("/order") or k.endswith("/rejected")]
