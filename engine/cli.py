@@ -17,7 +17,7 @@ from .errors import ErrorList, LocatedError, PerpwatchError
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 #: Modules that add commands to the group (each defines ``register(cli)``), imported lazily.
-COMMAND_MODULES: list[str] = ["fetchcmd", "runcmd"]
+COMMAND_MODULES: list[str] = ["fetchcmd", "runcmd", "backtestcmd"]
 
 
 def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

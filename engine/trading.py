@@ -8,8 +8,9 @@ bar, after every rule of every strategy has stepped, inside the cycle's transact
 2. for each ``fired`` event with a signal, checks the data, then the risk limits, and submits what
    passes to the executor named by ``execute:``.
 
-It returns events for the runner to record: ``rejected`` (the message is the reason) and ``order``
-(the message says what filled, or why nothing needed to). Suppressed events never trade.
+It returns events for the runner to record: ``rejected`` (the message is the reason), ``order``
+(the message says what filled) and ``no_order`` (nothing to do: flat without a position, or the
+side already held). Suppressed events never trade.
 
 Fill price: live, orders fill at the bar's ``price.close`` (the latest price the cycle has) at the
 clock's time; the backtest passes ``fill_price`` / ``fill_time``: the next bar's open.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .clock import Clock
 from .compiler import Rule, Strategy
@@ -53,6 +54,7 @@ class Trading:
         self.risk = RiskGate(store)
         self._days: dict[str, int] = {}  # strategy -> the UTC day whose start is noted
         self._inputs: dict[tuple[int, str], list[tuple[str, int]]] = {}
+        self._accounting = {name: isinstance(ex, Accounting) for name, ex in self.executors.items()}
 
     async def on_bar(
         self,
@@ -76,7 +78,7 @@ class Trading:
             return [_derived(e, "rejected", reason, {}) for e in signals]
         age = strategy.risk.max_data_age_ms
         price = market_value(ev, "price.close", i, age)
-        acct = executor if isinstance(executor, Accounting) else None
+        acct = cast(Accounting, executor) if self._accounting[strategy.execute] else None
         if acct is not None:
             if strategy.risk.max_daily_loss_pct is not None:
                 await self._note_day(strategy.name, bar_time, acct)
@@ -136,7 +138,7 @@ class Trading:
         current = next((p for p in mine if p.symbol == symbol), None)
         if intent.side == "flat":
             if current is None:
-                return [_derived(event, "order", "flat: no position to close; nothing to do", base)]
+                return [_derived(event, "no_order", "flat: no position to close; nothing to do", base)]
             return await self._submit(event, executor, OrderIntent("flat", intent.size_usd), px, t, base)
         size = intent.size_usd
         if size is None or not math.isfinite(size):
@@ -147,7 +149,7 @@ class Trading:
             text = (
                 f"{intent.side}: already {current.side} {_qty(current)}; nothing to do (signals are targets)"
             )
-            return [_derived(event, "order", text, base)]
+            return [_derived(event, "no_order", text, base)]
         pnl_now = equity_now = None
         if acct is not None and strategy.risk.max_daily_loss_pct is not None:
             pnl_now, equity_now = await acct.pnl(strategy.name), await acct.equity()

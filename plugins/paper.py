@@ -193,12 +193,22 @@ class PaperExecutor(Executor):
     ) -> list[FundingPayment]:
         """Settle funding due up to ``until`` (ms) at ``rate`` (percent; None: unknown, skipped),
         then mark the position at ``price`` (None: keep the last mark). What was settled."""
+        good_price = price is not None and math.isfinite(price) and price > 0
+        if good_price:  # the common case, one statement: no settlement due, just mark
+            due = until - until % self.funding_ms  # the latest settlement at or before ``until``
+            cur = self.conn.execute(
+                "UPDATE paper_trades SET mark_price = ? WHERE account = ? AND strategy = ? AND symbol = ? "
+                "AND status = 'open' AND funded_to >= ?",
+                (price, self.account, strategy, symbol, due),
+            )
+            if cur.rowcount:
+                return []
         trade = self.open_trade(strategy, symbol)
         if trade is None:
             return []
         with self.store.transaction():
             payments = self._settle(trade, price, rate, until)
-            if price is not None and math.isfinite(price) and price > 0:
+            if good_price:
                 self.conn.execute("UPDATE paper_trades SET mark_price = ? WHERE id = ?", (price, trade.id))
         return payments
 
@@ -225,12 +235,17 @@ class PaperExecutor(Executor):
         return float(row[0])
 
     def account_equity(self) -> float:
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[float, int]:
+        """(equity at the marks, number of open positions), in one query."""
         row = self.conn.execute(
-            "SELECT COALESCE(SUM(CASE side WHEN 'long' THEN 1 ELSE -1 END * (mark_price - entry_price) * qty), 0) "
-            "FROM paper_trades WHERE account = ? AND status = 'open'",
+            "SELECT a.balance + COALESCE(SUM(CASE t.side WHEN 'long' THEN 1 ELSE -1 END * "
+            "(t.mark_price - t.entry_price) * t.qty), 0), COUNT(t.id) FROM paper_accounts a "
+            "LEFT JOIN paper_trades t ON t.account = a.account AND t.status = 'open' WHERE a.account = ?",
             (self.account,),
         ).fetchone()
-        return self.balance() + float(row[0])
+        return float(row[0]), int(row[1])
 
     def strategy_pnl(self, strategy: str) -> float:
         row = self.conn.execute(
