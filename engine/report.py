@@ -261,7 +261,12 @@ def write_html(r: BacktestResult, path: str) -> None:
         close = r.closes[sym]
         fig.add_trace(
             go.Scatter(
-                x=bar_x, y=close, mode="lines", name=f"{sym} close", line={"width": 1.2, "color": "#4a5568"}
+                x=bar_x,
+                y=close,
+                mode="lines",
+                name=f"{sym} close",
+                showlegend=False,
+                line={"width": 1.2, "color": "#4a5568"},
             ),
             row=k,
             col=1,
@@ -296,25 +301,31 @@ def write_html(r: BacktestResult, path: str) -> None:
         fh.write(_page(r, plot, symbols, shown))
 
 
-_MARKERS = {"fired": "circle", "suppressed": "circle-open", "resolved": "square-open"}
+#: Event marker colours, one per (strategy, rule) in order; the same in every price panel.
+_PALETTE = ("#3182ce", "#d69e2e", "#805ad5", "#dd6b20", "#319795", "#d53f8c", "#718096", "#38a169")
 
 
 def _event_markers(go: Any, fig: Any, r: BacktestResult, sym: str, close: np.ndarray, row: int) -> None:
+    """A small dot at the decision bar's close for every fired event, coloured by rule."""
     index = {int(t): i for i, t in enumerate(r.times)}
-    groups: dict[tuple[str, str, str], list] = {}
-    for e in r.events:
-        if e.symbol == sym and e.kind == "fired":
-            groups.setdefault((e.strategy, e.rule, e.kind), []).append(e)
-    many = len({s for s, _, _ in groups}) > 1
-    for (strategy, rule, kind), evs in groups.items():
-        ys = [close[index[e.time]] if e.time in index else None for e in evs]
+    rules = [(s.name, rule.name) for s in r.strategies for rule in s.rules]
+    many = len(r.strategies) > 1
+    for k, (strategy, rule) in enumerate(rules):
+        evs = [
+            e
+            for e in r.events
+            if e.symbol == sym and e.kind == "fired" and (e.strategy, e.rule) == (strategy, rule)
+        ]
+        name = f"{strategy}/{rule} fired" if many else f"{rule} fired"
         fig.add_trace(
             go.Scatter(
                 x=np.asarray([e.time for e in evs], dtype="datetime64[ms]"),
-                y=ys,
+                y=[close[index[e.time]] if e.time in index else None for e in evs],
                 mode="markers",
-                name=f"{strategy}/{rule} {kind}" if many else f"{rule} {kind}",
-                marker={"symbol": _MARKERS[kind], "size": 7, "opacity": 0.8},
+                name=name,
+                legendgroup=name,
+                showlegend=row == 1,
+                marker={"symbol": "circle", "size": 6, "color": _PALETTE[k % len(_PALETTE)], "opacity": 0.9},
                 text=[e.message or e.rule for e in evs],
                 hovertemplate="%{text}<extra>%{fullData.name}</extra>",
             ),
@@ -324,39 +335,41 @@ def _event_markers(go: Any, fig: Any, r: BacktestResult, sym: str, close: np.nda
 
 
 def _trade_markers(go: Any, fig: Any, r: BacktestResult, sym: str, row: int) -> None:
+    """Exits (small x) first, then entries (triangles) on top: at a reversal both share a point."""
     trades = [t for t in r.trades if t.symbol == sym]
+    exits = [t for t in trades if t.status == "closed"]
+    fig.add_trace(
+        go.Scatter(
+            x=np.asarray([t.exit_time for t in exits], dtype="datetime64[ms]"),
+            y=[t.exit_price for t in exits],
+            mode="markers",
+            name="exit",
+            legendgroup="exit",
+            showlegend=row == 1,
+            marker={"symbol": "x-thin-open", "size": 9, "color": "#1a202c", "line": {"width": 2}},
+            text=[f"exit {t.side} @ {t.exit_price:,.2f}: net {t.net_pnl:+,.2f} USD" for t in exits],
+            hovertemplate="%{text}<extra></extra>",
+        ),
+        row=row,
+        col=1,
+    )
     for side, symbol, color in (("long", "triangle-up", "#2f855a"), ("short", "triangle-down", "#c53030")):
         mine = [t for t in trades if t.side == side]
-        if not mine:
-            continue
         fig.add_trace(
             go.Scatter(
                 x=np.asarray([t.entry_time for t in mine], dtype="datetime64[ms]"),
                 y=[t.entry_price for t in mine],
                 mode="markers",
                 name=f"{side} entry",
+                legendgroup=f"{side} entry",
+                showlegend=row == 1,
                 marker={
                     "symbol": symbol,
-                    "size": 11,
+                    "size": 10,
                     "color": color,
                     "line": {"width": 1, "color": "#1a202c"},
                 },
                 text=[f"{t.strategy} {t.side} {t.size_usd:,.0f} USD @ {t.entry_price:,.2f}" for t in mine],
-                hovertemplate="%{text}<extra></extra>",
-            ),
-            row=row,
-            col=1,
-        )
-    exits = [t for t in trades if t.status == "closed"]
-    if exits:
-        fig.add_trace(
-            go.Scatter(
-                x=np.asarray([t.exit_time for t in exits], dtype="datetime64[ms]"),
-                y=[t.exit_price for t in exits],
-                mode="markers",
-                name="exit",
-                marker={"symbol": "x", "size": 9, "color": "#1a202c"},
-                text=[f"exit {t.side} @ {t.exit_price:,.2f}: net {t.net_pnl:+,.2f} USD" for t in exits],
                 hovertemplate="%{text}<extra></extra>",
             ),
             row=row,
