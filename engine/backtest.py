@@ -27,9 +27,9 @@ import numpy as np
 from .clock import FakeClock
 from .compiler import Strategy
 from .errors import PerpwatchError
-from .evaluate import evaluate
+from .evaluate import Evaluation, evaluate
 from .events import Event
-from .frame import Frame
+from .frame import Cat, Frame
 from .interfaces import PluginContext
 from .plugins.paper import PaperExecutor
 from .rules import RuleState, build_event, step
@@ -289,7 +289,7 @@ async def run_backtest_async(
     jobs = []
     for s in runs:
         for sym in symbols[s.name]:
-            ev = evaluate(s, frames[sym], sym)
+            ev = _slim(evaluate(s, frames[sym], sym), s)
             truths = [ev.series(rule.cond) for rule in s.rules]
             states = [RuleState() for _ in s.rules]
             keep = [(s.name, rule.name) in watched for rule in s.rules]
@@ -301,6 +301,7 @@ async def run_backtest_async(
     exposed = np.zeros(walked, dtype=bool)
     events: list[Event] = []
     trading_events: list[Event] = []
+    holding: set[tuple[str, str]] = set()  # (strategy, symbol) with an open position
     every = max(1, walked // 200)
     with store.transaction():
         for k, i in enumerate(range(i0, i1 + 1)):
@@ -320,10 +321,12 @@ async def run_backtest_async(
                 events.extend(new)
                 bar.append((s, sym, ev, new))
             for s, sym, ev, new in bar:
+                if (s.name, sym) not in holding and s.risk.max_daily_loss_pct is None and not _signals(new):
+                    continue  # on_bar would do nothing: no signal, no position to fund or mark, no day to note
                 nxt = float(opens[sym][i + 1]) if i + 1 < n else math.nan
-                trading_events += await trading.on_bar(
-                    s, sym, t, ev, i, new, fill_price=nxt, fill_time=t + step_ms
-                )
+                got = await trading.on_bar(s, sym, t, ev, i, new, fill_price=nxt, fill_time=t + step_ms)
+                _track(holding, got)
+                trading_events += got
             equity[k], open_now = paper.snapshot()
             exposed[k] = open_now > 0
             if progress is not None and (k + 1) % every == 0:
@@ -352,6 +355,37 @@ async def run_backtest_async(
     result.stats = compute_stats(result)
     result.assumptions = assumptions(result)
     return result
+
+
+def _signals(events: list[Event]) -> bool:
+    return any(e.kind == "fired" and e.signal is not None for e in events)
+
+
+def _track(holding: set[tuple[str, str]], events: list[Event]) -> None:
+    """Follow which (strategy, symbol) hold a position, from the fills of order events."""
+    for e in events:
+        for fill in e.values.get("fills", ()) if e.kind == "order" else ():
+            if fill["action"] == "open":
+                holding.add((e.strategy, e.symbol))
+            else:
+                holding.discard((e.strategy, e.symbol))
+
+
+def _slim(ev: Evaluation, s: Strategy) -> Evaluation:
+    """Drop the series no event or check reads again (intermediate nodes), to bound memory.
+
+    Kept: every metric, each rule's condition, signal side and size, and the nodes of the names
+    its condition and message use (what ``build_event`` and the trading layer read).
+    """
+    keep = {k for k, node in enumerate(s.plan.nodes) if node.op == "metric"}
+    for rule in s.rules:
+        keep.update(x for x in (rule.cond, rule.side, rule.size) if x is not None)
+        names = [*rule.names, *(rule.message.names if rule.message is not None else ())]
+        keep.update(x for x in map(s.node_of, names) if x is not None)
+    for k, value in enumerate(ev.values):
+        if k not in keep and isinstance(value, np.ndarray | Cat):
+            ev.values[k] = None
+    return ev
 
 
 def _check_inhibitors(strategies: Sequence[Strategy]) -> None:

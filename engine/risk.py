@@ -17,8 +17,8 @@ never acts when the price or a metric the rule used is unknown or stale at the b
 
 from __future__ import annotations
 
-import math
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,18 +99,35 @@ def unknown_inputs(ev: Evaluation, i: int, inputs: list[tuple[str, int]]) -> lis
     return [name for name, node in inputs if ev.value(node, i) is None]
 
 
+#: Per evaluation, the market columns with unknown and stale values as NaN (computed once each).
+_MARKET: weakref.WeakKeyDictionary[Evaluation, dict[tuple[str, int], np.ndarray | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def market_column(ev: Evaluation, name: str, max_age_ms: int) -> np.ndarray | None:
+    """A numeric column of the evaluated frame, NaN where unknown or older than ``max_age_ms``."""
+    cache = _MARKET.setdefault(ev, {})
+    key = (name, max_age_ms)
+    if key not in cache:
+        col = ev.frame.columns.get(name)
+        out = None
+        if isinstance(col, np.ndarray):
+            out = np.where(np.isfinite(col), col, np.nan).astype(float)
+            obs = ev.frame.observed.get(name)
+            if obs is not None:
+                out[(obs == _MIN_TIME) | (ev.frame.times - obs > max_age_ms)] = np.nan
+        cache[key] = out
+    return cache[key]
+
+
 def market_value(ev: Evaluation, name: str, i: int, max_age_ms: int) -> float | None:
     """A numeric column of the evaluated frame at bar ``i``; None when absent, unknown or stale."""
-    col = ev.frame.columns.get(name)
-    if not isinstance(col, np.ndarray) or not 0 <= i < len(col):
+    col = market_column(ev, name, max_age_ms)
+    if col is None or not 0 <= i < len(col):
         return None
     x = float(col[i])
-    if not math.isfinite(x):
-        return None
-    obs = ev.frame.observed.get(name)
-    if obs is not None and (obs[i] == _MIN_TIME or int(ev.frame.times[i]) - int(obs[i]) > max_age_ms):
-        return None
-    return x
+    return x if x == x else None
 
 
 # --- the checks on new positions -------------------------------------------------------------------

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS paper_trades (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS paper_one_open_position
     ON paper_trades (account, strategy, symbol) WHERE status = 'open';
+CREATE INDEX IF NOT EXISTS paper_trades_by_strategy ON paper_trades (strategy, account);
 CREATE TABLE IF NOT EXISTS paper_orders (
     id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, strategy TEXT NOT NULL,
     symbol TEXT NOT NULL, time INTEGER NOT NULL, side TEXT, size_usd REAL, price REAL,
@@ -275,7 +276,9 @@ class PaperExecutor(Executor):
         sql, args = f"SELECT {_TRADE_COLUMNS} FROM paper_trades WHERE account = ?", [self.account]
         if strategy is not None:
             sql, args = sql + " AND strategy = ?", [*args, strategy]
-        if status is not None:
+        if status == "open":  # a literal, so the partial index of open positions serves it
+            sql += " AND status = 'open'"
+        elif status is not None:
             sql, args = sql + " AND status = ?", [*args, status]
         return [Trade(*row) for row in self.conn.execute(sql + " ORDER BY id", args)]
 
