@@ -411,7 +411,8 @@ def _page(r: BacktestResult, plot: str, symbols: list[str], shown: list[str]) ->
     counts = "".join(
         f"<tr><td>{esc(c['strategy'])}</td><td>{esc(c['rule'])}</td>"
         + "".join(
-            f"<td class=n>{c[k]}</td>" for k in ("fired", "suppressed", "resolved", "order", "rejected")
+            f"<td class=n>{c[k]}</td>"
+            for k in ("fired", "suppressed", "resolved", "order", "no_order", "rejected")
         )
         + "</tr>"
         for c in rule_counts(r)

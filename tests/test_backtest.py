@@ -365,6 +365,9 @@ def test_html_is_self_contained(tiny, tmp_path):
     text = page.read_text()
     assert "<script src=" not in text.replace('<script src="data:', "")  # nothing fetched from a CDN
     assert "Plotly.newPlot" in text and "Equity (USD)" in text and "Drawdown (%)" in text
+    # events per rule: fired, suppressed, resolved, orders, no order, rejected
+    row = "<tr><td>tiny</td><td>enter</td>" + "".join(f"<td class=n>{v}</td>" for v in (2, 0, 2, 2, 0, 0))
+    assert row + "</tr>" in text
 
 
 # --- the real BTC year ----------------------------------------------------------------------------------
