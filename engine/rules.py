@@ -111,7 +111,9 @@ def walk(strategy: Strategy, ev: Evaluation, states: dict[str, RuleState], start
     times = ev.frame.times
     for order, rule in enumerate(strategy.rules):
         state = states.setdefault(rule.name, RuleState())
-        for i, kind in transitions(state, ev.series(rule.cond), times, start, rule.for_bars, rule.cooldown_ms):
+        for i, kind in transitions(
+            state, ev.series(rule.cond), times, start, rule.for_bars, rule.cooldown_ms
+        ):
             found.append((i, order, kind))
     found.sort()
     return [build_event(strategy, strategy.rules[order], ev, i, kind) for i, order, kind in found]

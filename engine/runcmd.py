@@ -24,7 +24,7 @@ from .clock import Clock, FakeClock
 from .compiler import Strategy, load_strategy
 from .config import Config, find_config, load_config
 from .errors import PerpwatchError
-from .runner import CycleReport, Runner, RunnerOptions
+from .runner import TRADING_METRICS, CycleReport, Runner, RunnerOptions
 from .state import StateStore
 from .timeutil import format_time, parse_duration, parse_time
 from .yamlsrc import LDict, load_yaml_file
@@ -132,6 +132,14 @@ def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str
                 f"  warning: source {job.source} does not provide {', '.join(missing)}; "
                 "rules needing them stay unknown and never fire"
             )
+        if s.execute:
+            absent = sorted(TRADING_METRICS - runner.provides[job.source] - set(missing))
+            if absent:
+                lines.append(
+                    f"  warning: source {job.source} does not provide {', '.join(absent)}, which "
+                    f"execute: {s.execute} needs (no price: every order rejected; no funding rate: "
+                    "funding settlements skipped)"
+                )
     lines.append(f"  state: {os.path.abspath(state) if state != ':memory:' else state}")
     if simulate:
         lines.append(f"  {simulate}")

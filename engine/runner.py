@@ -13,6 +13,9 @@ after the commit, from the outbox, one task per notifier, with retries and backo
 Failure policy: a source failure leaves its metrics missing for the cycle; rules that need them
 are *held* (they neither fire nor resolve, and their state does not advance) and catch up on the
 missed bars once the source answers again. The failure is logged once per cycle and source.
+The held symbols are retried within the bar, ``RETRY_HELD_SECONDS`` later (doubling while the
+failure lasts), so an outage of a minute delays their alerts by a minute, not by a bar; a restarted
+process retries them at once.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ CATCH_UP_BARS = 24  # the most missed bars a rule steps through when it catches 
 DELIVERY_BATCH = 200  # outbox items one delivery round takes per notifier
 MAX_SLEEP_SECONDS = 300.0  # the loop looks at the wall clock at least this often (suspend, clock jumps)
 RETRY_CYCLE_SECONDS = 30.0  # after a cycle failed as a whole (the database, a bug)
+RETRY_HELD_SECONDS = 60.0  # first retry of the symbols a source failure held, within the bar
+RETRY_HELD_MAX_SECONDS = 900.0  # the retry delay doubles while the failure lasts, up to this
 
 
 @dataclass
@@ -64,6 +69,11 @@ class RunnerOptions:
         return cls(**known)
 
 
+# What the trading layer reads from the evaluated frame (fill and mark price, funding rate), fetched
+# for every strategy with ``execute:`` whether or not its rules name them.
+TRADING_METRICS = frozenset({"price.close", "funding.close"})
+
+
 @dataclass
 class Job:
     """One strategy as the runner runs it."""
@@ -73,6 +83,11 @@ class Job:
     symbols: list[str]
     notify: list[str]
     deps: dict[str, frozenset[str]]  # rule name -> the metrics its condition needs
+    metrics: frozenset[str] = field(init=False)  # what to fetch and keep for it
+
+    def __post_init__(self) -> None:
+        extra = TRADING_METRICS if self.strategy.execute else frozenset()
+        self.metrics = frozenset(self.strategy.metrics) | extra
 
 
 @dataclass
@@ -178,6 +193,8 @@ class Runner:
         self._blocked: dict[str, float] = {}  # notifier -> no tries before this time
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        # strategy -> (when to retry its held symbols, the delay that set it); (0, 0): look at start
+        self._retry: dict[str, tuple[float, float]] = {job.strategy.name: (0.0, 0.0) for job in jobs}
 
     # -- building ----------------------------------------------------------------------------
 
@@ -274,11 +291,54 @@ class Runner:
         return floor_to_bar(now_ms, job.strategy.step_ms) - job.strategy.step_ms
 
     def has_work(self, now: float) -> bool:
-        for job in self.jobs:
-            last = self.store.last_processed(job.strategy.name)
-            if last is None or self.newest_closed(job, now) > last:
-                return True
-        return False
+        return any(self._todo(job, now) is not None for job in self.jobs)
+
+    def _todo(self, job: Job, now: float) -> tuple[int, list[str]] | None:
+        """The bar to process for ``job`` at ``now`` and for which symbols; None when nothing is due.
+
+        A newly closed bar is processed for every symbol; the last processed bar again, once its
+        retry is due, for the symbols whose rules a failure held there."""
+        name = job.strategy.name
+        end = self.newest_closed(job, now)
+        last = self.store.last_processed(name)
+        if last is None or end > last:
+            return end, list(job.symbols)
+        retry = self._retry.get(name)
+        if retry is None or now < retry[0]:
+            return None
+        held = self._held_symbols(job, last) if end == last else []
+        if not held:
+            del self._retry[name]
+            return None
+        return last, held
+
+    def _held_symbols(self, job: Job, bar: int) -> list[str]:
+        """The symbols with a rule that has not stepped ``bar`` (held by a failure, or never stepped)."""
+        states = self.store.load_strategy_states(job.strategy.name)
+        held = []
+        for symbol in job.symbols:
+            for rule in job.strategy.rules:
+                st = states.get((rule.name, symbol))
+                if st is None or st.last_bar is None or st.last_bar < bar:
+                    held.append(symbol)
+                    break
+        return held
+
+    def _schedule_retry(self, job: Job, end: int, held: list[str], now: float) -> None:
+        """After processing ``end``: retry the ``held`` symbols later, or forget the retry."""
+        name = job.strategy.name
+        if not held:
+            self._retry.pop(name, None)
+            return
+        before = self._retry.get(name, (0.0, 0.0))[1]
+        delay = min(before * 2, RETRY_HELD_MAX_SECONDS) if before else RETRY_HELD_SECONDS
+        self._retry[name] = (now + delay, delay)
+        shown = ", ".join(held[:10]) + (f" and {len(held) - 10} more" if len(held) > 10 else "")
+        log.info("%s: %s held at bar %s; retrying in %gs", name, shown, format_time(end), delay)
+
+    def next_retry(self, now: float) -> float | None:
+        """When held symbols are next retried (after ``now``)."""
+        return min((t for t, _ in self._retry.values() if t > now), default=None)
 
     def next_close(self, now: float) -> float:
         """The next time (after ``now``) a bar of some strategy closes, plus the settle delay."""
@@ -296,12 +356,12 @@ class Runner:
         report = CycleReport(time=now)
         plans = []
         for job in self.jobs:
-            end = self.newest_closed(job, now)
-            last = self.store.last_processed(job.strategy.name)
-            if last is not None and end <= last:
+            todo = self._todo(job, now)
+            if todo is None:
                 continue
+            end, symbols = todo
             states = self.store.load_strategy_states(job.strategy.name)
-            plans.append((job, end, self._bars_behind(job, end, states), states))
+            plans.append((job, end, symbols, self._bars_behind(job, end, states), states))
         if not plans:
             return report
         fetched = await self._fetch_all(plans, report)
@@ -310,13 +370,14 @@ class Runner:
         async with self._db:
             with self.store.transaction():
                 newest = []
-                for job, end, k, states in plans:
+                for job, end, symbols, k, states in plans:
                     key = (job.source, job.strategy.interval)
-                    for symbol in job.symbols:
+                    held = []
+                    for symbol in symbols:
                         got = fetched[(*key, symbol)]
                         try:
                             with self.store.savepoint():
-                                ev, events = self._step(job, symbol, got, k, states, now, report)
+                                ev, events, was_held = self._step(job, symbol, got, k, states, now, report)
                         except Exception as e:  # one broken evaluation must not stop the others
                             log.error(
                                 "%s %s: evaluation failed, its rules are held: %s",
@@ -326,10 +387,14 @@ class Runner:
                                 exc_info=log.isEnabledFor(logging.DEBUG),
                             )
                             report.failures.append(f"{job.strategy.name} {symbol}: evaluation failed")
+                            held.append(symbol)
                             continue
+                        if was_held:
+                            held.append(symbol)
                         newest.append((job, symbol, end, ev, events))
                     self.store.set_processed(job.strategy.name, end)
                     report.bars[job.strategy.name] = end
+                    self._schedule_retry(job, end, held, now)
                 if self.trading is not None:
                     await self._trade(newest, now, report)
                 t2 = time.perf_counter()
@@ -354,12 +419,12 @@ class Runner:
 
     async def _fetch_all(self, plans: list, report: CycleReport) -> dict[tuple[str, str, str], Fetched]:
         groups: dict[tuple[str, str, str], tuple[set[str], int, int, int]] = {}
-        for job, end, k, _ in plans:
+        for job, end, symbols, k, _ in plans:
             s = job.strategy
-            for symbol in job.symbols:
+            for symbol in symbols:
                 key = (job.source, s.interval, symbol)
                 metrics, bars, _, _ = groups.get(key, (set(), 0, end, s.step_ms))
-                groups[key] = (metrics | s.metrics, max(bars, s.warmup + k), end, s.step_ms)
+                groups[key] = (metrics | job.metrics, max(bars, s.warmup + k), end, s.step_ms)
         if self._sem is None:
             self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
         keys = list(groups)
@@ -415,22 +480,26 @@ class Runner:
         states: dict[tuple[str, str], RuleState],
         now: float,
         report: CycleReport,
-    ) -> tuple[Evaluation, list[Event]]:
-        """Step every rule of ``job`` for ``symbol``; record and route its events; return the newest bar's."""
+    ) -> tuple[Evaluation, list[Event], bool]:
+        """Step every rule of ``job`` for ``symbol``; record and route its events.
+
+        Returns the evaluation, the newest bar's events, and whether a failed source held a rule."""
         s = job.strategy
         frame = got.frame
         lo = max(0, len(frame) - (s.warmup + k))
         sub = Frame(
             frame.times[lo:],
-            {m: frame.columns[m][lo:] for m in s.metrics if m in frame.columns},
-            {m: frame.observed[m][lo:] for m in s.metrics if m in frame.observed},
+            {m: frame.columns[m][lo:] for m in job.metrics if m in frame.columns},
+            {m: frame.observed[m][lo:] for m in job.metrics if m in frame.observed},
         )
         ev = evaluate_last(s, sub, symbol) if k == 1 else evaluate(s, sub, symbol)
         times = ev.frame.times
         last_i = len(times) - 1
         newest: list[Event] = []
+        held = False
         for rule in s.rules:
             if job.deps[rule.name] & got.failed:
+                held = True
                 continue  # held: its data did not come this cycle
             st = states.get((rule.name, symbol)) or RuleState()
             truths = ev.series(rule.cond)
@@ -445,7 +514,7 @@ class Runner:
                 if self._record(job, rule, event, before, now, report) and i == last_i:
                     newest.append(event)
             self.store.save_rule_state(s.name, rule.name, symbol, st)
-        return ev, newest
+        return ev, newest, held
 
     def _record(
         self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float, report: CycleReport
@@ -654,6 +723,9 @@ class Runner:
                 delivery = self.next_delivery()
                 if delivery is not None:
                     wake = min(wake, max(delivery, now))
+                retry = self.next_retry(now)
+                if retry is not None:
+                    wake = min(wake, retry)
                 await self._sleep(min(wake - now, MAX_SLEEP_SECONDS))
         finally:
             for sig in installed:

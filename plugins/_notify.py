@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import httpx
 import jsonschema
 import numpy as np
+
 from perpwatch import __version__
 from perpwatch.events import SEVERITIES, Event, OrderIntent, severity_rank
 from perpwatch.interfaces import Notifier, NotifierError, PluginContext

@@ -354,7 +354,9 @@ class BinanceSource(Source):
         safe = np.maximum(idx, 0)
         values = np.where(known, rates[safe], np.nan)
         settled = times[safe]
-        in_force = known & (grid + step <= settled + funding_interval(times))  # the next settlement is not due yet
+        in_force = known & (
+            grid + step <= settled + funding_interval(times)
+        )  # the next settlement is not due yet
         observed = np.where(in_force, grid, np.where(known, settled, NO_OBSERVATION)).astype(np.int64)
         notes = []
         if isinstance(premium, RequestError):

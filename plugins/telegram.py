@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+
 from perpwatch.events import Event
 from perpwatch.hookspecs import hookimpl
 from perpwatch.interfaces import NotifierError, PluginContext

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import httpx
+
 from perpwatch.events import Event
 from perpwatch.hookspecs import hookimpl
 from perpwatch.interfaces import PluginContext

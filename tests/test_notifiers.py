@@ -19,6 +19,7 @@ import jsonschema
 import numpy as np
 import pluggy
 import pytest
+
 from perpwatch import hookspecs
 from perpwatch.clock import FakeClock
 from perpwatch.events import Event, OrderIntent

@@ -795,3 +795,115 @@ def test_real_trading_layer_with_the_paper_executor(env):
     assert fired and traded
     assert {(e.symbol, e.time) for e in traded} <= {(e.symbol, e.time) for e in fired}
     assert not [k for k in env.jsonl() if k.endswith("/order") or k.endswith("/rejected")]
+
+
+def test_trading_gets_price_and_funding_even_when_no_rule_names_them(env):
+    """The paper executor fills at price.close and settles funding.close; the runner fetches both
+    for a strategy with ``execute:`` although its rules only read open interest."""
+    text = """
+version: 1
+name: oi-only
+interval: 1h
+rules:
+  - name: oi_up
+    when: oi.close > 0
+    signal: {side: long, size_usd: 1000}
+execute: paper
+notify: [file]
+"""
+    strat = strategy(env.tmp, text, "oi-only.yaml")
+
+    async def main():
+        runner = env.runner([strat])
+        for n in range(4):
+            await env.cycle(runner, T0 + n * H)
+        await runner.aclose()
+
+    run(main())
+    orders = env.store.events(kind="order")
+    rejected = env.store.events(kind="rejected")
+    assert not rejected, [e.message for e in rejected]
+    assert {e.symbol for e in orders} == set(env.symbols)
+    for e in orders:
+        assert e.values["price"] > 1000 and e.values["fills"], e.message
+
+
+# the time of the cycle for bar T0 + 2h, which ETH's failing source holds
+HELD_AT = (T0 + 3 * H) / 1000 + SETTLE
+
+
+async def three_good_bars_then_eth_down(env: Env, runner: Runner) -> None:
+    for n in range(3):
+        await env.cycle(runner, T0 + n * H)
+    env.market.fail("/api/futures/", "500", times=None, symbol="ETH")
+
+
+def test_held_symbols_are_retried_within_the_bar_with_growing_delays(env):
+    strat, t = strategy(env.tmp), HELD_AT
+
+    async def main():
+        runner = env.runner([strat])
+        await three_good_bars_then_eth_down(env, runner)
+        first = await env.cycle(runner, T0 + 3 * H)
+        assert first.failed and runner.next_retry(t) == t + 60
+        assert env.store.load_rule_state("heat", "hot", "ETH").last_bar == T0 + H  # held
+        assert env.store.load_rule_state("heat", "hot", "BTC").last_bar == T0 + 2 * H
+        early = await runner.run_cycle(t + 30)
+        assert early.fetches == 0 and not runner.has_work(t + 59)
+        again = await runner.run_cycle(t + 60)  # still down: only ETH is fetched, the delay doubles
+        assert again.fetches == 1 and again.failed and runner.next_retry(t + 60) == t + 180
+        env.market.clear_faults()
+        fixed = await runner.run_cycle(t + 180)
+        assert fixed.fetches == 1 and not fixed.failed and fixed.bars == {"heat": T0 + 2 * H}
+        assert env.store.load_rule_state("heat", "hot", "ETH").last_bar == T0 + 2 * H  # caught up in the bar
+        assert runner.next_retry(t + 180) is None and not runner.has_work(t + 3000)
+        for n in range(4, 8):
+            await env.cycle(runner, T0 + n * H)
+        await runner.aclose()
+
+    run(main())
+    expected = []
+    for sym in env.symbols:
+        expected += reference(strat, env.series[sym], sym, T0 - H, T0 + 6 * H)
+    assert sorted(e.key for e in env.store.events()) == sorted(expected)
+    assert sorted(env.jsonl()) == sorted(notified(expected))
+
+
+def test_a_restart_retries_the_held_symbols_at_once(env):
+    strat, t = strategy(env.tmp), HELD_AT
+
+    async def main():
+        runner = env.runner([strat])
+        await three_good_bars_then_eth_down(env, runner)
+        await env.cycle(runner, T0 + 3 * H)
+        await runner.aclose()
+        env.market.clear_faults()
+        restarted = env.runner([strat])
+        assert restarted.has_work(t + 1)
+        report = await restarted.run_cycle(t + 1)
+        await restarted.aclose()
+        return report
+
+    report = run(main())
+    assert report.fetches == 1 and not report.failed
+    assert env.store.load_rule_state("heat", "hot", "ETH").last_bar == T0 + 2 * H
+
+
+def test_run_forever_wakes_for_the_retry(env):
+    strat, t = strategy(env.tmp), HELD_AT
+
+    async def main():
+        runner = env.runner([strat])
+        await three_good_bars_then_eth_down(env, runner)
+        env.clock.now = t
+        seen = []
+
+        def on_cycle(report):
+            seen.append((report.time, report.fetches, report.failed))
+            env.market.clear_faults()
+
+        await runner.run_forever(max_cycles=3, handle_signals=False, on_cycle=on_cycle)
+        await runner.aclose()
+        return seen
+
+    assert run(main()) == [(t, 2, True), (t + 60, 1, False), (t + 3600, 2, False)]

@@ -234,7 +234,8 @@ def test_premium_index_is_off_by_default_so_live_equals_a_later_backtest():
 
 def test_an_overdue_settlement_ages_from_its_settlement_time():
     fake = FakeBinance()
-    fake.settlements = fake.settlements[:1]  # T0-8h settlement never came: T0-16h's rate is overdue from T0-8h
+    # T0-8h settlement never came: T0-16h's rate is overdue from T0-8h
+    fake.settlements = fake.settlements[:1]
     frame = fetch(make_source(fake), {"funding.close"}, start=T0 - 10 * H)
     observed = frame.observed["funding.close"].tolist()
     assert observed[:2] == [T0 - 10 * H, T0 - 9 * H]  # closes by T0-8h: still in force
