@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
 
 import click
 
-from .cli import EXIT_BAD_INPUT, get_registry, param_option, parse_params, report_errors
-from .compiler import Strategy, compile_strategy
-from .errors import LocatedError, PerpwatchError
-from .timeutil import INTERVALS, format_time, parse_time
-from .yamlsrc import LDict, load_yaml_file
+from .cli import (
+    EXIT_BAD_INPUT,
+    get_registry,
+    load_strategies,
+    param_option,
+    parse_params,
+    report_errors,
+    time_option,
+)
+from .errors import PerpwatchError
+from .timeutil import INTERVALS, format_time
 
 PROGRESS_MIN_STEPS = 100_000  # (bars x symbols x strategies) from which a progress bar is shown
 
@@ -21,38 +26,6 @@ PROGRESS_MIN_STEPS = 100_000  # (bars x symbols x strategies) from which a progr
 def register(cli: click.Group) -> None:
     for command in (backtest, halt, resume):
         cli.add_command(command)
-
-
-def load_for_backtest(
-    files: tuple[str, ...], params: dict[str, str], interval: str | None, kwargs: dict[str, Any]
-) -> list[Strategy]:
-    """Compile each file with the ``--param`` values it declares (all of them for one file), at
-    ``interval`` when given (windows stay in bars; durations are converted again)."""
-    used: set[str] = set()
-    out = []
-    for path in files:
-        doc = load_yaml_file(path)
-        if not isinstance(doc, LDict):
-            raise LocatedError(None, f"{path}: a strategy file must be a YAML mapping")
-        declared = doc.get("params") or {}
-        own = params if len(files) == 1 else {k: v for k, v in params.items() if k in declared}
-        used.update(own)
-        if interval is not None:
-            doc["interval"] = interval
-        out.append(compile_strategy(doc, path, overrides=own or None, **kwargs))
-    unknown = sorted(set(params) - used)
-    if unknown:
-        raise PerpwatchError(f"--param {', '.join(unknown)}: no strategy given declares it")
-    return out
-
-
-def _time(value: str | None, hint: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=hint) from None
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -140,7 +113,6 @@ def backtest(
 ) -> None:
     """Run strategies over history with the live plan and a paper account; print the report."""
     from .backtest import BacktestOptions, load_history, run_backtest, symbols_for
-    from .cli import strategy_kwargs
     from .report import REPORT_HINT, format_text, write_html, write_json
 
     if html_path:
@@ -154,10 +126,10 @@ def backtest(
         fee_bps=fee_bps,
         slippage_bps=slippage_bps,
         funding_interval_hours=funding_interval_hours,
-        start=_time(start, "--from"),
-        end=_time(end, "--to"),
+        start=time_option(start, "--from"),
+        end=time_option(end, "--to"),
     )
-    strategies = load_for_backtest(files, parse_params(params), interval, strategy_kwargs())
+    strategies = load_strategies(files, parse_params(params), interval)
     iv = strategies[0].interval
     if any(s.interval != iv for s in strategies):
         raise PerpwatchError("strategies backtested together must share one interval (or pass --interval)")

@@ -7,12 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import __version__
 from .errors import ErrorList, LocatedError, PerpwatchError
+
+if TYPE_CHECKING:
+    from .compiler import Strategy
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -96,6 +99,45 @@ def strategy_kwargs() -> dict[str, Any]:
     """What plugins add to the language: functions and metric names."""
     reg = get_registry()
     return {"functions": reg.functions, "extra_metrics": reg.metric_kinds()}
+
+
+def load_strategies(
+    files: tuple[str, ...], params: dict[str, str], interval: str | None = None
+) -> list[Strategy]:
+    """Compile each file with the ``--param`` overrides it declares (every one for a single file),
+    at ``interval`` when given (windows stay in bars); a param no file declares is an error."""
+    from .compiler import compile_strategy
+    from .yamlsrc import LDict, load_yaml_file
+
+    kwargs = strategy_kwargs()
+    used: set[str] = set()
+    out = []
+    for path in files:
+        doc = load_yaml_file(path)
+        declared = doc.get("params") if isinstance(doc, LDict) else None
+        own = params
+        if len(files) > 1:
+            own = {k: v for k, v in params.items() if isinstance(declared, dict) and k in declared}
+        used.update(own)
+        if interval is not None and isinstance(doc, LDict):
+            doc["interval"] = interval
+        out.append(compile_strategy(doc, path, overrides=own or None, **kwargs))
+    unknown = sorted(set(params) - used)
+    if unknown:
+        raise PerpwatchError(f"--param {', '.join(unknown)}: no strategy given declares it")
+    return out
+
+
+def time_option(value: str | None, hint: str) -> int | None:
+    """A time option (ISO 8601 or epoch ms) in epoch ms; None stays None; a bad value is a usage error."""
+    if value is None:
+        return None
+    from .timeutil import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from None
 
 
 @cli.command()

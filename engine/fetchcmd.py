@@ -19,12 +19,12 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli import EXIT_FAILED, get_registry, report_errors
+from .cli import EXIT_FAILED, get_registry, report_errors, time_option
 from .errors import PerpwatchError, did_you_mean
 from .frame import Frame
 from .interfaces import FetchRequest, PluginContext, Source, SourceError
 from .metrics import CATALOGUE
-from .timeutil import INTERVALS, format_time, interval_ms, parse_time
+from .timeutil import INTERVALS, format_time, interval_ms
 
 DEFAULT_CHUNK_BARS = 1000
 
@@ -37,13 +37,6 @@ def register(cli: click.Group) -> None:
 
 def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def _time_option(value: str, hint: str) -> int:
-    try:
-        return parse_time(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=hint) from None
 
 
 def metric_order(names: set[str] | frozenset[str]) -> list[str]:
@@ -142,8 +135,8 @@ def fetch(
     """
     from .plugins.replay import replay_file_name, write_replay_csv
 
-    first = _time_option(start, "--from")
-    stop = _time_option(end, "--to") if end else int(time.time() * 1000)
+    first = time_option(start, "--from")
+    stop = time_option(end, "--to") if end else int(time.time() * 1000)
     if stop <= first:
         raise click.BadParameter(f"--to must be after --from ({format_time(first)})", param_hint="--to")
     step = interval_ms(interval)

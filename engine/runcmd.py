@@ -19,15 +19,23 @@ from typing import Any
 
 import click
 
-from .cli import EXIT_BAD_INPUT, EXIT_FAILED, get_registry, param_option, parse_params, report_errors
+from .cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    get_registry,
+    load_strategies,
+    param_option,
+    parse_params,
+    report_errors,
+    time_option,
+)
 from .clock import Clock, FakeClock
-from .compiler import Strategy, load_strategy
+from .compiler import Strategy
 from .config import Config, find_config, load_config
 from .errors import PerpwatchError
 from .runner import TRADING_METRICS, CycleReport, Runner, RunnerOptions
 from .state import StateStore
-from .timeutil import format_time, parse_duration, parse_time
-from .yamlsrc import LDict, load_yaml_file
+from .timeutil import format_time, parse_duration
 
 #: Environment variables whose values are secrets even when no config names them.
 SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
@@ -81,33 +89,6 @@ def setup_logging(secrets: frozenset[str], log_file: str | None, verbose: bool) 
 
 def env_secrets() -> frozenset[str]:
     return frozenset(v for k in SECRET_ENV if (v := os.environ.get(k)))
-
-
-def load_strategies(files: tuple[str, ...], params: dict[str, str], kwargs: dict[str, Any]) -> list[Strategy]:
-    """Compile each file with the ``--param`` overrides it declares; a param none declares is an error."""
-    used: set[str] = set()
-    out = []
-    for path in files:
-        doc = load_yaml_file(path)
-        declared = doc.get("params") if isinstance(doc, LDict) else None
-        own = {k: v for k, v in params.items() if isinstance(declared, dict) and k in declared}
-        if len(files) == 1:
-            own = params
-        used.update(own)
-        out.append(load_strategy(path, overrides=own or None, **kwargs))
-    unknown = sorted(set(params) - used)
-    if unknown:
-        raise PerpwatchError(f"--param {', '.join(unknown)}: no strategy given declares it")
-    return out
-
-
-def _time_option(value: str | None, hint: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        return parse_time(value) / 1000
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint=hint) from None
 
 
 def state_path(cli_state: str | None, cfg: Config) -> str:
@@ -184,16 +165,16 @@ def run(
     verbose: bool,
 ) -> None:
     """Run strategies live: poll the sources every bar, evaluate, deliver what fires."""
-    from .cli import strategy_kwargs
-
-    start = _time_option(sim_from, "--simulate-from")
-    stop_at = _time_option(sim_to, "--simulate-to")
+    start_ms = time_option(sim_from, "--simulate-from")
+    stop_ms = time_option(sim_to, "--simulate-to")
+    start = None if start_ms is None else start_ms / 1000
+    stop_at = None if stop_ms is None else stop_ms / 1000
     if stop_at is not None and start is None:
         raise click.BadParameter("needs --simulate-from", param_hint="--simulate-to")
     registry = get_registry()
     cfg = load_config(find_config(config_path), registry)
     secrets = cfg.secrets | env_secrets()
-    strategies = load_strategies(files, parse_params(params), strategy_kwargs())
+    strategies = load_strategies(files, parse_params(params))
     options = RunnerOptions.from_config(cfg.runner)
     clock: Clock = Clock()
     if start is not None:
