@@ -99,11 +99,11 @@ def engine_run(folder: str, queue) -> None:
 
 
 def _engine(folder: str) -> dict:
-    from perpwatch.backtest import load_history, run_backtest, symbols_for
-    from perpwatch.compiler import load_strategy
-    from perpwatch.evaluate import evaluate
-    from perpwatch.report import format_text, to_json
-    from perpwatch.rules import walk
+    from perpwatch.backtest.report import format_text, to_json
+    from perpwatch.backtest.run import load_history, run_backtest, symbols_for
+    from perpwatch.evaluation.evaluate import evaluate
+    from perpwatch.evaluation.rules import walk
+    from perpwatch.language.compiler import load_strategy
 
     t0 = time.perf_counter()
     ss = [load_strategy(str(REPO / "strategies" / f"{name}.yaml")) for name in STRATEGIES]
@@ -136,8 +136,8 @@ def _engine(folder: str) -> dict:
 
 
 def idle_run(queue) -> None:
-    import perpwatch.backtest  # noqa: F401
-    import perpwatch.report  # noqa: F401
+    import perpwatch.backtest.report  # noqa: F401
+    import perpwatch.backtest.run  # noqa: F401
 
     queue.put({})
 
@@ -327,9 +327,9 @@ class Baseline:
 
 def baseline_run(data: dict[str, list[float]], m: int, ss) -> tuple[float, int, float]:
     """Seconds for ``m`` bars (after the largest warm-up, all strategies), events, agreement %."""
-    from perpwatch.evaluate import evaluate
-    from perpwatch.frame import Frame
-    from perpwatch.rules import RuleState, step
+    from perpwatch.evaluation.evaluate import evaluate
+    from perpwatch.evaluation.frame import Frame
+    from perpwatch.evaluation.rules import RuleState, step
 
     n = len(data["price.close"])
     first = max(s.warmup for s in ss)
@@ -369,7 +369,7 @@ def main() -> None:
     ap.add_argument("--baseline-bars", type=int, default=500)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    from perpwatch.compiler import load_strategy
+    from perpwatch.language.compiler import load_strategy
 
     ss = [load_strategy(str(REPO / "strategies" / f"{name}.yaml")) for name in STRATEGIES]
     n, k = args.bars, args.symbols

@@ -26,10 +26,10 @@ import numpy as np
 import simpleeval
 import yaml
 
-from perpwatch.compiler import load_strategy
-from perpwatch.evaluate import evaluate, evaluate_last
-from perpwatch.frame import Frame
-from perpwatch.rules import RuleState, step, walk
+from perpwatch.evaluation.evaluate import evaluate, evaluate_last
+from perpwatch.evaluation.frame import Frame
+from perpwatch.evaluation.rules import RuleState, step, walk
+from perpwatch.language.compiler import load_strategy
 
 HOUR = 3_600_000
 

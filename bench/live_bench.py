@@ -28,12 +28,12 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from fakes.market import FakeMarket, generate_series  # noqa: E402
 
-from perpwatch.clock import FakeClock  # noqa: E402
-from perpwatch.compiler import load_strategy  # noqa: E402
-from perpwatch.config import Config, Instance  # noqa: E402
-from perpwatch.registry import load_registry  # noqa: E402
-from perpwatch.runner import CycleReport, Runner, RunnerOptions  # noqa: E402
-from perpwatch.state import StateStore  # noqa: E402
+from perpwatch.api.registry import load_registry  # noqa: E402
+from perpwatch.common.clock import FakeClock  # noqa: E402
+from perpwatch.language.compiler import load_strategy  # noqa: E402
+from perpwatch.live.config import Config, Instance  # noqa: E402
+from perpwatch.live.runner import CycleReport, Runner, RunnerOptions  # noqa: E402
+from perpwatch.live.state import StateStore  # noqa: E402
 
 H = 3_600_000
 HISTORY = 300

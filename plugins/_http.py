@@ -1,7 +1,7 @@
 """Shared machinery of the HTTP data sources (``coinglass``, ``binance``).
 
 * :class:`RateLimiter`: a sliding-window limiter (requests or weight per period) driven by the
-  plugin's :class:`~perpwatch.clock.Clock`, shared by every concurrent request of one source
+  plugin's :class:`~perpwatch.common.clock.Clock`, shared by every concurrent request of one source
   instance; it can also be paused (``Retry-After``, server-reported usage).
 * :class:`HttpClient`: GET with retries (exponential backoff with jitter, ``Retry-After``
   honoured), timeouts and connection errors mapped to :class:`RequestError`, an IP-ban gate
@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from perpwatch.clock import Clock
-from perpwatch.frame import Cat, Frame, frame_from_records
-from perpwatch.interfaces import FetchRequest, SourceError
-from perpwatch.timeutil import floor_to_bar, interval_ms
+from perpwatch.api.interfaces import FetchRequest, SourceError
+from perpwatch.common.clock import Clock
+from perpwatch.common.timeutil import floor_to_bar, interval_ms
+from perpwatch.evaluation.frame import Cat, Frame, frame_from_records
 
 T = TypeVar("T")
 

@@ -22,9 +22,9 @@ import jsonschema
 import numpy as np
 
 from perpwatch import __version__
-from perpwatch.events import SEVERITIES, Event, OrderIntent, severity_rank
-from perpwatch.interfaces import Notifier, NotifierError, PluginContext
-from perpwatch.timeutil import format_time
+from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.events import SEVERITIES, Event, OrderIntent, severity_rank
 
 REDACTED = "***"
 

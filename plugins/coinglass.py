@@ -48,9 +48,9 @@ from typing import Any, ClassVar
 import httpx
 import numpy as np
 
-from perpwatch.frame import Cat, Frame, to_float
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import FetchRequest, PluginContext, Source, SourceError
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
+from perpwatch.evaluation.frame import Cat, Frame, to_float
 
 from ._http import (
     COMMON_OPTIONS,

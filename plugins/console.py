@@ -10,10 +10,10 @@ import os
 import sys
 from typing import TextIO
 
-from perpwatch.events import Event
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import NotifierError
-from perpwatch.timeutil import format_time
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import NotifierError
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.events import Event
 
 from ._notify import BaseNotifier, is_resolved, notifier_schema, one_line, signal_text, where
 

@@ -18,9 +18,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from perpwatch.events import Event
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import NotifierError, PluginContext
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import NotifierError, PluginContext
+from perpwatch.evaluation.events import Event
 
 from ._notify import BaseNotifier, dumps, event_record, notifier_schema
 

@@ -37,9 +37,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from perpwatch.events import OrderIntent
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import Executor, Fill, PluginContext, Position
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import Executor, Fill, PluginContext, Position
+from perpwatch.evaluation.events import OrderIntent
 
 HOUR_MS = 3_600_000
 
@@ -157,7 +157,7 @@ class PaperExecutor(Executor):
         self.account = str(self.options.get("account", "paper"))
         store = self.ctx.store
         if store is None:
-            from perpwatch.state import StateStore
+            from perpwatch.live.state import StateStore
 
             store = self.ctx.store = StateStore(self.ctx.state_path or ":memory:")
         self.store = store

@@ -30,12 +30,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perpwatch.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
-from perpwatch.frame import Cat, Frame
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import FetchRequest, Source, SourceError
-from perpwatch.metrics import CATALOGUE, CORE_PREFIXES
-from perpwatch.timeutil import INTERVALS, format_time, parse_time
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import FetchRequest, Source, SourceError
+from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
+from perpwatch.common.timeutil import INTERVALS, format_time, parse_time
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.metrics import CATALOGUE, CORE_PREFIXES
 
 EXTENSIONS = (".csv", ".parquet")
 TIME = "time"

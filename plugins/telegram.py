@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from perpwatch.events import Event
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import NotifierError, PluginContext
-from perpwatch.timeutil import format_time
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import NotifierError, PluginContext
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.events import Event
 
 from ._notify import (
     HttpNotifier,

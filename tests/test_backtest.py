@@ -26,12 +26,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from perpwatch.backtest import BacktestOptions, History, load_history, run_backtest, symbols_for
-from perpwatch.cli import _load_command_modules, cli
-from perpwatch.compiler import load_strategy
-from perpwatch.errors import PerpwatchError
-from perpwatch.frame import Frame
-from perpwatch.report import format_text, to_json
+from perpwatch.backtest.report import format_text, to_json
+from perpwatch.backtest.run import BacktestOptions, History, load_history, run_backtest, symbols_for
+from perpwatch.cli.main import _load_command_modules, cli
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.evaluation.frame import Frame
+from perpwatch.language.compiler import load_strategy
 
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z

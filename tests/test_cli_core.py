@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from perpwatch.cli import cli
+from perpwatch.cli.main import cli
 
 # The strategy described in spec section 7, and the test file of section 7 verbatim.
 FUNDING_HEAT = """\

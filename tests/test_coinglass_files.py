@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from perpwatch import coinglass_files as cf
-from perpwatch import fetchcmd
-from perpwatch.cli import cli
-from perpwatch.clock import FakeClock
-from perpwatch.frame import Frame
-from perpwatch.interfaces import FetchRequest, PluginContext
+from perpwatch.api.interfaces import FetchRequest, PluginContext
+from perpwatch.cli import fetch as fetchcmd
+from perpwatch.cli.main import cli
+from perpwatch.common.clock import FakeClock
+from perpwatch.common.timeutil import HOUR, format_time, parse_time
+from perpwatch.evaluation.frame import Frame
+from perpwatch.plugins import coinglass_files as cf
 from perpwatch.plugins.coinglass import HISTORY, CoinGlassSource
 from perpwatch.plugins.replay import ReplaySource, load_replay_file
-from perpwatch.timeutil import HOUR, format_time, parse_time
 
 pytest.importorskip("pyarrow")
 

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from perpwatch.compiler import load_strategy
-from perpwatch.errors import ErrorList, LocatedError
-from perpwatch.timeutil import HOUR
+from perpwatch.common.errors import ErrorList, LocatedError
+from perpwatch.common.timeutil import HOUR
+from perpwatch.language.compiler import load_strategy
 
 
 def compile_text(text: str, **kwargs):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from perpwatch.config import DEFAULT_STATE, DEFAULT_SYMBOLS, Config, find_config, load_config
-from perpwatch.errors import ErrorList, LocatedError, PerpwatchError
-from perpwatch.registry import Registry, load_registry
+from perpwatch.api.registry import Registry, load_registry
+from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
+from perpwatch.live.config import DEFAULT_STATE, DEFAULT_SYMBOLS, Config, find_config, load_config
 
 CG_KEY = "cg-0123456789abcdef"
 TG_TOKEN = "123456:telegram-token-XYZ"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from perpwatch.config import load_config
-from perpwatch.registry import load_registry
+from perpwatch.api.registry import load_registry
+from perpwatch.live.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "config.md").read_text()

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner, Result
 from fakes.market import FakeMarket
 
-from perpwatch import fetchcmd
-from perpwatch.cli import cli
-from perpwatch.frame import Frame
-from perpwatch.interfaces import FetchRequest
+from perpwatch.api.interfaces import FetchRequest
+from perpwatch.cli import fetch as fetchcmd
+from perpwatch.cli.main import cli
+from perpwatch.common.timeutil import HOUR, parse_time
+from perpwatch.evaluation.frame import Frame
 from perpwatch.plugins.coinglass import CoinGlassSource
 from perpwatch.plugins.replay import ReplaySource, load_replay_file
-from perpwatch.timeutil import HOUR, parse_time
 
 H4 = 4 * HOUR
 T0 = parse_time("2025-01-01")

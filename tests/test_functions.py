@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import yaml
 
-from perpwatch.compiler import load_strategy
-from perpwatch.evaluate import evaluate
-from perpwatch.frame import Cat, Frame
-from perpwatch.functions import BUILTINS
-from perpwatch.metrics import CATALOGUE
+from perpwatch.evaluation.evaluate import evaluate
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.compiler import load_strategy
+from perpwatch.language.functions import BUILTINS
+from perpwatch.language.metrics import CATALOGUE
 
 HOUR = 3_600_000
 _ = None  # unknown, in expected lists

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from perpwatch.clock import FakeClock
-from perpwatch.compiler import load_strategy
-from perpwatch.config import Config, Instance
-from perpwatch.registry import load_registry
-from perpwatch.runner import Runner, RunnerOptions
-from perpwatch.state import StateStore
+from perpwatch.api.registry import load_registry
+from perpwatch.common.clock import FakeClock
+from perpwatch.language.compiler import load_strategy
+from perpwatch.live.config import Config, Instance
+from perpwatch.live.runner import Runner, RunnerOptions
+from perpwatch.live.state import StateStore
 
 H = 3_600_000
 START = 1_704_067_200_000  # 2024-01-01T00:00Z
@@ -78,7 +78,7 @@ def command(strategy: Path, cfg: Path) -> list[str]:
     return [
         sys.executable,
         "-c",
-        "from perpwatch.cli import main; main()",
+        "from perpwatch.cli.main import main; main()",
         "run",
         str(strategy),
         "--config",
@@ -135,7 +135,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     run_time = time.monotonic() - started
     assert (
-        done.stderr.count("INFO perpwatch.runner: cycle") == 193
+        done.stderr.count("INFO perpwatch.live.runner: cycle") == 193
     )  # closes from SIM_FROM to SIM_TO, both included
     expected = (ref / "events.jsonl").read_text().splitlines()
     assert len(expected) > 100

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.backtest import BacktestOptions, load_history, run_backtest
-from perpwatch.clock import FakeClock
-from perpwatch.compiler import load_strategy
-from perpwatch.config import Config, Instance
-from perpwatch.events import Event
-from perpwatch.registry import load_registry
-from perpwatch.runner import Runner, RunnerOptions
-from perpwatch.state import StateStore
+from perpwatch.api.registry import load_registry
+from perpwatch.backtest.run import BacktestOptions, load_history, run_backtest
+from perpwatch.common.clock import FakeClock
+from perpwatch.evaluation.events import Event
+from perpwatch.language.compiler import load_strategy
+from perpwatch.live.config import Config, Instance
+from perpwatch.live.runner import Runner, RunnerOptions
+from perpwatch.live.state import StateStore
 
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z

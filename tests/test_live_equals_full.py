@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.compiler import load_strategy
-from perpwatch.evaluate import evaluate, evaluate_last
-from perpwatch.frame import Cat, Frame
-from perpwatch.functions import BUILTINS
+from perpwatch.evaluation.evaluate import evaluate, evaluate_last
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.compiler import load_strategy
+from perpwatch.language.functions import BUILTINS
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 KLINES = DATA / "binance-perp-klines-1h-emanuel-goldman" / "BTCUSDT_1h.csv"

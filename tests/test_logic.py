@@ -12,11 +12,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from perpwatch.compiler import load_strategy
-from perpwatch.evaluate import evaluate
-from perpwatch.frame import Cat, Frame
-from perpwatch.metrics import CATALOGUE
-from perpwatch.rules import RuleState, walk
+from perpwatch.evaluation.evaluate import evaluate
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.rules import RuleState, walk
+from perpwatch.language.compiler import load_strategy
+from perpwatch.language.metrics import CATALOGUE
 
 HOUR = 3_600_000
 _ = None

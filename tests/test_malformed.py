@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from perpwatch.compiler import load_strategy
-from perpwatch.errors import ErrorList, LocatedError
+from perpwatch.common.errors import ErrorList, LocatedError
+from perpwatch.language.compiler import load_strategy
 
 HERE = Path(__file__).resolve().parent
 CORPUS_DIR = HERE / "malformed"
@@ -60,7 +60,7 @@ def perpwatch_command() -> list[str]:
     found = shutil.which("perpwatch")
     if found:
         return [found]
-    return [sys.executable, "-c", "from perpwatch.cli import main; main()"]
+    return [sys.executable, "-c", "from perpwatch.cli.main import main; main()"]
 
 
 def validate(name: str, cwd: Path) -> tuple[int, str, str, float]:

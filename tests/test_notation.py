@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from perpwatch.notation import MAX_VALUES, expand
+from perpwatch.testing.notation import MAX_VALUES, expand
 
 _ = None
 

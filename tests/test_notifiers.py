@@ -20,10 +20,10 @@ import numpy as np
 import pluggy
 import pytest
 
-from perpwatch import hookspecs
-from perpwatch.clock import FakeClock
-from perpwatch.events import Event, OrderIntent
-from perpwatch.interfaces import NotifierError, PluginContext
+from perpwatch.api import hookspecs
+from perpwatch.api.interfaces import NotifierError, PluginContext
+from perpwatch.common.clock import FakeClock
+from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.plugins import console, jsonl, telegram, webhook
 from perpwatch.plugins._notify import event_record, format_value, signal_text, u16len
 from perpwatch.plugins.console import ConsoleNotifier

@@ -11,11 +11,11 @@ import math
 import jsonschema
 import pytest
 
-from perpwatch.events import OrderIntent
-from perpwatch.interfaces import PluginContext
+from perpwatch.api.interfaces import PluginContext
+from perpwatch.api.registry import load_registry
+from perpwatch.evaluation.events import OrderIntent
+from perpwatch.live.state import StateStore
 from perpwatch.plugins.paper import PaperExecutor
-from perpwatch.registry import load_registry
-from perpwatch.state import StateStore
 
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from perpwatch import cli as cli_module
-from perpwatch.cli import cli
-from perpwatch.errors import PerpwatchError
-from perpwatch.registry import load_registry
+from perpwatch.api.registry import load_registry
+from perpwatch.cli import main as cli_module
+from perpwatch.cli.main import cli
+from perpwatch.common.errors import PerpwatchError
 
 SOURCE_PLUGIN = """
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import Source
-from perpwatch.metrics import Metric
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import Source
+from perpwatch.language.metrics import Metric
 
 __version__ = "{version}"
 
@@ -118,7 +118,7 @@ def test_a_hook_that_raises_is_reported(tmp_path: Path) -> None:
         "flaky",
         """
         import numpy as np
-        from perpwatch.hookspecs import hookimpl
+        from perpwatch.api.hookspecs import hookimpl
 
         @hookimpl
         def register_sources(register):
@@ -145,8 +145,8 @@ def test_wrong_things_registered_are_reported(tmp_path: Path) -> None:
         tmp_path,
         "confused",
         """
-        from perpwatch.hookspecs import hookimpl
-        from perpwatch.interfaces import Notifier
+        from perpwatch.api.hookspecs import hookimpl
+        from perpwatch.api.interfaces import Notifier
 
         class Quiet(Notifier):
             name = "quiet"
@@ -213,7 +213,7 @@ def test_plugin_commands_through_main(tmp_path: Path, capsys: pytest.CaptureFixt
         "greeter",
         """
         import click
-        from perpwatch.hookspecs import hookimpl
+        from perpwatch.api.hookspecs import hookimpl
 
         @click.command("hello")
         @click.argument("who")
@@ -229,7 +229,7 @@ def test_plugin_commands_through_main(tmp_path: Path, capsys: pytest.CaptureFixt
         tmp_path,
         "badcmd",
         """
-        from perpwatch.hookspecs import hookimpl
+        from perpwatch.api.hookspecs import hookimpl
 
         @hookimpl
         def register_commands(cli):

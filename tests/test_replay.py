@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.errors import ErrorList, LocatedError, PerpwatchError
-from perpwatch.frame import Cat, Frame
-from perpwatch.interfaces import FetchRequest, SourceError
-from perpwatch.metrics import CATALOGUE
+from perpwatch.api.interfaces import FetchRequest, SourceError
+from perpwatch.api.registry import load_registry
+from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
+from perpwatch.common.timeutil import HOUR, parse_time
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.metrics import CATALOGUE
 from perpwatch.plugins import replay
 from perpwatch.plugins.replay import ReplaySource, load_replay_file, write_replay_csv
-from perpwatch.registry import load_registry
-from perpwatch.timeutil import HOUR, parse_time
 
 T0 = parse_time("2025-01-01T00:00:00Z")
 H4 = 4 * HOUR

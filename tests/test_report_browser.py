@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.backtest import BacktestOptions, History, run_backtest
-from perpwatch.compiler import load_strategy
-from perpwatch.frame import Frame
-from perpwatch.report import write_html
+from perpwatch.backtest.report import write_html
+from perpwatch.backtest.run import BacktestOptions, History, run_backtest
+from perpwatch.evaluation.frame import Frame
+from perpwatch.language.compiler import load_strategy
 
 pytest.importorskip("plotly", reason="the HTML report needs plotly (perpwatch[report])")
 

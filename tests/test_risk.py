@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from perpwatch.cli import _load_command_modules, cli
-from perpwatch.clock import FakeClock
-from perpwatch.compiler import Strategy, load_strategy
-from perpwatch.evaluate import evaluate
-from perpwatch.events import Event, OrderIntent
-from perpwatch.frame import Frame
-from perpwatch.interfaces import PluginContext
+from perpwatch.api.interfaces import PluginContext
+from perpwatch.cli.main import _load_command_modules, cli
+from perpwatch.common.clock import FakeClock
+from perpwatch.evaluation.evaluate import evaluate
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.evaluation.frame import Frame
+from perpwatch.evaluation.rules import FIRING, RuleState, build_event
+from perpwatch.language.compiler import Strategy, load_strategy
+from perpwatch.live.risk import HALT_FLAG, halt, halted, resume, rule_inputs
+from perpwatch.live.state import StateStore
+from perpwatch.live.trading import Trading
 from perpwatch.plugins.paper import PaperExecutor
-from perpwatch.risk import HALT_FLAG, halt, halted, resume, rule_inputs
-from perpwatch.rules import FIRING, RuleState, build_event
-from perpwatch.state import StateStore
-from perpwatch.trading import Trading
 
 H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z

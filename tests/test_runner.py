@@ -20,17 +20,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.clock import FakeClock
-from perpwatch.compiler import Strategy, load_strategy
-from perpwatch.config import Config, Instance
-from perpwatch.evaluate import evaluate
-from perpwatch.events import Event
-from perpwatch.frame import Frame
-from perpwatch.interfaces import FetchRequest, Source
-from perpwatch.registry import load_registry
-from perpwatch.rules import walk
-from perpwatch.runner import Runner, RunnerOptions
-from perpwatch.state import StateStore
+from perpwatch.api.interfaces import FetchRequest, Source
+from perpwatch.api.registry import load_registry
+from perpwatch.common.clock import FakeClock
+from perpwatch.evaluation.evaluate import evaluate
+from perpwatch.evaluation.events import Event
+from perpwatch.evaluation.frame import Frame
+from perpwatch.evaluation.rules import walk
+from perpwatch.language.compiler import Strategy, load_strategy
+from perpwatch.live.config import Config, Instance
+from perpwatch.live.runner import Runner, RunnerOptions
+from perpwatch.live.state import StateStore
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fakes.hooks import FakeHooks  # noqa: E402
@@ -275,7 +275,7 @@ def test_one_symbol_failing_does_not_stop_the_others(tmp_path, caplog):
         return reports
 
     try:
-        with caplog.at_level(logging.WARNING, logger="perpwatch.runner"):
+        with caplog.at_level(logging.WARNING, logger="perpwatch.live.runner"):
             reports = run(main())
         assert all(len(r.failures) == 1 and " ETH " in r.failures[0] for r in reports)
         failures_logged = [r for r in caplog.records if "source coinglass failed" in r.getMessage()]
@@ -552,7 +552,7 @@ def test_run_forever_aligns_to_bar_closes_and_skips_ahead_after_an_overrun(env, 
         await runner.aclose()
         return seen, src.requests
 
-    with caplog.at_level(logging.WARNING, logger="perpwatch.runner"):
+    with caplog.at_level(logging.WARNING, logger="perpwatch.live.runner"):
         seen, requests = run(main())
     assert seen[0] == T0 / 1000 + 1234
     assert seen[1] == (T0 + H) / 1000 + SETTLE
@@ -587,7 +587,7 @@ def test_stop_finishes_the_cycle_and_flushes(env):
 
 def perpwatch(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from perpwatch.cli import main; main()", *args],
+        [sys.executable, "-c", "from perpwatch.cli.main import main; main()", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -660,7 +660,7 @@ def test_bad_input_exits_2(tmp_path, live_market):
 def test_mute_cli_roundtrip(tmp_path):
     db = tmp_path / "s.db"
     store = StateStore(str(db))
-    from perpwatch.rules import RuleState
+    from perpwatch.evaluation.rules import RuleState
 
     store.save_rule_state("heat", "hot", "BTC", RuleState())
     store.close()
@@ -687,7 +687,7 @@ def test_sigterm_and_sigint_finish_the_cycle_and_exit_0(tmp_path):
         for sig in (signal.SIGTERM, signal.SIGINT):
             state = tmp_path / f"{sig.name}.db"
             proc = subprocess.Popen(
-                [sys.executable, "-c", "from perpwatch.cli import main; main()", "run", str(strat)]
+                [sys.executable, "-c", "from perpwatch.cli.main import main; main()", "run", str(strat)]
                 + ["--config", str(cfg), "--state", str(state)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -724,7 +724,7 @@ def test_default_source_and_symbols(tmp_path, monkeypatch):
 
 
 def test_a_broken_evaluation_holds_only_its_symbol(env, monkeypatch):
-    import perpwatch.runner as runner_module
+    import perpwatch.live.runner as runner_module
 
     real = runner_module.evaluate_last
 
@@ -768,7 +768,7 @@ def test_a_failed_cycle_is_rolled_back_and_retried(env, monkeypatch, caplog):
         await runner.aclose()
         return seen
 
-    with caplog.at_level(logging.ERROR, logger="perpwatch.runner"):
+    with caplog.at_level(logging.ERROR, logger="perpwatch.live.runner"):
         seen = run(main())
     assert any("rolled back (retrying in 30s): OSError: disk full" in r.getMessage() for r in caplog.records)
     assert seen == [T0 / 1000 + SETTLE + 30]

@@ -39,7 +39,7 @@ notify: [console, file, tg, hook]
 
 def perpwatch(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", "from perpwatch.cli import main; main()", *args],
+        [sys.executable, "-c", "from perpwatch.cli.main import main; main()", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

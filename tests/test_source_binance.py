@@ -16,9 +16,9 @@ import numpy as np
 import pluggy
 import pytest
 
-from perpwatch import hookspecs
-from perpwatch.clock import FakeClock
-from perpwatch.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.api import hookspecs
+from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.common.clock import FakeClock
 from perpwatch.plugins import binance
 from perpwatch.plugins._http import NO_OBSERVATION, RateLimiter, parse_retry_after
 from perpwatch.plugins.binance import BinanceSource, data_period, klines_weight

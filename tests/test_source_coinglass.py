@@ -16,10 +16,10 @@ import numpy as np
 import pluggy
 import pytest
 
-from perpwatch import hookspecs
-from perpwatch.clock import FakeClock
-from perpwatch.frame import Cat
-from perpwatch.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.api import hookspecs
+from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.common.clock import FakeClock
+from perpwatch.evaluation.frame import Cat
 from perpwatch.plugins import coinglass
 from perpwatch.plugins._http import NO_OBSERVATION
 from perpwatch.plugins.coinglass import CoinGlassSource

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from perpwatch.clock import FakeClock
-from perpwatch.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
+from perpwatch.common.clock import FakeClock
 from perpwatch.plugins.binance import BinanceSource
 from perpwatch.plugins.coinglass import CoinGlassSource
 

@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from perpwatch.events import Event, OrderIntent
-from perpwatch.rules import FIRING, RuleState
-from perpwatch.state import BACKOFF_CAP, SCHEMA_VERSION, StateError, StateStore, backoff
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.evaluation.rules import FIRING, RuleState
+from perpwatch.live.state import BACKOFF_CAP, SCHEMA_VERSION, StateError, StateStore, backoff
 
 
 def ev(kind: str = "fired", t: int = 3_600_000, rule: str = "r", symbol: str = "BTC", **kw) -> Event:

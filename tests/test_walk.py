@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from perpwatch.rules import FIRING, RuleState, step, transitions
+from perpwatch.evaluation.rules import FIRING, RuleState, step, transitions
 
 HOUR = 3_600_000
 

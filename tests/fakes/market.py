@@ -19,7 +19,7 @@ Series
     missing value (``null`` in CoinGlass rows; the kline is left out for Binance). ``symbol`` is a
     coin (``BTC``; ``BTCUSDT`` works too). Metrics not set are served as ``null``.
     Bars whose open time is after the market's ``now`` are not served; the open (unfinished) bar is,
-    as real APIs do. ``now`` comes from ``clock`` (a :class:`perpwatch.clock.Clock`; pass the test's
+    as real APIs do. ``now`` comes from ``clock`` (a :class:`perpwatch.common.clock.Clock`; pass the test's
     ``FakeClock``) or the wall clock.
 
 CoinGlass (``/api/...``)
@@ -81,8 +81,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 
-from perpwatch.clock import Clock
-from perpwatch.timeutil import DAY, HOUR, INTERVALS
+from perpwatch.common.clock import Clock
+from perpwatch.common.timeutil import DAY, HOUR, INTERVALS
 
 QUOTE = "USDT"
 CG_LIMIT = 1000

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from perpwatch.clock import FakeClock
-from perpwatch.compiler import load_strategy
-from perpwatch.interfaces import FetchRequest, PluginContext
-from perpwatch.registry import load_registry
-from perpwatch.timeutil import HOUR, parse_time
+from perpwatch.api.interfaces import FetchRequest, PluginContext
+from perpwatch.api.registry import load_registry
+from perpwatch.common.clock import FakeClock
+from perpwatch.common.timeutil import HOUR, parse_time
+from perpwatch.language.compiler import load_strategy
 
 from perpwatch_example import SyntheticSource, midrange
 

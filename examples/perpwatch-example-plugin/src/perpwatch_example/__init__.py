@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable
 
 import click
-from perpwatch.hookspecs import hookimpl
-from perpwatch.interfaces import FetchRequest, Source, SourceError
-from perpwatch.timeutil import INTERVALS, format_time, interval_ms
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import FetchRequest, Source, SourceError
+from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 
 from .functions import midrange
 from .source import NOISE, SyntheticSource

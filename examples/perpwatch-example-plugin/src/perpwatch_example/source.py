@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
-from perpwatch.frame import Frame
-from perpwatch.interfaces import FetchRequest, PluginContext, Source, SourceError
-from perpwatch.metrics import Metric
-from perpwatch.timeutil import interval_ms, parse_time
+from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
+from perpwatch.common.timeutil import interval_ms, parse_time
+from perpwatch.evaluation.frame import Frame
+from perpwatch.language.metrics import Metric
 
 OHLC = ("open", "high", "low", "close")
 NOISE = "synthetic.noise"

@@ -22,13 +22,13 @@ import math
 from collections.abc import Mapping
 from typing import Any, Protocol, cast, runtime_checkable
 
-from .clock import Clock
-from .compiler import Rule, Strategy
-from .evaluate import Evaluation
-from .events import Event, OrderIntent
-from .interfaces import Executor, ExecutorError, Fill, Position
-from .risk import RiskGate, market_value, rule_inputs, unknown_inputs
-from .timeutil import DAY
+from perpwatch.api.interfaces import Executor, ExecutorError, Fill, Position
+from perpwatch.common.clock import Clock
+from perpwatch.common.timeutil import DAY
+from perpwatch.evaluation.evaluate import Evaluation
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.language.compiler import Rule, Strategy
+from perpwatch.live.risk import RiskGate, market_value, rule_inputs, unknown_inputs
 
 
 @runtime_checkable

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from .cli import (
+from perpwatch.cli.main import (
     EXIT_BAD_INPUT,
     get_registry,
     load_strategies,
@@ -17,8 +17,8 @@ from .cli import (
     report_errors,
     time_option,
 )
-from .errors import PerpwatchError
-from .timeutil import INTERVALS, format_time
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import INTERVALS, format_time
 
 PROGRESS_MIN_STEPS = 100_000  # (bars x symbols x strategies) from which a progress bar is shown
 
@@ -112,8 +112,8 @@ def backtest(
     max_trades: int,
 ) -> None:
     """Run strategies over history with the live plan and a paper account; print the report."""
-    from .backtest import BacktestOptions, load_history, run_backtest, symbols_for
-    from .report import REPORT_HINT, format_text, write_html, write_json
+    from perpwatch.backtest.report import REPORT_HINT, format_text, write_html, write_json
+    from perpwatch.backtest.run import BacktestOptions, load_history, run_backtest, symbols_for
 
     if html_path:
         try:
@@ -165,9 +165,9 @@ def backtest(
 @report_errors
 def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
     """Kill switch: open no new positions (closing stays allowed) until `perpwatch resume`."""
-    from .config import find_config, load_config
-    from .risk import halt as set_halt
-    from .state import StateStore
+    from perpwatch.live.config import find_config, load_config
+    from perpwatch.live.risk import halt as set_halt
+    from perpwatch.live.state import StateStore
 
     path = state_opt or load_config(find_config(config_path)).state
     store = StateStore(path)  # created when absent: halting before the first run must work
@@ -187,8 +187,8 @@ def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
 @report_errors
 def resume(config_path: str | None, state_opt: str | None) -> None:
     """Lift the kill switch: new positions may open again."""
-    from .risk import resume as lift
-    from .runcmd import open_state
+    from perpwatch.cli.run import open_state
+    from perpwatch.live.risk import resume as lift
 
     store = open_state(config_path, state_opt)
     try:

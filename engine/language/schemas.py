@@ -11,16 +11,16 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError
 
-from .errors import Loc, LocatedError, did_you_mean
-from .yamlsrc import LDict, LList
+from perpwatch.common.errors import Loc, LocatedError, did_you_mean
+from perpwatch.language.yamlsrc import LDict, LList
 
 NAMES = ("strategy", "strategy-test", "config")
 
 
 def resource_dir(name: str) -> Path:
-    """A data folder shipped in the wheel (``perpwatch/<name>``), or the repo's own in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / name, here.parent / name):
+    """A data folder shipped in the wheel (``perpwatch/<name>``) or, in a checkout, the repo's own."""
+    here = Path(__file__).resolve().parent  # .../perpwatch/language or .../engine/language
+    for candidate in (here.parent / name, here.parent.parent / name):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"perpwatch is missing its {name}/ folder (broken install?)")

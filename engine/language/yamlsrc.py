@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Loc, LocatedError
+from perpwatch.common.errors import Loc, LocatedError
 
 MAX_NODES = 50_000  # nodes after alias expansion
 MAX_DEPTH = 64

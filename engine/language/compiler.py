@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ErrorList, Loc, LocatedError, did_you_mean
-from .expr import BUILTIN_NAMES, ExprCompiler
-from .functions import BUILTINS, FunctionSpec
-from .metrics import CATALOGUE
-from .plan import Plan
-from .schemas import validate
-from .templates import Template, compile_template
-from .timeutil import INTERVALS, parse_duration
-from .yamlsrc import LDict, LList, load_yaml, load_yaml_file
+from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.timeutil import INTERVALS, parse_duration
+from perpwatch.language.expr import BUILTIN_NAMES, ExprCompiler
+from perpwatch.language.functions import BUILTINS, FunctionSpec
+from perpwatch.language.metrics import CATALOGUE
+from perpwatch.language.plan import Plan
+from perpwatch.language.schemas import validate
+from perpwatch.language.templates import Template, compile_template
+from perpwatch.language.yamlsrc import LDict, LList, load_yaml, load_yaml_file
 
 SIDES = ("long", "short", "flat")
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import simpleeval
 
-from .errors import Loc, LocatedError, did_you_mean
-from .functions import MIN_WINDOW, FunctionSpec
-from .metrics import CORE_PREFIXES
-from .plan import Plan
+from perpwatch.common.errors import Loc, LocatedError, did_you_mean
+from perpwatch.language.functions import MIN_WINDOW, FunctionSpec
+from perpwatch.language.metrics import CORE_PREFIXES
+from perpwatch.language.plan import Plan
 
 MAX_EXPR_CHARS = 4000
 MAX_DEPTH = 60

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .backtest import BacktestResult, rule_counts
-from .errors import PerpwatchError
-from .events import Event
-from .timeutil import format_time
+from perpwatch.backtest.run import BacktestResult, rule_counts
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.events import Event
 
 MAX_PRICE_PANELS = 6
 REPORT_HINT = "--html needs plotly: pip install 'perpwatch[report]'"

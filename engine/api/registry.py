@@ -22,11 +22,11 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import PerpwatchError
-from .functions import BUILTINS, FunctionSpec
-from .interfaces import Executor, Notifier, Plugin, Source
-from .metrics import CATALOGUE, Metric
+from perpwatch.api import hookspecs
+from perpwatch.api.interfaces import Executor, Notifier, Plugin, Source
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.language.functions import BUILTINS, FunctionSpec
+from perpwatch.language.metrics import CATALOGUE, Metric
 
 KINDS = ("sources", "notifiers", "executors", "functions", "commands")
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Strategy, load_strategy
-from .errors import Loc, LocatedError
-from .evaluate import Evaluation, evaluate
-from .rules import FIRING, RuleState, walk
-from .testing import BarResult, load_test_file, run_case
-from .timeutil import format_time, parse_time
-from .yamlsrc import LDict, load_yaml_file
+from perpwatch.common.errors import Loc, LocatedError
+from perpwatch.common.timeutil import format_time, parse_time
+from perpwatch.evaluation.evaluate import Evaluation, evaluate
+from perpwatch.evaluation.rules import FIRING, RuleState, walk
+from perpwatch.language.compiler import Strategy, load_strategy
+from perpwatch.language.yamlsrc import LDict, load_yaml_file
+from perpwatch.testing.testfile import BarResult, load_test_file, run_case
 
 
 def is_test_file(path: str) -> bool:
@@ -47,7 +47,7 @@ def explain_data(
     path: str, data: str, at: str, symbol: str | None, params=None, functions=None, extra_metrics=None
 ) -> str:
     """A readable report of one bar of a strategy run over replay files."""
-    from .plugins.replay import load_replay_file, replay_file_name
+    from perpwatch.plugins.replay import load_replay_file, replay_file_name
 
     strategy = load_strategy(path, overrides=params, functions=functions, extra_metrics=extra_metrics)
     symbol = symbol or (strategy.symbols[0] if strategy.symbols else "BTC")

@@ -37,9 +37,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import PerpwatchError
-from .events import Event, OrderIntent
-from .rules import INACTIVE, RuleState
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.evaluation.rules import INACTIVE, RuleState
 
 SCHEMA_VERSION = 1
 BACKOFF_BASE = 5.0  # seconds before the first retry of a failed delivery

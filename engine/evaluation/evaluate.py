@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Strategy
-from .frame import Cat, Frame
-from .functions import and3, finite, lagged, not3, or3, truth
-from .plan import Node
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.compiler import Strategy
+from perpwatch.language.functions import and3, finite, lagged, not3, or3, truth
+from perpwatch.language.plan import Node
 
 NAN = np.nan
 _MIN_TIME = np.iinfo(np.int64).min

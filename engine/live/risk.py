@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Rule, Strategy
-from .evaluate import Evaluation
-from .timeutil import DAY, format_time
+from perpwatch.common.timeutil import DAY, format_time
+from perpwatch.evaluation.evaluate import Evaluation
+from perpwatch.language.compiler import Rule, Strategy
 
 HALT_FLAG = "trading.halted"
 _MIN_TIME = np.iinfo(np.int64).min

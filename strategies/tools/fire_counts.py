@@ -53,13 +53,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from perpwatch.compiler import load_strategy
-from perpwatch.evaluate import evaluate
-from perpwatch.frame import Cat, Frame
-from perpwatch.rules import walk
-from perpwatch.timeutil import HOUR, format_time, parse_time
+from perpwatch.common.timeutil import HOUR, format_time, parse_time
+from perpwatch.evaluation.evaluate import evaluate
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.rules import walk
+from perpwatch.language.compiler import load_strategy
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent  # strategies/
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "coinglass-v4-liquidity-report"
 SNAPSHOTS = ("20250529", "20251114")  # oldest first: a newer snapshot overwrites an older one

@@ -14,10 +14,10 @@ from typing import Any
 
 import jsonschema
 
-from .errors import ErrorList, Loc, LocatedError, did_you_mean
-from .registry import Registry
-from .schemas import locate, validate, validate_with
-from .yamlsrc import LDict, LList, load_yaml_file
+from perpwatch.api.registry import Registry
+from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.language.schemas import locate, validate, validate_with
+from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
 
 DEFAULT_PATH = "perpwatch.yaml"
 DEFAULT_STATE = "perpwatch.db"

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .compiler import Rule, Strategy
-from .evaluate import Evaluation
-from .events import Event, OrderIntent
-from .timeutil import format_time
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.evaluate import Evaluation
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.language.compiler import Rule, Strategy
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Loc, LocatedError
+from perpwatch.common.errors import Loc, LocatedError
 
 CONTEXT_NAMES = {"symbol": "str", "rule": "str", "severity": "str", "time": "str"}
 _SAMPLES = {"num": 1.5, "bool": True, "str": "x"}
@@ -48,7 +48,7 @@ class Template:
 
 def compile_template(text: str, loc: Loc, kind_of: Callable[[str], str | None], known: list[str]) -> Template:
     """Check a template; ``kind_of(name)`` gives "num"/"bool"/"str" for a usable name, else None."""
-    from .errors import did_you_mean
+    from perpwatch.common.errors import did_you_mean
 
     parts: list[tuple[str, str | None, str]] = []
     try:

@@ -31,20 +31,28 @@ from typing import Any
 
 import numpy as np
 
-from .clock import Clock
-from .compiler import Rule, Strategy
-from .config import Config
-from .errors import PerpwatchError
-from .evaluate import Evaluation, evaluate, evaluate_last
-from .events import Event, severity_rank
-from .frame import Frame
-from .interfaces import Executor, FetchRequest, Notifier, NotifierError, PluginContext, Source, SourceError
-from .registry import Registry
-from .rules import RuleState, build_event, step
-from .state import StateStore
-from .timeutil import floor_to_bar, format_time
+from perpwatch.api.interfaces import (
+    Executor,
+    FetchRequest,
+    Notifier,
+    NotifierError,
+    PluginContext,
+    Source,
+    SourceError,
+)
+from perpwatch.api.registry import Registry
+from perpwatch.common.clock import Clock
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import floor_to_bar, format_time
+from perpwatch.evaluation.evaluate import Evaluation, evaluate, evaluate_last
+from perpwatch.evaluation.events import Event, severity_rank
+from perpwatch.evaluation.frame import Frame
+from perpwatch.evaluation.rules import RuleState, build_event, step
+from perpwatch.language.compiler import Rule, Strategy
+from perpwatch.live.config import Config
+from perpwatch.live.state import StateStore
 
-log = logging.getLogger("perpwatch.runner")
+log = logging.getLogger("perpwatch.live.runner")
 
 DEFAULT_NOTIFY = ("console",)
 CATCH_UP_BARS = 24  # the most missed bars a rule steps through when it catches up
@@ -151,9 +159,9 @@ def accepts(notifier: Notifier, event: Event) -> bool:
 
 
 def load_trading() -> type | None:
-    """The trading layer's class (``perpwatch.trading.Trading``), or None when it is not installed."""
+    """The trading layer's class (``perpwatch.live.trading.Trading``), or None when it is not installed."""
     try:
-        from .trading import Trading
+        from perpwatch.live.trading import Trading
     except ModuleNotFoundError as e:
         if e.name == f"{__package__}.trading":
             return None

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from .cli import (
+from perpwatch.cli.main import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     get_registry,
@@ -29,13 +29,13 @@ from .cli import (
     report_errors,
     time_option,
 )
-from .clock import Clock, FakeClock
-from .compiler import Strategy
-from .config import Config, find_config, load_config
-from .errors import PerpwatchError
-from .runner import TRADING_METRICS, CycleReport, Runner, RunnerOptions
-from .state import StateStore
-from .timeutil import format_time, parse_duration
+from perpwatch.common.clock import Clock, FakeClock
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import format_time, parse_duration
+from perpwatch.language.compiler import Strategy
+from perpwatch.live.config import Config, find_config, load_config
+from perpwatch.live.runner import TRADING_METRICS, CycleReport, Runner, RunnerOptions
+from perpwatch.live.state import StateStore
 
 #: Environment variables whose values are secrets even when no config names them.
 SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
@@ -251,7 +251,7 @@ async def _main(
 
 def _log_cycle(report: CycleReport) -> None:
     bars = ", ".join(f"{name} {format_time(t)}" for name, t in report.bars.items())
-    logging.getLogger("perpwatch.runner").info(
+    logging.getLogger("perpwatch.live.runner").info(
         "cycle %s: %d fetches, %d failed, %d events, %d notifications queued, %.2fs",
         bars or "(nothing new)",
         report.fetches,

@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from .compiler import Strategy, compile_strategy
-from .errors import ErrorList, Loc, LocatedError, did_you_mean
-from .evaluate import Evaluation, evaluate
-from .frame import Cat, Frame
-from .metrics import CATALOGUE
-from .notation import expand
-from .rules import FIRING, RuleState, step
-from .schemas import validate
-from .timeutil import format_time, parse_time
-from .yamlsrc import LDict, load_yaml_file
+from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.timeutil import format_time, parse_time
+from perpwatch.evaluation.evaluate import Evaluation, evaluate
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.rules import FIRING, RuleState, step
+from perpwatch.language.compiler import Strategy, compile_strategy
+from perpwatch.language.metrics import CATALOGUE
+from perpwatch.language.schemas import validate
+from perpwatch.language.yamlsrc import LDict, load_yaml_file
+from perpwatch.testing.notation import expand
 
 DEFAULT_START = "2024-01-01T00:00:00Z"
 
@@ -107,7 +107,7 @@ def load_test_file(path: str) -> LDict:
 
 
 def load_case_strategy(doc: LDict, path: str, case: LDict, functions=None, extra_metrics=None) -> Strategy:
-    from .yamlsrc import load_yaml_file as _load
+    from perpwatch.language.yamlsrc import load_yaml_file as _load
 
     spath = os.path.join(os.path.dirname(path), doc["strategy"])
     if not os.path.exists(spath):

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from .clock import Clock
-from .events import Event, OrderIntent
-from .frame import Frame
-from .metrics import Metric
+from perpwatch.common.clock import Clock
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.evaluation.frame import Frame
+from perpwatch.language.metrics import Metric
 
 
 @dataclass
@@ -27,7 +27,7 @@ class PluginContext:
     ``transport`` replaces httpx's network transport (tests use ``httpx.MockTransport``);
     ``clock`` is the engine's clock (fake in tests); ``state_path`` is the SQLite state database;
     ``secrets`` are config values that came from ``${ENV}`` and must never be shown;
-    ``store`` is the engine's state store (``perpwatch.state.StateStore``) when one is open, so an
+    ``store`` is the engine's state store (``perpwatch.live.state.StateStore``) when one is open, so an
     executor can write inside the cycle's transaction.
     """
 

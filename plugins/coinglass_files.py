@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PerpwatchError
-from .frame import Cat, Frame
-from .plugins._http import align
-from .plugins.coinglass import HISTORY
-from .timeutil import format_time, interval_ms
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import format_time, interval_ms
+from perpwatch.evaluation.frame import Cat, Frame
+
+from ._http import align
+from .coinglass import HISTORY
 
 #: HISTORY key of ``perpwatch.plugins.coinglass`` -> the saved file's name stem.
 FILE_STEMS: dict[str, str] = {

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import __version__
-from .errors import ErrorList, LocatedError, PerpwatchError
+from perpwatch import __version__
+from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
 
 if TYPE_CHECKING:
-    from .compiler import Strategy
+    from perpwatch.language.compiler import Strategy
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 #: Modules that add commands to the group (each defines ``register(cli)``), imported lazily.
-COMMAND_MODULES: list[str] = ["fetchcmd", "runcmd", "backtestcmd"]
+COMMAND_MODULES: list[str] = ["fetch", "run", "backtest"]
 
 
 def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,7 +84,7 @@ def cli(ctx: click.Context, plugin_paths: tuple[str, ...]) -> None:
     """perpwatch: rules over funding, open interest, liquidations and flow."""
     ctx.ensure_object(dict)
     if "registry" not in ctx.obj:
-        from .registry import load_registry
+        from perpwatch.api.registry import load_registry
 
         ctx.obj["registry"] = load_registry(plugin_paths)
 
@@ -106,8 +106,8 @@ def load_strategies(
 ) -> list[Strategy]:
     """Compile each file with the ``--param`` overrides it declares (every one for a single file),
     at ``interval`` when given (windows stay in bars); a param no file declares is an error."""
-    from .compiler import compile_strategy
-    from .yamlsrc import LDict, load_yaml_file
+    from perpwatch.language.compiler import compile_strategy
+    from perpwatch.language.yamlsrc import LDict, load_yaml_file
 
     kwargs = strategy_kwargs()
     used: set[str] = set()
@@ -132,7 +132,7 @@ def time_option(value: str | None, hint: str) -> int | None:
     """A time option (ISO 8601 or epoch ms) in epoch ms; None stays None; a bad value is a usage error."""
     if value is None:
         return None
-    from .timeutil import parse_time
+    from perpwatch.common.timeutil import parse_time
 
     try:
         return parse_time(value)
@@ -148,8 +148,8 @@ def time_option(value: str | None, hint: str) -> int | None:
 @report_errors
 def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: tuple[str, ...]) -> None:
     """Check strategy files: schema, expressions, names, windows, templates."""
-    from .compiler import load_strategy
-    from .registry import provided_by
+    from perpwatch.api.registry import provided_by
+    from perpwatch.language.compiler import load_strategy
 
     bad = 0
     overrides = parse_params(params)
@@ -201,7 +201,7 @@ def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: 
 @report_errors
 def test_cmd(files: tuple[str, ...]) -> None:
     """Run strategy test files (input series, expected events at given bars)."""
-    from .testing import run_test_file
+    from perpwatch.testing.testfile import run_test_file
 
     passed = failed = 0
     bad_input = False
@@ -243,7 +243,7 @@ def explain(
 
     FILE is a strategy test file (its series), or a strategy file with --data (history files).
     """
-    from .explain import explain_data, explain_test, is_test_file
+    from perpwatch.testing.explain import explain_data, explain_test, is_test_file
 
     if is_test_file(file):
         click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
@@ -309,7 +309,7 @@ def metrics(as_json: bool) -> None:
 @report_errors
 def schema(name: str) -> None:
     """Print a JSON Schema (strategy, strategy-test or config)."""
-    from .schemas import load_schema
+    from perpwatch.language.schemas import load_schema
 
     click.echo(json.dumps(load_schema(name), indent=2))
 
@@ -333,7 +333,7 @@ def _plugin_paths(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: load plugins (they may add commands), then run the command."""
-    from .registry import load_registry
+    from perpwatch.api.registry import load_registry
 
     argv = sys.argv[1:] if argv is None else argv
     _load_command_modules()

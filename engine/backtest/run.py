@@ -24,18 +24,18 @@ from typing import Any
 
 import numpy as np
 
-from .clock import FakeClock
-from .compiler import Strategy
-from .errors import PerpwatchError
-from .evaluate import Evaluation, evaluate
-from .events import Event
-from .frame import Cat, Frame
-from .interfaces import PluginContext
-from .plugins.paper import PaperExecutor
-from .rules import RuleState, build_event, step
-from .state import StateStore
-from .timeutil import DAY, INTERVALS, format_time
-from .trading import Trading
+from perpwatch.api.interfaces import PluginContext
+from perpwatch.common.clock import FakeClock
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import DAY, INTERVALS, format_time
+from perpwatch.evaluation.evaluate import Evaluation, evaluate
+from perpwatch.evaluation.events import Event
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.rules import RuleState, build_event, step
+from perpwatch.language.compiler import Strategy
+from perpwatch.live.state import StateStore
+from perpwatch.live.trading import Trading
+from perpwatch.plugins.paper import PaperExecutor
 
 #: Columns a backtest cannot do without: fills at the next open, marks at the close.
 PRICE_COLUMNS = ("price.open", "price.close")
@@ -124,7 +124,7 @@ class BacktestResult:
 
 def load_history(paths: Sequence[str], interval: str, symbols: Sequence[str] | None) -> History:
     """Replay files (a folder or one file) or CoinGlass snapshot folders (joined) -> frames per symbol."""
-    from .plugins.replay import _NAME, load_replay_file, parse_file_name
+    from perpwatch.plugins.replay import _NAME, load_replay_file, parse_file_name
 
     for p in paths:
         if not os.path.exists(p):
@@ -177,7 +177,7 @@ def _replay_folder(folder, names, interval, wanted, load, parse) -> History:
 
 
 def _snapshots(paths: Sequence[str], interval: str, wanted: list[str] | None) -> History:
-    from .coinglass_files import describe_gaps, find_files, load_snapshots
+    from perpwatch.plugins.coinglass_files import describe_gaps, find_files, load_snapshots
 
     for p in paths:
         if not os.path.isdir(p) or not any(Path(p).rglob("*.parquet")):

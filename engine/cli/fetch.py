@@ -19,12 +19,12 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli import EXIT_FAILED, get_registry, report_errors, time_option
-from .errors import PerpwatchError, did_you_mean
-from .frame import Frame
-from .interfaces import FetchRequest, PluginContext, Source, SourceError
-from .metrics import CATALOGUE
-from .timeutil import INTERVALS, format_time, interval_ms
+from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
+from perpwatch.cli.main import EXIT_FAILED, get_registry, report_errors, time_option
+from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
+from perpwatch.evaluation.frame import Frame
+from perpwatch.language.metrics import CATALOGUE
 
 DEFAULT_CHUNK_BARS = 1000
 
@@ -64,14 +64,14 @@ class SymbolResult:
     notes: list[str] = field(default_factory=list)
 
     def frame(self) -> Frame:
-        from .coinglass_files import join_frames
+        from perpwatch.plugins.coinglass_files import join_frames
 
         return join_frames(self.frames)
 
 
 def build_source(name: str, config_path: str | None) -> tuple[Source, Any]:
     """The source instance ``name`` from the config (or the plugin of that name with defaults)."""
-    from .config import find_config, load_config
+    from perpwatch.live.config import find_config, load_config
 
     reg = get_registry()
     cfg = load_config(find_config(config_path), reg)
@@ -133,7 +133,7 @@ def fetch(
     Bars that open in [--from, --to) are fetched in chunks of --chunk-bars; each symbol's file
     holds the metrics the source provides (or --metrics), empty cells where a value is unknown.
     """
-    from .plugins.replay import replay_file_name, write_replay_csv
+    from perpwatch.plugins.replay import replay_file_name, write_replay_csv
 
     first = time_option(start, "--from")
     stop = time_option(end, "--to") if end else int(time.time() * 1000)
@@ -258,8 +258,8 @@ def convert_coinglass(
     Several snapshots are joined; where they overlap, the newer one wins. The last (still open)
     bar of every response is dropped.
     """
-    from .coinglass_files import describe_gaps, load_snapshots
-    from .plugins.replay import replay_file_name, write_replay_csv
+    from perpwatch.plugins.coinglass_files import describe_gaps, load_snapshots
+    from perpwatch.plugins.replay import replay_file_name, write_replay_csv
 
     coins = [s.upper() for s in _split(symbols)]
     if not coins:

@@ -1,0 +1,1 @@
+"""The plugin contract: hook specifications, base classes and the registry."""

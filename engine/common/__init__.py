@@ -1,0 +1,1 @@
+"""Shared helpers that every layer may use: errors, time, clocks."""

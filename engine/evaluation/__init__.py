@@ -1,0 +1,1 @@
+"""Evaluation: frames, the column-wise evaluator, the rule state machine, events."""

@@ -1,0 +1,1 @@
+"""The strategy language: YAML loading, schemas, metrics, functions, expressions, compiler."""

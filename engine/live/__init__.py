@@ -1,0 +1,1 @@
+"""Live running: configuration, state store, risk, trading glue and the runner."""

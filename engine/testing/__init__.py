@@ -1,0 +1,1 @@
+"""Strategy test files (promtool-style), their series notation, and explain."""
