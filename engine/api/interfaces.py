@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -144,3 +144,29 @@ class Executor(Plugin):
 
     async def positions(self) -> list[Position]:
         raise NotImplementedError
+
+
+@runtime_checkable
+class Accounting(Protocol):
+    """What an executor offers beyond ``submit``/``positions`` so the trading layer can settle funding,
+    mark positions and enforce ``max_daily_loss_pct`` (the ``paper`` executor does).
+
+    The trading layer checks ``isinstance(executor, Accounting)``; an executor without these methods
+    still trades, but a strategy with ``max_daily_loss_pct`` is then refused new positions.
+    """
+
+    async def update(
+        self, strategy: str, symbol: str, price: float | None, rate: float | None, until: int
+    ) -> list[Any]:
+        """Settle the funding due up to ``until`` (ms) on the strategy's open position in ``symbol`` at
+        ``rate`` (percent; None: unknown, skipped), then mark it at ``price`` (None: keep the last mark).
+        Returns what was settled."""
+        ...
+
+    async def pnl(self, strategy: str) -> float:
+        """The strategy's PnL so far in USD: realised plus unrealised at the marks, after fees and funding."""
+        ...
+
+    async def equity(self) -> float:
+        """The account's equity in USD: balance plus the unrealised PnL of every open position."""
+        ...

@@ -20,28 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, cast
 
-from perpwatch.api.interfaces import Executor, ExecutorError, Fill, Position
+from perpwatch.api.interfaces import Accounting, Executor, ExecutorError, Fill, Position
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import DAY
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.language.compiler import Rule, Strategy
 from perpwatch.live.risk import RiskGate, market_value, rule_inputs, unknown_inputs
-
-
-@runtime_checkable
-class Accounting(Protocol):
-    """What an executor offers beyond submit/positions for funding, marks and PnL (``paper`` does)."""
-
-    async def update(
-        self, strategy: str, symbol: str, price: float | None, rate: float | None, until: int
-    ) -> list[Any]: ...
-
-    async def pnl(self, strategy: str) -> float: ...
-
-    async def equity(self) -> float: ...
 
 
 class Trading:
