@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import random
@@ -28,6 +27,8 @@ import numpy as np
 
 from perpwatch.api.interfaces import FetchRequest, SourceError
 from perpwatch.common.clock import Clock
+from perpwatch.common.redact import redact
+from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import floor_to_bar, interval_ms
 from perpwatch.evaluation.frame import Cat, Frame, frame_from_records
 
@@ -40,7 +41,7 @@ RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 # --------------------------------------------------------------------------------------------
-# Errors and secrets
+# Errors
 
 
 class RequestError(SourceError):
@@ -52,30 +53,6 @@ class RequestError(SourceError):
         super().__init__(message, retryable=retryable)
         self.retry_after = retry_after
         self.ban = ban
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """A ``Retry-After`` header (seconds or an HTTP date) -> seconds to wait from ``now``, or None."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 def is_retryable_status(status: int) -> bool:
@@ -361,7 +338,7 @@ class HttpClient:
             return decode(response)
         except RequestError as err:
             if err.retry_after is None:
-                err.retry_after = parse_retry_after(response.headers.get("retry-after"), self.clock.time())
+                err.retry_after = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
             raise
 
     def _block(self, seconds: float, reason: str) -> None:

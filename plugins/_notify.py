@@ -7,7 +7,6 @@ Subclasses of :class:`BaseNotifier` implement ``deliver(event)``; ``send`` wraps
 from __future__ import annotations
 
 import contextvars
-import email.utils
 import json
 import logging
 import math
@@ -23,10 +22,11 @@ import numpy as np
 
 from perpwatch import __version__
 from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext
+from perpwatch.common.jsonsafe import jsonable
+from perpwatch.common.redact import REDACTED, redact
+from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import SEVERITIES, Event, OrderIntent, severity_rank
-
-REDACTED = "***"
 
 #: HTTP notifiers send each event's stable key in this header, so a receiver can drop a repeat
 #: (the engine delivers at least once: a crash between sending and recording the delivery resends).
@@ -55,13 +55,6 @@ def notifier_schema(properties: Mapping[str, Any], required: Iterable[str] = ())
     if required:
         schema["required"] = list(required)
     return schema
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every non-empty secret replaced by ``***`` (longest first)."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 class _RedactLogs(logging.Filter):
@@ -179,21 +172,6 @@ def clip(text: str, limit: int, ellipsis: str = "…") -> str:
     return clip_atoms(text, limit, ellipsis)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` as strict JSON data: numpy scalars unwrapped, NaN and infinities as null."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | np.ndarray):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, str | int):
-        return value
-    return str(value)
-
-
 def event_record(event: Event) -> dict[str, Any]:
     """``event.to_dict()`` as strict JSON data, plus ``time_iso``."""
     record = jsonable(event.to_dict())
@@ -291,24 +269,6 @@ class BaseNotifier(Notifier):
 
 
 # --- HTTP --------------------------------------------------------------------------------------
-
-
-def retry_after_seconds(value: Any, now: float) -> float | None:
-    """Seconds to wait from a Retry-After value (seconds or an HTTP date), or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return max(0.0, float(value)) if math.isfinite(value) else None
-    text = str(value).strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def short_url(url: str) -> str:

@@ -50,7 +50,8 @@ import numpy as np
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
-from perpwatch.evaluation.frame import Cat, Frame, to_float
+from perpwatch.common.jsonsafe import finite_or_none
+from perpwatch.evaluation.frame import Cat, Frame
 
 from ._http import (
     COMMON_OPTIONS,
@@ -439,11 +440,11 @@ def funding_stats(
     for item in entry.get("stablecoin_margin_list") or []:
         if not isinstance(item, dict) or str(item.get("exchange", "")).lower() not in allowed:
             continue
-        rate = _finite(item.get("funding_rate"))
+        rate = finite_or_none(item.get("funding_rate"))
         if rate is None:
             continue
         if basis_hours is not None:
-            hours = _finite(item.get("funding_rate_interval"))
+            hours = finite_or_none(item.get("funding_rate_interval"))
             if hours is None or hours <= 0:
                 continue
             rate = rate * basis_hours / hours
@@ -460,11 +461,6 @@ def funding_stats(
         "funding.max_exchange": hi[0],
         "funding.min_exchange": lo[0],
     }
-
-
-def _finite(value: object) -> float | None:
-    f = to_float(value)
-    return None if f != f else f
 
 
 @hookimpl

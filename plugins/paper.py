@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import Executor, Fill, PluginContext, Position
+from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.evaluation.events import OrderIntent
 
 HOUR_MS = 3_600_000
@@ -324,7 +325,7 @@ class PaperExecutor(Executor):
         order = self.conn.execute(
             "INSERT INTO paper_orders (account, strategy, symbol, time, side, size_usd, price, status, note) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', '')",
-            (self.account, strategy, symbol, time, side, _finite_or_none(size), _finite_or_none(price)),
+            (self.account, strategy, symbol, time, side, finite_or_none(size), finite_or_none(price)),
         ).lastrowid
         assert order is not None
 
@@ -447,14 +448,6 @@ class PaperExecutor(Executor):
         )
         self._cash(total)
         return payments
-
-
-def _finite_or_none(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 @hookimpl

@@ -16,6 +16,7 @@ import httpx
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import NotifierError, PluginContext
+from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
@@ -27,7 +28,6 @@ from ._notify import (
     label,
     mark,
     notifier_schema,
-    retry_after_seconds,
     signal_text,
     u16len,
 )

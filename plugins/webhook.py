@@ -17,6 +17,7 @@ import httpx
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import PluginContext
+from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
@@ -31,7 +32,6 @@ from ._notify import (
     label,
     mark,
     notifier_schema,
-    retry_after_seconds,
     short_url,
     signal_text,
     u16len,

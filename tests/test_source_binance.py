@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -20,7 +18,7 @@ from perpwatch.api import hookspecs
 from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
 from perpwatch.common.clock import FakeClock
 from perpwatch.plugins import binance
-from perpwatch.plugins._http import NO_OBSERVATION, RateLimiter, parse_retry_after
+from perpwatch.plugins._http import NO_OBSERVATION, RateLimiter
 from perpwatch.plugins.binance import BinanceSource, data_period, klines_weight
 
 H = 3_600_000
@@ -469,8 +467,3 @@ def test_weighted_limiter_waits_for_weight_to_expire_and_honours_pauses():
 
     assert asyncio.run(go()) == [0.0, 0.0, 60.0, 60.0, 90.0]
 
-
-def test_retry_after_accepts_seconds_and_http_dates():
-    assert parse_retry_after("7", NOW) == 7.0
-    assert parse_retry_after(format_datetime(datetime.fromtimestamp(NOW + 30, UTC), usegmt=True), NOW) == 30.0
-    assert parse_retry_after("soon", NOW) is None and parse_retry_after(None, NOW) is None

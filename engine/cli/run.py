@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from perpwatch.cli.main import (
+from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     get_registry,
@@ -31,6 +31,7 @@ from perpwatch.cli.main import (
 )
 from perpwatch.common.clock import Clock, FakeClock
 from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.redact import redact
 from perpwatch.common.timeutil import format_time, parse_duration
 from perpwatch.language.compiler import Strategy
 from perpwatch.live.config import Config, find_config, load_config
@@ -51,19 +52,14 @@ class RedactFilter(logging.Filter):
 
     def __init__(self, secrets: frozenset[str]):
         super().__init__()
-        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
+        self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = message
-        for secret in self.secrets:
-            clean = clean.replace(secret, "***")
+        clean = redact(record.getMessage(), self.secrets)
         if record.exc_info:
             import traceback
 
-            clean += "\n" + "".join(traceback.format_exception(*record.exc_info))
-            for secret in self.secrets:
-                clean = clean.replace(secret, "***")
+            clean = redact(clean + "\n" + "".join(traceback.format_exception(*record.exc_info)), self.secrets)
             record.exc_info = None
         record.msg, record.args = clean, None
         return True
@@ -185,7 +181,7 @@ def run(
     try:
         code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
     except PerpwatchError as e:
-        raise PerpwatchError(_redact(str(e), secrets)) from None
+        raise PerpwatchError(redact(str(e), secrets)) from None
     finally:
         for h in handlers:
             logging.getLogger().removeHandler(h)
@@ -260,12 +256,6 @@ def _log_cycle(report: CycleReport) -> None:
         report.queued,
         report.wall,
     )
-
-
-def _redact(text: str, secrets: frozenset[str]) -> str:
-    for s in sorted(secrets, key=len, reverse=True):
-        text = text.replace(s, "***")
-    return text
 
 
 # --- events, mute, unmute -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import jsonschema
 
 from perpwatch.api.registry import Registry
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.redact import redact
 from perpwatch.language.schemas import locate, validate, validate_with
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
 
@@ -63,9 +64,7 @@ class Config:
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ***."""
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self.secrets)
 
 
 def find_config(path: str | None) -> str | None:
