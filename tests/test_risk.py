@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from perpwatch.api.interfaces import PluginContext
-from perpwatch.cli.main import _load_command_modules, cli
+from perpwatch.cli.main import cli
 from perpwatch.common.clock import FakeClock
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.events import Event, OrderIntent
@@ -308,7 +308,6 @@ def test_rule_inputs_cover_condition_and_signal_metrics(desk):
 
 
 def test_halt_resume_commands_and_events_shows_rejections(tmp_path, desk):
-    _load_command_modules()
     runner = CliRunner()
     db = str(tmp_path / "state.db")
     out = runner.invoke(cli, ["halt", "--state", db, "--reason", "manual"])

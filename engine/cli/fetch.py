@@ -20,7 +20,7 @@ import click
 import numpy as np
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
-from perpwatch.cli.main import EXIT_FAILED, get_registry, report_errors, time_option
+from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 from perpwatch.evaluation.frame import Frame

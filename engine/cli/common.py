@@ -1,0 +1,126 @@
+"""What the command modules share: exit codes, error reporting, the plugin registry of this
+invocation, ``--param`` parsing, strategy loading and time options."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
+
+if TYPE_CHECKING:
+    from perpwatch.api.registry import Registry
+    from perpwatch.language.compiler import Strategy
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
+def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn perpwatch errors into ``file:line:col: error: ...`` lines and exit 2; never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ErrorList as e:
+            for err in e.errors:
+                click.echo(err.format(), err=True)
+        except LocatedError as e:
+            click.echo(e.format(), err=True)
+        except PerpwatchError as e:
+            click.echo(f"error: {e}", err=True)
+        except click.exceptions.Exit:
+            raise
+        except (click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+        except Exception as e:  # a bug, not bad input: still no traceback unless asked for
+            if os.environ.get("PERPWATCH_DEBUG"):
+                raise
+            click.echo(
+                f"internal error: {type(e).__name__}: {e} (set PERPWATCH_DEBUG=1 for a traceback)", err=True
+            )
+            raise SystemExit(3) from None
+        raise SystemExit(EXIT_BAD_INPUT)
+
+    return wrapper
+
+
+def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r}: write NAME=VALUE", param_hint="--param")
+        out[name.strip()] = value.strip()
+    return out
+
+
+param_option = click.option(
+    "--param", "params", multiple=True, metavar="NAME=VALUE", help="Override a strategy param (repeatable)."
+)
+
+
+def get_registry(ctx: click.Context | None = None, *, check: bool = True) -> Registry:
+    """The plugin registry of this invocation, loaded on first use (by ``perpwatch.cli.main.cli``).
+
+    With ``check``, two plugins registering the same name end the command: each conflict is printed
+    as ``error: ...`` and the exit code is 2.
+    """
+    root = (ctx or click.get_current_context()).find_root()
+    reg = root.command.registry(root)
+    if check and reg.conflicts:
+        for conflict in reg.conflicts:
+            click.echo(f"error: {conflict}", err=True)
+        raise SystemExit(EXIT_BAD_INPUT)
+    return reg
+
+
+def strategy_kwargs() -> dict[str, Any]:
+    """What plugins add to the language: functions and metric names."""
+    reg = get_registry()
+    return {"functions": reg.functions, "extra_metrics": reg.metric_kinds()}
+
+
+def load_strategies(
+    files: tuple[str, ...], params: dict[str, str], interval: str | None = None
+) -> list[Strategy]:
+    """Compile each file with the ``--param`` overrides it declares (every one for a single file),
+    at ``interval`` when given (windows stay in bars); a param no file declares is an error."""
+    from perpwatch.language.compiler import compile_strategy
+    from perpwatch.language.yamlsrc import LDict, load_yaml_file
+
+    kwargs = strategy_kwargs()
+    used: set[str] = set()
+    out = []
+    for path in files:
+        doc = load_yaml_file(path)
+        declared = doc.get("params") if isinstance(doc, LDict) else None
+        own = params
+        if len(files) > 1:
+            own = {k: v for k, v in params.items() if isinstance(declared, dict) and k in declared}
+        used.update(own)
+        if interval is not None and isinstance(doc, LDict):
+            doc["interval"] = interval
+        out.append(compile_strategy(doc, path, overrides=own or None, **kwargs))
+    unknown = sorted(set(params) - used)
+    if unknown:
+        raise PerpwatchError(f"--param {', '.join(unknown)}: no strategy given declares it")
+    return out
+
+
+def time_option(value: str | None, hint: str) -> int | None:
+    """A time option (ISO 8601 or epoch ms) in epoch ms; None stays None; a bad value is a usage error."""
+    if value is None:
+        return None
+    from perpwatch.common.timeutil import parse_time
+
+    try:
+        return parse_time(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=hint) from None

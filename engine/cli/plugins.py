@@ -1,0 +1,62 @@
+"""``perpwatch plugins`` and ``metrics``: what the installed plugins register, and the metric namespace."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from perpwatch.cli.common import get_registry, report_errors
+
+
+def register(cli: click.Group) -> None:
+    for command in (plugins, metrics):
+        cli.add_command(command)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@report_errors
+def plugins(as_json: bool) -> None:
+    """List every plugin found, where it came from and what it registers."""
+    reg = get_registry(check=False)
+    rows = [
+        {"name": p.name, "version": p.version, "origin": p.origin, "registers": p.registers, "error": p.error}
+        for p in reg.plugins
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            what = (
+                "; ".join(f"{k}: {', '.join(v) if v else '(yes)'}" for k, v in row["registers"].items())
+                or "nothing"
+            )
+            click.echo(f"{row['name']} {row['version']}  [{row['origin']}]  {what}")
+            if row["error"]:
+                click.echo(f"  error: {row['error']}")
+    get_registry()  # after the listing, two plugins registering one name: each conflict, exit 2
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@report_errors
+def metrics(as_json: bool) -> None:
+    """The metric namespace: names, units and which sources provide each."""
+    cat = get_registry().catalogue()
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {"name": n, "unit": m.unit, "kind": m.kind, "meaning": m.meaning, "sources": src}
+                    for n, (m, src) in cat.items()
+                ],
+                indent=2,
+            )
+        )
+        return
+    width = max(len(n) for n in cat)
+    for name, (m, src) in cat.items():
+        click.echo(
+            f"{name:<{width}}  {m.unit:<28} {', '.join(src) or '(no installed source)':<22} {m.meaning}"
+        )
