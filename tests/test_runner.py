@@ -724,16 +724,16 @@ def test_default_source_and_symbols(tmp_path, monkeypatch):
 
 
 def test_a_broken_evaluation_holds_only_its_symbol(env, monkeypatch):
-    import perpwatch.live.runner as runner_module
+    import perpwatch.live.stepping as stepping_module
 
-    real = runner_module.evaluate_last
+    real = stepping_module.evaluate_last
 
     def flaky(strategy, frame, symbol):
         if symbol == "ETH":
             raise ZeroDivisionError("boom")
         return real(strategy, frame, symbol)
 
-    monkeypatch.setattr(runner_module, "evaluate_last", flaky)
+    monkeypatch.setattr(stepping_module, "evaluate_last", flaky)
     strat = strategy(env.tmp)
 
     async def main():
@@ -907,3 +907,73 @@ def test_run_forever_wakes_for_the_retry(env):
         return seen
 
     assert run(main()) == [(t, 2, True), (t + 60, 1, False), (t + 3600, 2, False)]
+
+
+# --- errors keep their cause: a traceback at DEBUG level, and a failed cycle (run --once exits 1) ------
+
+
+class BrokenSource(SlowSource):
+    """A source plugin whose constructor fails with something that is not a perpwatch error."""
+
+    def __init__(self, options=None, ctx=None):
+        raise ValueError(f"cannot use the key {KEY}")
+
+
+def debug_tracebacks(caplog) -> list[type]:
+    return [r.exc_info[0] for r in caplog.records if r.name == "perpwatch.live.runner" and r.exc_info]
+
+
+def test_a_plugin_constructor_failure_is_logged_with_its_traceback(env, caplog):
+    from perpwatch.common.errors import PerpwatchError
+
+    strat = strategy(env.tmp, HEAT.replace("version: 1", "version: 1\nsource: broken"))
+    env.registry.sources["broken"] = BrokenSource
+    with (
+        caplog.at_level(logging.DEBUG, logger="perpwatch.live.runner"),
+        pytest.raises(PerpwatchError) as raised,
+    ):
+        Runner.build([strat], env.config(), env.registry, env.store, env.clock, secrets=[KEY])
+    assert str(raised.value) == "source 'broken': cannot use the key ***"
+    assert debug_tracebacks(caplog) == [ValueError]
+
+
+def test_an_unexpected_source_exception_fails_the_cycle_with_its_traceback(env, caplog):
+    async def broken_fetch(request):
+        raise KeyError("funding")
+
+    async def main():
+        runner, src = slow_runner(env)
+        src.fetch = broken_fetch
+        report = await env.cycle(runner, T0)
+        await runner.aclose()
+        return report
+
+    with caplog.at_level(logging.DEBUG, logger="perpwatch.live.runner"):
+        report = run(main())
+    assert report.failed and len(report.failures) == 2
+    assert all("unexpected KeyError" in f for f in report.failures)
+    assert debug_tracebacks(caplog) == [KeyError, KeyError]  # one per symbol
+    assert env.store.events() == []
+
+
+class BrokenTrading(FakeTrading):
+    async def on_bar(self, strategy, symbol, bar_time, ev, i, events):
+        raise RuntimeError("the executor lost track of its positions")
+
+
+def test_a_trading_failure_fails_the_cycle_with_its_traceback(env, caplog):
+    strat = strategy(env.tmp, HEAT + "execute: paper\n")
+
+    async def main():
+        runner = env.runner([strat])
+        runner.trading = BrokenTrading(env.store)
+        report = await env.cycle(runner, T0)
+        await runner.aclose()
+        return report
+
+    with caplog.at_level(logging.DEBUG, logger="perpwatch.live.runner"):
+        report = run(main())
+    assert report.failed
+    assert report.failures == ["heat BTC: trading failed", "heat ETH: trading failed"]
+    assert debug_tracebacks(caplog) == [RuntimeError, RuntimeError]
+    assert env.store.last_processed("heat") == T0 - H  # the rules' own work is committed

@@ -1,0 +1,131 @@
+"""Delivery: after a cycle commits, each notifier gets what is due in the outbox, oldest first, in its
+own task; a retryable failure (with backoff, or the notifier's ``retry_after``) blocks that notifier
+until its next try, so one notifier being down never holds up another."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from perpwatch.api.interfaces import Notifier, NotifierError
+from perpwatch.common.clock import Clock
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.events import Event
+from perpwatch.live.jobs import RunnerOptions
+from perpwatch.live.state import StateStore
+
+log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
+
+DELIVERY_BATCH = 200  # outbox items one delivery round takes per notifier
+
+
+class Delivery:
+    """One delivery task at a time per notifier, from the outbox in the state store.
+
+    ``db`` is the lock the cycle holds while it writes; ``done`` is set whenever a task ends."""
+
+    def __init__(
+        self,
+        notifiers: dict[str, Notifier],
+        store: StateStore,
+        clock: Clock,
+        options: RunnerOptions,
+        redact: Callable[[str], str],
+        db: asyncio.Lock,
+        done: asyncio.Event,
+    ):
+        self.notifiers = notifiers
+        self.store = store
+        self.clock = clock
+        self.options = options
+        self.redact = redact
+        self.db = db
+        self.done = done
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.blocked: dict[str, float] = {}  # notifier -> no tries before this time
+
+    def kick(self) -> None:
+        """Start a delivery task for each idle notifier with something due."""
+        now = self.clock.time()
+        for name in self.notifiers:
+            task = self.tasks.get(name)
+            if task is not None and not task.done():
+                continue
+            if self.blocked.get(name, 0.0) > now:
+                continue
+            due = self.store.next_due(name)
+            if due is not None and due <= now:
+                self.tasks[name] = asyncio.create_task(self._deliver(name), name=f"deliver-{name}")
+
+    def next_delivery(self) -> float | None:
+        """When an idle notifier next has something to try."""
+        times = []
+        for name in self.notifiers:
+            task = self.tasks.get(name)
+            if task is not None and not task.done():
+                continue
+            due = self.store.next_due(name)
+            if due is not None:
+                times.append(max(due, self.blocked.get(name, 0.0)))
+        return min(times, default=None)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Deliver everything due now (not what waits for a retry), within ``timeout`` seconds."""
+        deadline = time.monotonic() + (self.options.notify_timeout * 2 if timeout is None else timeout)
+        for _ in range(5):  # a few rounds: a task may end just before another item comes due
+            self.kick()
+            running = [t for t in self.tasks.values() if not t.done()]
+            left = deadline - time.monotonic()
+            if not running or left <= 0:
+                break
+            await asyncio.wait(running, timeout=left)
+
+    async def _deliver(self, name: str) -> None:
+        """Send what is due for one notifier, oldest first; stop at a retryable failure."""
+        notifier = self.notifiers[name]
+        tried: set[int] = set()  # each item once per task, whatever happens to its mark
+        try:
+            while True:
+                async with self.db:
+                    items = self.store.due(self.clock.time(), name, DELIVERY_BATCH + len(tried))
+                items = [item for item in items if item.event_id not in tried]
+                if not items:
+                    return
+                for item in items:
+                    tried.add(item.event_id)
+                    error = await self._send(notifier, item.event)
+                    now = self.clock.time()
+                    async with self.db:
+                        if error is None:
+                            self.store.mark_delivered(item.event_id, name, now)
+                            continue
+                        next_try = self.store.mark_failed(
+                            item.event_id, name, error.args[0], now, error.retry_after, error.retryable
+                        )
+                    log.warning(
+                        "notifier %s: %s not delivered (try %d): %s; next try %s",
+                        name,
+                        item.event.key,
+                        item.attempts + 1,
+                        error.args[0],
+                        format_time(int(next_try * 1000)),
+                    )
+                    if error.retryable:
+                        self.blocked[name] = next_try
+                        return
+        finally:
+            self.done.set()
+
+    async def _send(self, notifier: Notifier, event: Event) -> NotifierError | None:
+        timeout = self.options.notify_timeout
+        try:
+            await asyncio.wait_for(notifier.send(event), timeout)
+        except NotifierError as e:
+            return NotifierError(self.redact(str(e)), retryable=e.retryable, retry_after=e.retry_after)
+        except TimeoutError:
+            return NotifierError(f"timed out after {timeout:g}s", retryable=True)
+        except Exception as e:
+            return NotifierError(self.redact(f"unexpected {type(e).__name__}: {e}"), retryable=False)
+        return None

@@ -1,0 +1,96 @@
+"""What a cycle fetches: for every (source instance, interval, symbol) the union of the metrics its
+strategies need over their warm-up, concurrently (at most ``runner.concurrency`` at once), each
+fetch within ``runner.source_timeout``, onto the expected bar grid (a bar not returned is unknown)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from perpwatch.api.interfaces import FetchRequest, Source, SourceError
+from perpwatch.evaluation.frame import Frame
+from perpwatch.live.jobs import CycleReport, RunnerOptions
+from perpwatch.live.schedule import Plan
+
+log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
+
+FetchKey = tuple[str, str, str]  # (source instance, interval, symbol)
+
+
+@dataclass
+class Fetched:
+    """One (source, symbol, interval) fetch: the frame on the expected grid and what failed."""
+
+    frame: Frame
+    failed: frozenset[str] = frozenset()  # metrics missing because the source failed
+    reason: str | None = None
+
+
+class Fetcher:
+    """Fetches a cycle's plans from the source instances."""
+
+    def __init__(self, sources: dict[str, Source], options: RunnerOptions, redact: Callable[[str], str]):
+        self.sources = sources
+        self.options = options
+        self.redact = redact
+        self.provides = {name: frozenset(src.provides()) for name, src in sources.items()}
+        self._sem: asyncio.Semaphore | None = None
+
+    async def fetch_all(self, plans: list[Plan], report: CycleReport) -> dict[FetchKey, Fetched]:
+        """Everything ``plans`` need, one fetch per key; failures go to ``report`` and the log."""
+        groups: dict[FetchKey, tuple[set[str], int, int, int]] = {}
+        for plan in plans:
+            job, s = plan.job, plan.job.strategy
+            for symbol in plan.symbols:
+                key = (job.source, s.interval, symbol)
+                metrics, bars, _, _ = groups.get(key, (set(), 0, plan.end, s.step_ms))
+                groups[key] = (metrics | job.metrics, max(bars, s.warmup + plan.bars), plan.end, s.step_ms)
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(max(1, self.options.concurrency))
+        keys = list(groups)
+        results = await asyncio.gather(*(self.fetch(key, *groups[key]) for key in keys))
+        report.fetches = len(keys)
+        failed: dict[tuple[str, str], list[str]] = {}
+        for (source, interval, symbol), got in zip(keys, results, strict=True):
+            if got.reason is not None:
+                failed.setdefault((source, got.reason), []).append(f"{symbol} {interval}")
+                report.failures.append(f"{source} {symbol} {interval}: {got.reason}")
+        for (source, reason), which in failed.items():
+            shown = ", ".join(which[:10]) + (f" and {len(which) - 10} more" if len(which) > 10 else "")
+            log.warning(
+                "source %s failed for %s: %s (rules needing it are held this cycle)", source, shown, reason
+            )
+        return dict(zip(keys, results, strict=True))
+
+    async def fetch(self, key: FetchKey, metrics: set[str], bars: int, end: int, step_ms: int) -> Fetched:
+        """``bars`` bars of ``metrics`` up to ``end`` for one key; never raises."""
+        source_name, interval, symbol = key
+        start = end - (bars - 1) * step_ms
+        grid = np.arange(start, end + step_ms, step_ms, dtype=np.int64)
+        wanted = frozenset(metrics)
+        request = FetchRequest(symbol=symbol, interval=interval, metrics=wanted, start=start, end=end)
+        timeout = self.options.source_timeout
+        assert self._sem is not None
+        async with self._sem:
+            try:
+                frame = await asyncio.wait_for(self.sources[source_name].fetch(request), timeout)
+            except SourceError as e:
+                return Fetched(Frame(grid), wanted, self.redact(str(e)) or type(e).__name__)
+            except TimeoutError:
+                return Fetched(Frame(grid), wanted, f"timed out after {timeout:g}s")
+            except Exception as e:  # a plugin bug must not stop the other symbols
+                log.debug("source %s %s %s: fetch raised", source_name, symbol, interval, exc_info=True)
+                return Fetched(Frame(grid), wanted, self.redact(f"unexpected {type(e).__name__}: {e}"))
+        if not isinstance(frame, Frame):
+            return Fetched(Frame(grid), wanted, f"returned {type(frame).__name__}, not a frame")
+        missing = (wanted & self.provides[source_name]) - frame.columns.keys()
+        reason = None
+        if missing:
+            reason = self.redact("; ".join(frame.problems) or f"no data for {', '.join(sorted(missing))}")
+        elif frame.problems:
+            log.debug("%s %s %s: %s", source_name, symbol, interval, self.redact("; ".join(frame.problems)))
+        return Fetched(frame.reindex(grid), frozenset(missing), reason)

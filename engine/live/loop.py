@@ -1,0 +1,129 @@
+"""The loop behind ``run_forever``: a cycle whenever work is due (a bar closed plus the settle delay,
+or a retry of held symbols), otherwise delivery and sleep until the next of those; a failed cycle is
+retried shortly; SIGINT and SIGTERM finish the current cycle, flush and return."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from perpwatch.common.clock import Clock
+from perpwatch.common.timeutil import format_time
+from perpwatch.live.jobs import CycleReport
+
+if TYPE_CHECKING:
+    from perpwatch.live.runner import Runner
+
+log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
+
+MAX_SLEEP_SECONDS = 300.0  # the loop looks at the wall clock at least this often (suspend, clock jumps)
+RETRY_CYCLE_SECONDS = 30.0  # after a cycle failed as a whole (the database, a bug)
+
+
+class Wakeup:
+    """The loop's sleep, cut short when a delivery task ends or when the loop is told to stop."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.stopping = asyncio.Event()
+        self.event = asyncio.Event()  # set by a delivery task that ends, and by stop()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(seconds))
+        waker = asyncio.ensure_future(self.event.wait())
+        _, pending = await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: Callable[[], None], enabled: bool = True) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM log a line and call ``stop`` (where the loop allows it)."""
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s: finishing the cycle, then exiting", sig.name)
+        stop()
+
+    loop = asyncio.get_running_loop()
+    installed = []
+    if enabled:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal, sig)
+                installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_forever(
+    runner: Runner,
+    wakeup: Wakeup,
+    *,
+    max_cycles: int | None = None,
+    until: float | None = None,
+    handle_signals: bool = True,
+    on_cycle: Callable[[CycleReport], None] | None = None,
+) -> None:
+    """Cycle at each bar close (plus the settle delay) until stopped, ``max_cycles`` or ``until``."""
+    cycles = 0
+    try:
+        with stopping_on_signals(runner.stop, handle_signals):
+            while not wakeup.stopping.is_set():
+                wakeup.event.clear()  # set again by a delivery that ends from here on
+                now = runner.clock.time()
+                if until is not None and now > until:
+                    break
+                if runner.has_work(now):
+                    try:
+                        report = await runner.run_cycle(now)
+                    except Exception as e:  # rolled back whole: try again shortly, never exit
+                        log.error(
+                            "cycle at %s failed and was rolled back (retrying in %gs): %s",
+                            format_time(int(now * 1000)),
+                            RETRY_CYCLE_SECONDS,
+                            runner.redact(f"{type(e).__name__}: {e}"),
+                            exc_info=log.isEnabledFor(logging.DEBUG),
+                        )
+                        await wakeup.sleep(RETRY_CYCLE_SECONDS)
+                        continue
+                    cycles += 1
+                    if on_cycle is not None:
+                        on_cycle(report)
+                    after = runner.clock.time()
+                    if after > runner.next_close(now):
+                        log.warning(
+                            "cycle at %s took %.1fs, past the next bar close; skipping ahead "
+                            "(rules catch up on the bars they missed)",
+                            format_time(int(now * 1000)),
+                            after - now,
+                        )
+                    if max_cycles is not None and cycles >= max_cycles:
+                        break
+                    continue
+                runner.kick()
+                wake = runner.next_close(now)
+                if until is not None and wake > until:
+                    break
+                delivery = runner.next_delivery()
+                if delivery is not None:
+                    wake = min(wake, max(delivery, now))
+                retry = runner.next_retry(now)
+                if retry is not None:
+                    wake = min(wake, retry)
+                await wakeup.sleep(min(wake - now, MAX_SLEEP_SECONDS))
+    finally:
+        await runner.flush()

@@ -1,0 +1,182 @@
+"""Stepping and recording: each (strategy, symbol)'s rules step over the fetched bars in a savepoint
+of the cycle's transaction, their events are recorded and routed to the outbox, then the trading
+layer acts on the newest bar of each executing strategy.
+
+A rule whose metrics a failed source did not deliver is *held*: it neither fires nor resolves and
+its state does not advance; it catches up on the bars it missed once the source answers again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from perpwatch.api.interfaces import Notifier
+from perpwatch.evaluation.evaluate import Evaluation, evaluate, evaluate_last
+from perpwatch.evaluation.events import Event, severity_rank
+from perpwatch.evaluation.frame import Frame
+from perpwatch.evaluation.rules import RuleState, build_event, step
+from perpwatch.language.compiler import Rule
+from perpwatch.live.fetching import Fetched, FetchKey
+from perpwatch.live.jobs import CycleReport, Job
+from perpwatch.live.schedule import Plan
+from perpwatch.live.state import StateStore
+
+log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
+
+
+@dataclass
+class Stepped:
+    """One (strategy, symbol) stepped up to its newest bar: what the trading layer acts on."""
+
+    job: Job
+    symbol: str
+    end: int  # open time of the newest bar
+    ev: Evaluation
+    events: list[Event]  # the newest bar's events
+
+
+def accepts(notifier: Notifier, event: Event) -> bool:
+    """Whether ``notifier`` takes ``event`` (its own ``accepts`` or its ``min_severity`` option)."""
+    own = getattr(notifier, "accepts", None)
+    if callable(own):
+        return bool(own(event))
+    try:
+        return severity_rank(event.severity) >= severity_rank(notifier.options.get("min_severity", "info"))
+    except ValueError:
+        return True
+
+
+class Stepper:
+    """Steps rules and records what happens in the state store (inside the caller's transaction)."""
+
+    def __init__(self, store: StateStore, notifiers: dict[str, Notifier], redact: Callable[[str], str]):
+        self.store = store
+        self.notifiers = notifiers
+        self.redact = redact
+
+    def step_plan(
+        self, plan: Plan, fetched: dict[FetchKey, Fetched], now: float, report: CycleReport
+    ) -> tuple[list[Stepped], list[str]]:
+        """Step every symbol of ``plan``, each in its own savepoint; returns what was stepped and the
+        symbols held (by a failed source or a failed evaluation)."""
+        job = plan.job
+        stepped: list[Stepped] = []
+        held: list[str] = []
+        for symbol in plan.symbols:
+            got = fetched[(job.source, job.strategy.interval, symbol)]
+            try:
+                with self.store.savepoint():
+                    ev, events, was_held = self.step(job, symbol, got, plan.bars, plan.states, now, report)
+            except Exception as e:  # one broken evaluation must not stop the others
+                log.error(
+                    "%s %s: evaluation failed, its rules are held: %s",
+                    job.strategy.name,
+                    symbol,
+                    self.redact(f"{type(e).__name__}: {e}"),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                report.failures.append(f"{job.strategy.name} {symbol}: evaluation failed")
+                held.append(symbol)
+                continue
+            if was_held:
+                held.append(symbol)
+            stepped.append(Stepped(job, symbol, plan.end, ev, events))
+        return stepped, held
+
+    def step(
+        self,
+        job: Job,
+        symbol: str,
+        got: Fetched,
+        k: int,
+        states: dict[tuple[str, str], RuleState],
+        now: float,
+        report: CycleReport,
+    ) -> tuple[Evaluation, list[Event], bool]:
+        """Step every rule of ``job`` for ``symbol`` over its last ``k`` bars; record and route its events.
+
+        Returns the evaluation, the newest bar's events, and whether a failed source held a rule."""
+        s = job.strategy
+        frame = got.frame
+        lo = max(0, len(frame) - (s.warmup + k))
+        sub = Frame(
+            frame.times[lo:],
+            {m: frame.columns[m][lo:] for m in job.metrics if m in frame.columns},
+            {m: frame.observed[m][lo:] for m in job.metrics if m in frame.observed},
+        )
+        ev = evaluate_last(s, sub, symbol) if k == 1 else evaluate(s, sub, symbol)
+        times = ev.frame.times
+        last_i = len(times) - 1
+        newest: list[Event] = []
+        held = False
+        for rule in s.rules:
+            if job.deps[rule.name] & got.failed:
+                held = True
+                continue  # held: its data did not come this cycle
+            st = states.get((rule.name, symbol)) or RuleState()
+            truths = ev.series(rule.cond)
+            first = last_i if st.last_bar is None else max(0, len(times) - k)
+            for i in range(first, len(times)):
+                before = st.episode_suppressed
+                x = truths[i]
+                kind = step(st, None if x != x else float(x), int(times[i]), rule.for_bars, rule.cooldown_ms)
+                if kind is None:
+                    continue
+                event = self.clean(build_event(s, rule, ev, i, kind))
+                if self.record(job, rule, event, before, now, report) and i == last_i:
+                    newest.append(event)
+            self.store.save_rule_state(s.name, rule.name, symbol, st)
+        return ev, newest, held
+
+    def record(
+        self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float, report: CycleReport
+    ) -> bool:
+        """Record ``event`` and queue it for its notifiers; False when it was already recorded."""
+        event_id = self.store.record_event(event, now)
+        if event_id is None:
+            return False
+        report.events += 1
+        for name in self.routes(job, rule, event, suppressed_before, now):
+            self.store.enqueue(event_id, name, now)
+            report.queued += 1
+        return True
+
+    def routes(self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float) -> list[str]:
+        """The notifiers that get ``event``: fired ones, and resolved ones the rule asks for."""
+        if event.kind == "resolved":
+            if not rule.notify_resolved or suppressed_before:
+                return []
+        elif event.kind != "fired":
+            return []
+        if self.store.is_muted(event.strategy, event.rule, event.symbol, now):
+            return []
+        return [n for n in job.notify if accepts(self.notifiers[n], event)]
+
+    async def trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
+        """Second phase: the trading layer acts on each executing strategy's newest bar, each
+        (strategy, symbol) in its own savepoint; a failure there is one of the cycle's failures."""
+        for item in stepped:
+            strategy = item.job.strategy
+            if not strategy.execute:
+                continue
+            try:
+                with self.store.savepoint():
+                    extra = await trading.on_bar(
+                        strategy, item.symbol, item.end, item.ev, len(item.ev.frame) - 1, item.events
+                    )
+                    for event in extra or ():
+                        if self.store.record_event(self.clean(event), now) is not None:
+                            report.events += 1
+            except Exception as e:
+                reason = self.redact(f"{type(e).__name__}: {e}")
+                log.error("trading %s %s: %s", strategy.name, item.symbol, reason)
+                log.debug("trading %s %s failed", strategy.name, item.symbol, exc_info=True)
+                report.failures.append(f"{strategy.name} {item.symbol}: trading failed")
+
+    def clean(self, event: Event) -> Event:
+        """``event`` with secrets redacted from its message and text values."""
+        event.message = self.redact(event.message)
+        event.values = {k: self.redact(v) if isinstance(v, str) else v for k, v in event.values.items()}
+        return event
