@@ -3,6 +3,7 @@
 * :class:`RateLimiter`: a sliding-window limiter (requests or weight per period) driven by the
   plugin's :class:`~perpwatch.common.clock.Clock`, shared by every concurrent request of one source
   instance; it can also be paused (``Retry-After``, server-reported usage).
+* :class:`HttpSource`: the base class of those sources (client wiring from the options, ``aclose``).
 * :class:`HttpClient`: GET with retries (exponential backoff with jitter, ``Retry-After``
   honoured), timeouts and connection errors mapped to :class:`RequestError`, an IP-ban gate
   (Binance HTTP 418) and secret redaction in every message.
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from perpwatch.api.interfaces import FetchRequest, SourceError
+from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.common.clock import Clock
 from perpwatch.common.redact import redact
 from perpwatch.common.retry_after import retry_after_seconds
@@ -67,15 +68,23 @@ def status_error(status: int, detail: str = "") -> RequestError:
     """
     if is_retryable_status(status):
         return RequestError(f"HTTP {status}{detail}", retryable=True)
-    meaning = {
-        400: "bad request (invalid parameters)",
-        401: "unauthorized",
-        403: "forbidden",
-        404: "unknown endpoint path",
-        405: "method not allowed",
-        422: "parameters not acceptable",
-    }.get(status, "request refused")
-    return RequestError(f"HTTP {status}, {meaning}{detail}", retryable=False)
+    return RequestError(f"HTTP {status}, {status_meaning(status)}{detail}", retryable=False)
+
+
+#: What a non-retryable HTTP status means, for error messages.
+STATUS_MEANINGS: dict[int, str] = {
+    400: "bad request (invalid parameters)",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "unknown endpoint path",
+    405: "method not allowed",
+    422: "parameters not acceptable",
+}
+
+
+def status_meaning(status: int, refined: Mapping[int, str] | None = None) -> str:
+    """What ``status`` means: ``refined`` (a provider's own wording) first, then :data:`STATUS_MEANINGS`."""
+    return {**STATUS_MEANINGS, **(refined or {})}.get(status, "request refused")
 
 
 def json_body(response: httpx.Response) -> Any:
@@ -175,20 +184,21 @@ class RateLimiter:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry a retryable failure."""
+    """How often and how long to retry a retryable failure (the options in :data:`COMMON_OPTIONS`)."""
 
-    retries: int = 3
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    max_retry_after: float = 60.0
+    retries: int
+    backoff_base: float
+    backoff_max: float
+    max_retry_after: float
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> RetryPolicy:
+    def from_options(cls, option: Callable[[str], Any]) -> RetryPolicy:
+        """The policy of a source's options; ``option(name)`` gives an option's value or default."""
         return cls(
-            retries=int(options.get("retries", cls.retries)),
-            backoff_base=float(options.get("backoff_base", cls.backoff_base)),
-            backoff_max=float(options.get("backoff_max", cls.backoff_max)),
-            max_retry_after=float(options.get("max_retry_after", cls.max_retry_after)),
+            retries=int(option("retries")),
+            backoff_base=float(option("backoff_base")),
+            backoff_max=float(option("backoff_max")),
+            max_retry_after=float(option("max_retry_after")),
         )
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
@@ -198,7 +208,7 @@ class RetryPolicy:
         return max(backoff, retry_after or 0.0)
 
 
-#: Options every HTTP source accepts (merged into each plugin's ``options_schema``).
+#: Options every HTTP source accepts (merged into each plugin's schema by :func:`http_options_schema`).
 COMMON_OPTIONS: dict[str, Any] = {
     "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10, "description": "seconds per request"},
     "retries": {
@@ -223,6 +233,21 @@ COMMON_OPTIONS: dict[str, Any] = {
     },
 }
 
+
+def http_options_schema(base_url: str, properties: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``options_schema`` of an HTTP source: ``base_url`` (default: the public URL), the source's
+    own ``properties`` and :data:`COMMON_OPTIONS`, nothing else allowed."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "base_url": {"type": "string", "default": base_url},
+            **properties,
+            **COMMON_OPTIONS,
+        },
+    }
+
+
 Limits = Sequence[tuple[RateLimiter, float]]
 
 
@@ -237,7 +262,7 @@ class HttpClient:
         clock: Clock,
         policy: RetryPolicy,
         timeout: float,
-        max_connections: int = 16,
+        max_connections: int,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
@@ -268,7 +293,11 @@ class HttpClient:
         )
 
     def __repr__(self) -> str:
-        return f"<HttpClient {self.name} {self._client.base_url}>"
+        return f"<HttpClient {self.name} {self.base_url}>"
+
+    @property
+    def base_url(self) -> httpx.URL:
+        return self._client.base_url
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -374,6 +403,53 @@ class HeaderAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers[self._header] = self._secret
         yield request
+
+
+# --------------------------------------------------------------------------------------------
+# The source base class
+
+
+class HttpSource(Source):
+    """A source that reads one HTTP API through an :class:`HttpClient` (``self.http``).
+
+    The client is wired from the options (``base_url``, ``timeout``, ``max_connections``, the retry
+    policy: see :func:`http_options_schema`, whose defaults are the only ones) and the context
+    (transport, clock, secrets, log). Subclasses pass ``auth`` and their own ``secrets`` to
+    ``__init__``, and may override :meth:`observe` to watch every response (server-reported quota).
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        ctx: PluginContext | None = None,
+        *,
+        auth: httpx.Auth | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        super().__init__(options, ctx)
+        self.http = HttpClient(
+            name=self.name,
+            base_url=str(self.option("base_url")),
+            clock=self.ctx.clock,
+            policy=RetryPolicy.from_options(self.option),
+            timeout=float(self.option("timeout")),
+            max_connections=int(self.option("max_connections")),
+            transport=self.ctx.transport,
+            headers={"accept": "application/json"},
+            auth=auth,
+            secrets=(*secrets, *self.ctx.secrets),
+            log=self.ctx.log.getChild(self.name),
+            observe=self.observe,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.http.base_url}>"
+
+    def observe(self, response: httpx.Response) -> None:
+        """Called with every response before it is decoded; does nothing unless overridden."""
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import math
 import numbers
 import re
 import traceback
+from abc import abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
@@ -26,7 +27,7 @@ from perpwatch.common.jsonsafe import jsonable
 from perpwatch.common.redact import REDACTED, redact
 from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
-from perpwatch.evaluation.events import SEVERITIES, Event, OrderIntent, severity_rank
+from perpwatch.evaluation.events import Event, OrderIntent
 
 #: HTTP notifiers send each event's stable key in this header, so a receiver can drop a repeat
 #: (the engine delivers at least once: a crash between sending and recording the delivery resends).
@@ -39,19 +40,8 @@ RESOLVED_MARK = "✅"
 
 
 def notifier_schema(properties: Mapping[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
-    """An options schema: ``min_severity`` plus ``properties``, nothing else allowed."""
-    schema: dict[str, Any] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "min_severity": {
-                "enum": list(SEVERITIES),
-                "default": "info",
-                "description": "Lowest severity this notifier receives.",
-            },
-            **properties,
-        },
-    }
+    """An options schema of ``properties``, nothing else allowed (``Notifier`` adds ``min_severity``)."""
+    schema: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": dict(properties)}
     if required:
         schema["required"] = list(required)
     return schema
@@ -199,7 +189,7 @@ class BaseNotifier(Notifier):
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        hidden = set()
+        hidden: set[str] = set()
         for key in self.secret_options:
             value = self.options.get(key)
             values = value.values() if isinstance(value, Mapping) else [value]
@@ -209,7 +199,6 @@ class BaseNotifier(Notifier):
         self._check_options()
         self._secret_values = {k: self.options[k] for k in self.secret_options if k in self.options}
         self.options.update(dict.fromkeys(self._secret_values, REDACTED))
-        self.min_severity: str = self.options.get("min_severity", "info")
 
     def _check_options(self) -> None:
         validator = jsonschema.Draft202012Validator(self.options_schema)
@@ -234,12 +223,7 @@ class BaseNotifier(Notifier):
 
         An event with an unknown severity is accepted rather than lost.
         """
-        if event.kind not in ("fired", "resolved"):
-            return False
-        try:
-            return severity_rank(event.severity) >= severity_rank(self.min_severity)
-        except ValueError:
-            return True
+        return event.kind in ("fired", "resolved") and super().accepts(event)
 
     async def send(self, event: Event) -> None:
         """Deliver ``event``; any failure comes out as a NotifierError with a redacted message."""
@@ -258,8 +242,9 @@ class BaseNotifier(Notifier):
         finally:
             _EVENT_KEY.reset(token)
 
+    @abstractmethod
     async def deliver(self, event: Event) -> None:
-        raise NotImplementedError
+        """Deliver ``event`` (``send`` turns every failure into a redacted NotifierError)."""
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.options.items() if k not in self.secret_options}
@@ -289,14 +274,24 @@ def body_snippet(response: httpx.Response, limit: int = 200) -> str:
     return clip(one_line(text), limit)
 
 
-class HttpNotifier(BaseNotifier):
-    """A notifier that talks HTTP through one lazily created httpx client (``ctx.transport``)."""
+#: The ``timeout`` option of the HTTP notifiers.
+TIMEOUT_OPTION: dict[str, Any] = {
+    "type": "number",
+    "exclusiveMinimum": 0,
+    "default": 10,
+    "description": "Seconds per request.",
+}
 
-    timeout: float = 10.0
+
+class HttpNotifier(BaseNotifier):
+    """A notifier that talks HTTP through one lazily created httpx client (``ctx.transport``).
+
+    Its ``options_schema`` has a ``timeout`` option (:data:`TIMEOUT_OPTION`).
+    """
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        self.timeout = float(self.options.get("timeout", type(self).timeout))
+        self.timeout = float(self.option("timeout"))
         self._client: httpx.AsyncClient | None = None
 
     def client(self) -> httpx.AsyncClient:

@@ -71,18 +71,17 @@ from perpwatch.common.timeutil import DAY, HOUR, MINUTE, format_time
 from perpwatch.evaluation.frame import Cat, Frame, to_float
 
 from ._http import (
-    COMMON_OPTIONS,
     NO_OBSERVATION,
     Columns,
-    HttpClient,
+    HttpSource,
     Job,
     RateLimiter,
     RequestError,
-    RetryPolicy,
     align,
     buy_pct,
     chunks,
     closed_bar_grid,
+    http_options_schema,
     json_body,
     last_closed_bar,
     request_step,
@@ -218,15 +217,13 @@ def decode_klines(response: httpx.Response) -> list[dict[str, Any]]:
     return rows_with_time(rows, "time")
 
 
-class BinanceSource(Source):
+class BinanceSource(HttpSource):
     """Binance USD-M perpetual market data: price, taker flow, funding, open interest, long/short ratios."""
 
     name: ClassVar[str] = "binance"
-    options_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "base_url": {"type": "string", "default": BASE_URL},
+    options_schema: ClassVar[dict[str, Any]] = http_options_schema(
+        BASE_URL,
+        {
             "quote": {
                 "type": "string",
                 "default": "USDT",
@@ -241,49 +238,30 @@ class BinanceSource(Source):
                 "description": "funding.close of the newest bar from premiumIndex (the predicted rate) instead of the "
                 "settled rate in force; a later backtest cannot reproduce it",
             },
-            **COMMON_OPTIONS,
         },
-    }
+    )
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
         super().__init__(options, ctx)
-        opts = self.options
         clock = self.ctx.clock
-        self.quote = str(opts.get("quote", "USDT"))
-        self.funding_estimate_newest = bool(opts.get("funding_estimate_newest", False))
-        self.weight = RateLimiter(int(opts.get("weight_limit_per_min", 2400)), 60.0, clock)
-        self.data_limiter = RateLimiter(int(opts.get("data_requests_per_5min", 1000)), 300.0, clock)
-        self.funding_limiter = RateLimiter(int(opts.get("funding_requests_per_5min", 500)), 300.0, clock)
-        self.http = HttpClient(
-            name=self.name,
-            base_url=str(opts.get("base_url", BASE_URL)),
-            clock=clock,
-            policy=RetryPolicy.from_options(opts),
-            timeout=float(opts.get("timeout", 10)),
-            max_connections=int(opts.get("max_connections", 16)),
-            transport=self.ctx.transport,
-            headers={"accept": "application/json"},
-            secrets=self.ctx.secrets,
-            log=self.ctx.log.getChild(self.name),
-            observe=self._observe,
-        )
+        self.quote = str(self.option("quote"))
+        self.funding_estimate_newest = bool(self.option("funding_estimate_newest"))
+        self.weight = RateLimiter(int(self.option("weight_limit_per_min")), 60.0, clock)
+        self.data_limiter = RateLimiter(int(self.option("data_requests_per_5min")), 300.0, clock)
+        self.funding_limiter = RateLimiter(int(self.option("funding_requests_per_5min")), 300.0, clock)
 
-    def __repr__(self) -> str:
-        return f"<BinanceSource {self.http._client.base_url}>"
-
-    def provides(self) -> frozenset[str]:
+    @classmethod
+    def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """Klines, settled funding and the ``/futures/data`` statistics, whatever the options."""
         return KLINE_METRICS | FUNDING_METRICS | frozenset().union(*(e.metrics for e in DATA.values()))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
     async def fetch(self, request: FetchRequest) -> Frame:
         """Closed bars of the requested metrics; see the module docstring for the mapping."""
         step = request_step(request)
         now_ms = int(self.ctx.clock.time() * 1000)
         grid = closed_bar_grid(request.start, request.end, step, now_ms)
-        wanted = request.metrics & self.provides()
-        extra = request.metrics - self.provides()
+        wanted = request.metrics & self.provides(self.options)
+        extra = request.metrics - self.provides(self.options)
         unprovided = [f"binance does not provide {', '.join(sorted(extra))}"] if extra else []
         if not len(grid) or not wanted:
             return Frame(grid, problems=unprovided)
@@ -309,7 +287,7 @@ class BinanceSource(Source):
         frame.problems.extend(unprovided)
         return frame
 
-    def _observe(self, response: httpx.Response) -> None:
+    def observe(self, response: httpx.Response) -> None:
         """Pause until the next minute when the IP's used weight nears the limit."""
         try:
             used = int(response.headers["X-MBX-USED-WEIGHT-1M"])
@@ -430,8 +408,7 @@ class BinanceSource(Source):
                 raise RequestError(f"no data for {pair} in the requested range", retryable=False)
         aligned = align(rows, "timestamp", endpoint.fields, grid)
         cols: dict[str, np.ndarray | Cat] = {
-            name: col * endpoint.scale  # type: ignore[operator]
-            for name, col in aligned.columns.items()
+            name: np.asarray(col, dtype=float) * endpoint.scale for name, col in aligned.columns.items()
         }
         return Columns(cols, notes=notes)
 

@@ -54,19 +54,18 @@ from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.evaluation.frame import Cat, Frame
 
 from ._http import (
-    COMMON_OPTIONS,
     NO_OBSERVATION,
     Columns,
     HeaderAuth,
-    HttpClient,
+    HttpSource,
     Job,
     RateLimiter,
     RequestError,
-    RetryPolicy,
     align,
     buy_pct,
     chunks,
     closed_bar_grid,
+    http_options_schema,
     is_retryable_status,
     json_body,
     last_closed_bar,
@@ -75,6 +74,7 @@ from ._http import (
     run_jobs,
     short_msg,
     split_symbol,
+    status_meaning,
 )
 
 BASE_URL = "https://open-api-v4.coinglass.com"
@@ -212,26 +212,24 @@ def _coded_error(number: int, msg: str, interval: str, code: str | None = None) 
         )
     if is_retryable_status(number):
         return RequestError(f"CoinGlass error {number}{said}", retryable=True)
-    meaning = {
-        400: "bad request: invalid parameters or API key",
-        401: "API key invalid or missing, or no permission for this endpoint",
-        403: "forbidden: no permission for this endpoint",
-        404: "unknown endpoint path",
-        405: "method not allowed",
-        422: "parameters not acceptable",
-    }.get(number, "request refused")
-    return RequestError(f"{meaning}{said}", retryable=False)
+    return RequestError(f"{status_meaning(number, _MEANINGS)}{said}", retryable=False)
 
 
-class CoinGlassSource(Source):
+#: CoinGlass's own wording of some statuses (and body codes).
+_MEANINGS = {
+    400: "bad request: invalid parameters or API key",
+    401: "API key invalid or missing, or no permission for this endpoint",
+    403: "forbidden: no permission for this endpoint",
+}
+
+
+class CoinGlassSource(HttpSource):
     """Aggregated derivatives data from CoinGlass API V4 (needs an API key)."""
 
     name: ClassVar[str] = "coinglass"
-    options_schema: ClassVar[dict[str, Any]] = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "base_url": {"type": "string", "default": BASE_URL},
+    options_schema: ClassVar[dict[str, Any]] = http_options_schema(
+        BASE_URL,
+        {
             "api_key": {
                 "type": "string",
                 "description": "default: the COINGLASS_API_KEY environment variable",
@@ -264,56 +262,41 @@ class CoinGlassSource(Source):
                 "default": 8,
                 "description": "rescale per-exchange funding to this many hours; null keeps the rates as sent",
             },
-            **COMMON_OPTIONS,
         },
-    }
+    )
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
-        super().__init__(options, ctx)
-        opts = self.options
-        self._api_key = str(opts.get("api_key") or os.environ.get("COINGLASS_API_KEY") or "")
-        if "api_key" in opts:
-            opts["api_key"] = "***"
-        plan = str(opts.get("plan", "hobbyist")).lower()
+        given = dict(options or {})
+        api_key = str(given.get("api_key") or os.environ.get("COINGLASS_API_KEY") or "")
+        auth = HeaderAuth("CG-API-KEY", api_key) if api_key else None
+        super().__init__(given, ctx, auth=auth, secrets=(api_key,))
+        self._api_key = api_key
+        if "api_key" in self.options:
+            self.options["api_key"] = "***"
+        plan = str(self.option("plan")).lower()
         if plan not in PLANS:
             raise ValueError(f"coinglass: unknown plan {plan!r}; choose one of {', '.join(PLANS)}")
-        self.rate_limit_per_min = int(opts.get("rate_limit_per_min") or PLANS[plan])
-        self.exchanges = [str(e) for e in opts.get("exchanges", ["Binance", "OKX", "Bybit"])]
-        self.pair_exchange = str(opts.get("pair_exchange", "Binance"))
-        basis = opts.get("funding_basis_hours", 8)
+        self.rate_limit_per_min = int(self.option("rate_limit_per_min") or PLANS[plan])
+        self.exchanges = [str(e) for e in self.option("exchanges")]
+        self.pair_exchange = str(self.option("pair_exchange"))
+        basis = self.option("funding_basis_hours")
         self.funding_basis_hours = None if basis is None else float(basis)
         self.limiter = RateLimiter(self.rate_limit_per_min, 60.0, self.ctx.clock)
-        self.http = HttpClient(
-            name=self.name,
-            base_url=str(opts.get("base_url", BASE_URL)),
-            clock=self.ctx.clock,
-            policy=RetryPolicy.from_options(opts),
-            timeout=float(opts.get("timeout", 10)),
-            max_connections=int(opts.get("max_connections", 16)),
-            transport=self.ctx.transport,
-            headers={"accept": "application/json"},
-            auth=HeaderAuth("CG-API-KEY", self._api_key) if self._api_key else None,
-            secrets=(self._api_key, *self.ctx.secrets),
-            log=self.ctx.log.getChild(self.name),
-            observe=self._observe,
-        )
 
     def __repr__(self) -> str:
-        return f"<CoinGlassSource {self.http._client.base_url} {self.rate_limit_per_min}/min>"
+        return f"<CoinGlassSource {self.http.base_url} {self.rate_limit_per_min}/min>"
 
-    def provides(self) -> frozenset[str]:
-        metrics = frozenset().union(*(e.metrics for e in HISTORY.values()))
-        return metrics | FUNDING_LIST_METRICS
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
+    @classmethod
+    def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """Every metric of the history endpoints and of the funding list, whatever the options."""
+        return frozenset().union(*(e.metrics for e in HISTORY.values())) | FUNDING_LIST_METRICS
 
     async def fetch(self, request: FetchRequest) -> Frame:
         """Closed bars of the requested metrics; see the module docstring for the mapping."""
         step = request_step(request)
         now_ms = int(self.ctx.clock.time() * 1000)
         grid = closed_bar_grid(request.start, request.end, step, now_ms)
-        wanted = request.metrics & self.provides()
+        wanted = request.metrics & self.provides(self.options)
         frame = Frame(grid)
         if not len(grid) or not wanted:
             frame.problems.extend(self._unprovided(request))
@@ -344,10 +327,10 @@ class CoinGlassSource(Source):
         return frame
 
     def _unprovided(self, request: FetchRequest) -> list[str]:
-        extra = request.metrics - self.provides()
+        extra = request.metrics - self.provides(self.options)
         return [f"coinglass does not provide {', '.join(sorted(extra))}"] if extra else []
 
-    def _observe(self, response: httpx.Response) -> None:
+    def observe(self, response: httpx.Response) -> None:
         """Pause until the next minute when CoinGlass reports the key's quota used up."""
         try:
             used = int(response.headers["API-KEY-USE-LIMIT"])

@@ -45,10 +45,10 @@ class ConsoleNotifier(BaseNotifier):
 
     def stream(self) -> TextIO:
         """The stream to write to, looked up at each send (so redirection and capture work)."""
-        return sys.stderr if self.options.get("stream") == "stderr" else sys.stdout
+        return sys.stderr if self.option("stream") == "stderr" else sys.stdout
 
     def use_color(self, stream: TextIO) -> bool:
-        mode = self.options.get("color", "auto")
+        mode = self.option("color")
         if mode != "auto":
             return mode == "always"
         if os.environ.get("NO_COLOR"):
@@ -85,7 +85,7 @@ class ConsoleNotifier(BaseNotifier):
             stream.flush()
         except (OSError, ValueError) as exc:
             raise NotifierError(
-                f"console: cannot write to {self.options.get('stream', 'stdout')}: {exc}", retryable=False
+                f"console: cannot write to {self.option('stream')}: {exc}", retryable=False
             ) from None
 
 

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -466,22 +466,11 @@ class ReplaySource(Source):
         p = self.options.get("path")
         return str(p) if p else None
 
-    def files(self) -> list[str] | None:
-        """The replay files under ``path`` (None when there is no readable folder or file)."""
-        path = self.path
-        if path is None:
-            return None
-        if os.path.isfile(path):
-            return [path]
-        try:
-            names = sorted(os.listdir(path))
-        except OSError:
-            return None
-        return [os.path.join(path, n) for n in names if _NAME.match(n)]
-
-    def provides(self) -> frozenset[str]:
+    @classmethod
+    def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
         """The metric columns found in the files (the whole core namespace when there are none to read)."""
-        files = self.files()
+        path = options.get("path")
+        files = _files_at(str(path) if path else None)
         if files is None:
             return frozenset(CATALOGUE)
         found: set[str] = set()
@@ -546,6 +535,19 @@ class ReplaySource(Source):
         if missing:
             part.problems.append(f"replay {os.path.basename(path)} has no column {', '.join(missing)}")
         return part
+
+
+def _files_at(path: str | None) -> list[str] | None:
+    """The replay files at ``path``, a file or a folder (None when there is no readable folder or file)."""
+    if path is None:
+        return None
+    if os.path.isfile(path):
+        return [path]
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return None
+    return [os.path.join(path, n) for n in names if _NAME.match(n)]
 
 
 def _select(frame: Frame, metrics: Iterable[str]) -> Frame:

@@ -21,6 +21,7 @@ from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
 from ._notify import (
+    TIMEOUT_OPTION,
     HttpNotifier,
     body_snippet,
     format_value,
@@ -122,7 +123,7 @@ class TelegramNotifier(HttpNotifier):
                 "description": "none sends plain text (no escaping, no bold).",
             },
             "disable_notification": {"type": "boolean", "default": False},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "timeout": TIMEOUT_OPTION,
         },
         required=["token", "chat_id"],
     )
@@ -130,9 +131,9 @@ class TelegramNotifier(HttpNotifier):
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
         self.chat_id: int | str = self.options["chat_id"]
-        self.base_url: str = self.options.get("base_url", "https://api.telegram.org").rstrip("/")
-        self.markdown: bool = self.options.get("parse_mode", "MarkdownV2") == "MarkdownV2"
-        self.disable_notification: bool = self.options.get("disable_notification", False)
+        self.base_url: str = self.option("base_url").rstrip("/")
+        self.markdown: bool = self.option("parse_mode") == "MarkdownV2"
+        self.disable_notification: bool = self.option("disable_notification")
         self.shown = f"POST {self.base_url}/bot***/sendMessage"
         self._delivered: dict[str, int] = {}  # event key -> parts already sent
 
@@ -175,9 +176,10 @@ class TelegramNotifier(HttpNotifier):
         raise self._error(response, data, where)
 
     def _error(self, response: httpx.Response, data: dict[str, Any], where: str) -> NotifierError:
-        code = data.get("error_code") if isinstance(data.get("error_code"), int) else response.status_code
+        error_code, parameters = data.get("error_code"), data.get("parameters")
+        code = error_code if isinstance(error_code, int) else response.status_code
         description = str(data.get("description") or body_snippet(response) or response.reason_phrase)
-        params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+        params: dict[str, Any] = parameters if isinstance(parameters, dict) else {}
         text = f"telegram: {self.shown}{where}: error {code}: {description}"
         if code == 429 or response.status_code == 429:
             retry_after = retry_after_seconds(params.get("retry_after"), self.ctx.clock.time())

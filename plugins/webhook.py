@@ -22,6 +22,7 @@ from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
 from ._notify import (
+    TIMEOUT_OPTION,
     HttpNotifier,
     body_snippet,
     clip,
@@ -217,7 +218,7 @@ class WebhookNotifier(HttpNotifier):
             "url": {"type": "string", "pattern": "^https?://", "description": "Endpoint (http or https)."},
             "format": {"enum": list(FORMATS), "default": "raw"},
             "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
-            "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "timeout": TIMEOUT_OPTION,
             "method": {"enum": ["POST", "PUT", "PATCH"], "default": "POST"},
         },
         required=["url"],
@@ -225,8 +226,8 @@ class WebhookNotifier(HttpNotifier):
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        self.format: str = self.options.get("format", "raw")
-        self.method: str = self.options.get("method", "POST")
+        self.format: str = self.option("format")
+        self.method: str = self.option("method")
         self.shown = f"{self.method} {short_url(self.secret('url'))}"
 
     def payload(self, event: Event) -> dict[str, Any]:

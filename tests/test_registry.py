@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
+from perpwatch.api.interfaces import Notifier, Source
 from perpwatch.api.registry import load_registry
 from perpwatch.cli import main as cli_module
 from perpwatch.cli.main import cli
 from perpwatch.common.errors import PerpwatchError
+from perpwatch.evaluation.events import Event
 
 SOURCE_PLUGIN = """
 from perpwatch.api.hookspecs import hookimpl
@@ -28,8 +30,12 @@ class Local(Source):
     name = "{source}"
     metrics = (Metric("{prefix}.thing", "count", "a local metric"),)
 
-    def provides(self):
+    @classmethod
+    def provides(cls, options):
         return frozenset({{"price.close", "{prefix}.thing"}})
+
+    async def fetch(self, request):
+        raise NotImplementedError
 
 
 @hookimpl
@@ -248,3 +254,185 @@ def test_plugin_commands_through_main(tmp_path: Path, capsys: pytest.CaptureFixt
         assert "  error: register_commands failed: KeyError: 'no'" in out
     finally:
         cli.commands.pop("hello", None)
+
+
+def test_a_class_missing_abstract_methods_fails_at_registration(tmp_path: Path) -> None:
+    path = plugin_file(
+        tmp_path,
+        "halfdone",
+        """
+        from perpwatch.api.hookspecs import hookimpl
+        from perpwatch.api.interfaces import Executor, Notifier, Source
+
+        class NoFetch(Source):
+            name = "nofetch"
+
+        class NoSend(Notifier):
+            name = "nosend"
+
+        class OnlySubmit(Executor):
+            name = "onlysubmit"
+
+            async def submit(self, strategy, symbol, intent, price, time):
+                return []
+
+        @hookimpl
+        def register_sources(register):
+            register(NoFetch)
+
+        @hookimpl
+        def register_notifiers(register):
+            register(NoSend)
+
+        @hookimpl
+        def register_executors(register):
+            register(OnlySubmit)
+        """,
+    )
+    reg = load_registry([str(path)])
+    info = next(p for p in reg.plugins if p.name == "halfdone")
+    assert info.error == (
+        "register_sources failed: TypeError: NoFetch (plugin 'halfdone') does not implement the abstract "
+        "methods fetch, provides of sources; "
+        "register_notifiers failed: TypeError: NoSend (plugin 'halfdone') does not implement the abstract "
+        "method send of notifiers; "
+        "register_executors failed: TypeError: OnlySubmit (plugin 'halfdone') does not implement the abstract "
+        "method positions of executors"
+    )
+    assert not {"nofetch", "nosend", "onlysubmit"} & {*reg.sources, *reg.notifiers, *reg.executors}
+    assert info.registers == {}
+
+
+def test_a_source_whose_provides_is_not_a_classmethod_is_refused(tmp_path: Path) -> None:
+    path = plugin_file(
+        tmp_path,
+        "oldstyle",
+        """
+        from perpwatch.api.hookspecs import hookimpl
+        from perpwatch.api.interfaces import Source
+
+        class OldStyle(Source):
+            name = "oldstyle"
+
+            def provides(self):
+                return frozenset({"price.close"})
+
+            async def fetch(self, request):
+                raise NotImplementedError
+
+        @hookimpl
+        def register_sources(register):
+            register(OldStyle)
+        """,
+    )
+    reg = load_registry([str(path)])
+    info = next(p for p in reg.plugins if p.name == "oldstyle")
+    assert info.error == (
+        "register_sources failed: TypeError: OldStyle (plugin 'oldstyle'): "
+        "provides must be a classmethod, provides(cls, options)"
+    )
+    assert "oldstyle" not in reg.sources
+
+
+def test_provides_is_asked_of_the_class_without_building_an_instance(tmp_path: Path) -> None:
+    path = plugin_file(
+        tmp_path,
+        "costly",
+        """
+        from perpwatch.api.hookspecs import hookimpl
+        from perpwatch.api.interfaces import Source
+
+        class Costly(Source):
+            name = "costly"
+            options_schema = {"type": "object", "properties": {"extra": {"type": "boolean", "default": False}}}
+
+            def __init__(self, options=None, ctx=None):
+                raise RuntimeError("opened a client")
+
+            @classmethod
+            def provides(cls, options):
+                return frozenset({"price.close", *(["oi.close"] if options.get("extra") else [])})
+
+            async def fetch(self, request):
+                raise NotImplementedError
+
+        @hookimpl
+        def register_sources(register):
+            register(Costly)
+        """,
+    )
+    reg = load_registry([str(path)])
+    assert "costly" in reg.catalogue()["price.close"][1]
+    assert "costly" not in reg.catalogue()["oi.close"][1]
+    assert reg.sources["costly"].provides({"extra": True}) == {"price.close", "oi.close"}
+
+
+def test_provides_on_an_instance_answers_for_its_own_options() -> None:
+    class Configurable(Source):
+        name = "configurable"
+
+        @classmethod
+        def provides(cls, options):
+            return frozenset(options.get("metrics", ["price.close"]))
+
+        async def fetch(self, request):
+            raise NotImplementedError
+
+    source = Configurable({"metrics": ["oi.close"]})
+    assert source.provides() == {"oi.close"}
+    assert source.provides({}) == {"price.close"}
+    assert Configurable.provides({"metrics": ["liq.long_usd"]}) == {"liq.long_usd"}
+
+
+def test_option_reads_the_default_from_the_options_schema() -> None:
+    class WithDefaults(Source):
+        name = "withdefaults"
+        options_schema = {
+            "type": "object",
+            "properties": {"limits": {"type": "array", "default": [1, 2]}, "bare": {"type": "string"}},
+        }
+
+        @classmethod
+        def provides(cls, options):
+            return frozenset()
+
+        async def fetch(self, request):
+            raise NotImplementedError
+
+    source = WithDefaults({"bare": "set"})
+    assert source.option("bare") == "set" and source.option("limits") == [1, 2]
+    source.option("limits").append(3)  # a copy: the schema's default stays as stated
+    assert WithDefaults.option_default("limits") == [1, 2] and WithDefaults.option_default("bare") is None
+
+
+def test_every_notifier_gets_min_severity_and_accepts_routes_by_it() -> None:
+    class Plain(Notifier):
+        name = "plain"
+        options_schema = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"x": {"type": "integer"}},
+        }
+
+        async def send(self, event):
+            return None
+
+    assert list(Plain.options_schema["properties"]) == ["min_severity", "x"]
+    assert Plain.options_schema["properties"]["min_severity"]["default"] == "info"
+    assert Plain.options_schema["additionalProperties"] is False
+
+    def event(severity: str, kind: str = "fired") -> Event:
+        return Event(kind=kind, strategy="s", rule="r", symbol="BTC", time=0, severity=severity)
+
+    # the runner's routing so far: min_severity (default info), an unknown severity is accepted
+    high = Plain({"min_severity": "high"})
+    assert high.min_severity == "high" and Plain().min_severity == "info"
+    assert [high.accepts(event(s)) for s in ("info", "low", "medium", "high", "critical")] == [
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
+    assert high.accepts(event("weird")) and Plain({"min_severity": "weird"}).accepts(event("info"))
+    assert high.accepts(event("critical", kind="resolved")) and Plain().accepts(event("info"))

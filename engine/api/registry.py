@@ -3,17 +3,20 @@
 Plugins come from the ``perpwatch`` entry-point group (built-ins register the same way), from
 ``--plugin path.py`` and from ``PERPWATCH_PLUGINS`` (paths separated by ``:`` or ``,``).
 ``PERPWATCH_DISABLE_PLUGINS=name,...`` skips some. A plugin that fails to import or to register
-is recorded with its error and skipped; the others still load. Two plugins registering the same
-name is an error naming both.
+is recorded with its error (and traceback) and skipped; the others still load. A class that does
+not implement its kind's abstract methods is refused when it registers. Two plugins registering the
+same name is an error naming both.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import inspect
 import os
 import re
+import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ import pluggy
 
 from perpwatch.api import hookspecs
 from perpwatch.api.interfaces import Executor, Notifier, Plugin, Source
+from perpwatch.api.sources import provides_is_classmethod
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.language.functions import BUILTINS, FunctionSpec
 from perpwatch.language.metrics import CATALOGUE, Metric
@@ -38,10 +42,14 @@ class PluginInfo:
     origin: str  # "entry point (dist)" or the file path
     registers: dict[str, list[str]] = field(default_factory=dict)
     error: str | None = None
+    traceback: str | None = None  # of the failures, for ``perpwatch plugins -v``
 
-    def add_error(self, error: str) -> None:
-        """Record a problem, keeping the earlier ones."""
+    def add_error(self, error: str, exc: BaseException | None = None) -> None:
+        """Record a problem (and the traceback of ``exc``), keeping the earlier ones."""
         self.error = error if self.error is None else f"{self.error}; {error}"
+        if exc is not None:
+            tb = "".join(traceback.format_exception(exc))
+            self.traceback = tb if self.traceback is None else f"{self.traceback}\n{tb}"
 
 
 @dataclass
@@ -73,7 +81,9 @@ class Registry:
 
     def catalogue(self) -> dict[str, tuple[Metric, list[str]]]:
         """Every metric name with the sources that provide it (with default options)."""
-        out = {name: (m, []) for name, m in {**CATALOGUE, **self.extra_metrics()}.items()}
+        out: dict[str, tuple[Metric, list[str]]] = {
+            name: (m, []) for name, m in {**CATALOGUE, **self.extra_metrics()}.items()
+        }
         for name, cls in sorted(self.sources.items()):
             for metric in sorted(provided_by(cls)):
                 if metric in out:
@@ -88,18 +98,18 @@ class Registry:
             try:
                 impl.function(cli=cli)
             except Exception as e:  # a broken plugin must not break the CLI
-                self._fail(impl.plugin_name, f"register_commands failed: {type(e).__name__}: {e}")
+                self._fail(impl.plugin_name, f"register_commands failed: {type(e).__name__}: {e}", e)
 
-    def _fail(self, plugin_name: str, error: str) -> None:
+    def _fail(self, plugin_name: str, error: str, exc: BaseException) -> None:
         for info in self.plugins:
             if info.name == plugin_name:
-                info.add_error(error)
+                info.add_error(error, exc)
 
 
 def provided_by(cls: type[Source]) -> frozenset[str]:
-    """What a source class provides with its default options (empty if it cannot say)."""
+    """What a source class provides with its default options (empty if it cannot say); opens nothing."""
     try:
-        return frozenset(cls({}).provides())
+        return frozenset(cls.provides({}))
     except Exception:
         return frozenset()
 
@@ -128,14 +138,14 @@ def load_registry(plugin_paths: Iterable[str] = (), *, entry_points: bool = True
         if name in disabled:
             continue
         info = PluginInfo(name, "local", str(path))
-        modules.append((info, lambda p=path: _load_file(p)))
+        modules.append((info, functools.partial(_load_file, path)))
     for info, load in modules:
         reg.plugins.append(info)
         try:
             module = load()
             pm.register(module, name=info.name)
         except Exception as e:
-            info.error = f"failed to load: {type(e).__name__}: {e}"
+            info.add_error(f"failed to load: {type(e).__name__}: {e}", e)
             continue
         version = getattr(module, "__version__", None)
         if version and info.version == "local":
@@ -151,7 +161,7 @@ def load_registry(plugin_paths: Iterable[str] = (), *, entry_points: bool = True
             try:
                 impl.function(register=_registrar(reg, info, kind))
             except Exception as e:
-                info.add_error(f"{hook_name} failed: {type(e).__name__}: {e}")
+                info.add_error(f"{hook_name} failed: {type(e).__name__}: {e}", e)
     for impl in pm.hook.register_commands.get_hookimpls():
         info = next(i for i in reg.plugins if i.name == impl.plugin_name)
         info.registers.setdefault("commands", [])
@@ -175,8 +185,9 @@ def _registrar(reg: Registry, info: PluginInfo, kind: str) -> Callable[..., None
     base = {"sources": Source, "notifiers": Notifier, "executors": Executor}.get(kind)
 
     def register(obj: Any, *args: Any, **kwargs: Any) -> None:
+        spec: FunctionSpec | type
         if kind == "functions":
-            spec = _function_spec(obj, *args, origin=info.name, **kwargs)
+            spec = _function_spec(obj, *args, origin=info.name, **kwargs)  # type: ignore[misc]
             name = spec.name
             if name in BUILTINS:
                 raise ValueError(f"function {name!r} is a built-in and cannot be replaced")
@@ -185,6 +196,7 @@ def _registrar(reg: Registry, info: PluginInfo, kind: str) -> Callable[..., None
                 raise TypeError(
                     f"register() takes a {base.__name__ if base else 'Plugin'} subclass, got {obj!r}"
                 )
+            _check_contract(obj, kind, info.name)
             name, spec = obj.name, obj
             if not name:
                 raise ValueError(f"{obj.__name__} has no name")
@@ -200,6 +212,20 @@ def _registrar(reg: Registry, info: PluginInfo, kind: str) -> Callable[..., None
         info.registers.setdefault(kind, []).append(name)
 
     return register
+
+
+def _check_contract(cls: type[Plugin], kind: str, plugin: str) -> None:
+    """Refuse a class that leaves abstract methods out, or whose ``provides`` is not a class method."""
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise TypeError(
+            f"{cls.__name__} (plugin {plugin!r}) does not implement the abstract "
+            f"method{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {kind[:-1]}s"
+        )
+    if kind == "sources" and not provides_is_classmethod(cls):  # type: ignore[arg-type]
+        raise TypeError(
+            f"{cls.__name__} (plugin {plugin!r}): provides must be a classmethod, provides(cls, options)"
+        )
 
 
 def _function_spec(

@@ -63,14 +63,16 @@ class SyntheticSource(Source):
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
         super().__init__(options, ctx)
-        opts = self.options
-        self.seed = int(opts.get("seed", 0))
-        self.origin = parse_time(opts.get("origin", "2024-01-01T00:00:00Z"))
-        self.price = float(opts.get("price", 60000))
-        self.open_interest = float(opts.get("open_interest", 2e10))
-        self.volatility = float(opts.get("volatility", 0.004))
+        # option(): the configured value, else the default stated once, in options_schema
+        self.seed = int(self.option("seed"))
+        self.origin = parse_time(self.option("origin"))
+        self.price = float(self.option("price"))
+        self.open_interest = float(self.option("open_interest"))
+        self.volatility = float(self.option("volatility"))
 
-    def provides(self) -> frozenset[str]:
+    @classmethod
+    def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
+        """What this source fills with ``options`` (here: the same whatever they are); opens nothing."""
         return frozenset({*(f"price.{f}" for f in OHLC), *(f"oi.{f}" for f in OHLC), NOISE})
 
     async def fetch(self, request: FetchRequest) -> Frame:
@@ -89,9 +91,9 @@ class SyntheticSource(Source):
             return frame
         series = self.walk(request.symbol, step, int(hi - first_bar // step))
         k0 = int(lo - first_bar // step)
-        for name in sorted(request.metrics & self.provides()):
+        for name in sorted(request.metrics & self.provides(self.options)):
             frame.columns[name] = series[name][k0:]
-        extra = request.metrics - self.provides()
+        extra = request.metrics - self.provides(self.options)
         if extra:
             frame.problems.append(f"synthetic does not provide {', '.join(sorted(extra))}")
         return frame

@@ -1,0 +1,82 @@
+"""Executors: what acts on the order intents that passed the risk layer, and the accounting the
+trading layer reads from them."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from perpwatch.api.plugin import Plugin, PluginError
+from perpwatch.evaluation.events import OrderIntent
+
+
+class ExecutorError(PluginError):
+    """An executor refused or failed an order."""
+
+
+@dataclass
+class Fill:
+    """The result of an order: what filled, at what price, with what fee."""
+
+    symbol: str
+    side: str  # "buy" or "sell"
+    qty: float
+    price: float
+    fee_usd: float
+    time: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Position:
+    """An open position of one strategy in one symbol."""
+
+    strategy: str
+    symbol: str
+    side: str  # "long" or "short"
+    qty: float
+    entry_price: float
+    opened: int
+
+
+class Executor(Plugin, ABC):
+    """Acts on order intents that passed the risk layer."""
+
+    @abstractmethod
+    async def submit(
+        self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
+    ) -> list[Fill]:
+        """Fill ``intent`` for ``strategy`` in ``symbol`` at ``price`` (the bar's), at ``time`` (ms).
+
+        Returns the fills ([] when there is nothing to do); raise ExecutorError to refuse or fail."""
+
+    @abstractmethod
+    async def positions(self) -> list[Position]:
+        """Every open position, of every strategy."""
+
+
+@runtime_checkable
+class Accounting(Protocol):
+    """What an executor offers beyond ``submit``/``positions`` so the trading layer can settle funding,
+    mark positions and enforce ``max_daily_loss_pct`` (the ``paper`` executor does).
+
+    The trading layer checks ``isinstance(executor, Accounting)``; an executor without these methods
+    still trades, but a strategy with ``max_daily_loss_pct`` is then refused new positions.
+    """
+
+    async def update(
+        self, strategy: str, symbol: str, price: float | None, rate: float | None, until: int
+    ) -> list[Any]:
+        """Settle the funding due up to ``until`` (ms) on the strategy's open position in ``symbol`` at
+        ``rate`` (percent; None: unknown, skipped), then mark it at ``price`` (None: keep the last mark).
+        Returns what was settled."""
+        ...
+
+    async def pnl(self, strategy: str) -> float:
+        """The strategy's PnL so far in USD: realised plus unrealised at the marks, after fees and funding."""
+        ...
+
+    async def equity(self) -> float:
+        """The account's equity in USD: balance plus the unrealised PnL of every open position."""
+        ...
