@@ -436,3 +436,37 @@ def test_every_notifier_gets_min_severity_and_accepts_routes_by_it() -> None:
     ]
     assert high.accepts(event("weird")) and Plain({"min_severity": "weird"}).accepts(event("info"))
     assert high.accepts(event("critical", kind="resolved")) and Plain().accepts(event("info"))
+
+
+def test_a_failed_import_keeps_its_traceback_for_plugins_verbose(tmp_path: Path) -> None:
+    broken = plugin_file(
+        tmp_path,
+        "deep",
+        """
+        def helper():
+            raise RuntimeError("config file unreadable")
+
+        helper()
+        """,
+    )
+    info = next(p for p in load_registry([str(broken)]).plugins if p.name == "deep")
+    assert info.error == "failed to load: RuntimeError: config file unreadable"
+    assert info.traceback is not None and info.traceback.startswith("Traceback (most recent call last):")
+    assert f'File "{broken}", line 5, in <module>' in info.traceback
+    assert "in helper" in info.traceback and info.traceback.rstrip().endswith(
+        "RuntimeError: config file unreadable"
+    )
+    quiet = invoke("--plugin", str(broken), "plugins")
+    assert "Traceback" not in quiet.stdout
+    loud = invoke("--plugin", str(broken), "plugins", "-v")
+    assert loud.exit_code == 0
+    block = loud.stdout.split(f"deep local  [{broken}]  nothing\n", 1)[1]
+    assert block.startswith(
+        "  error: failed to load: RuntimeError: config file unreadable\n"
+        "    Traceback (most recent call last):\n"
+    )
+    assert "    RuntimeError: config file unreadable\n" in block
+    listed = rows(invoke("--plugin", str(broken), "plugins", "--json", "--verbose"))
+    assert listed["deep"]["traceback"] == info.traceback
+    assert listed["coinglass"]["traceback"] is None
+    assert "traceback" not in rows(invoke("--plugin", str(broken), "plugins", "--json"))["deep"]

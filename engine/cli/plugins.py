@@ -16,12 +16,14 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the traceback of each plugin's failure.")
 @report_errors
-def plugins(as_json: bool) -> None:
+def plugins(as_json: bool, verbose: bool) -> None:
     """List every plugin found, where it came from and what it registers."""
     reg = get_registry(check=False)
     rows = [
         {"name": p.name, "version": p.version, "origin": p.origin, "registers": p.registers, "error": p.error}
+        | ({"traceback": p.traceback} if verbose else {})
         for p in reg.plugins
     ]
     if as_json:
@@ -35,6 +37,8 @@ def plugins(as_json: bool) -> None:
             click.echo(f"{row['name']} {row['version']}  [{row['origin']}]  {what}")
             if row["error"]:
                 click.echo(f"  error: {row['error']}")
+            if row.get("traceback"):
+                click.echo("\n".join(f"    {line}" for line in row["traceback"].rstrip().splitlines()))
     get_registry()  # after the listing, two plugins registering one name: each conflict, exit 2
 
 
