@@ -99,8 +99,9 @@ def engine_run(folder: str, queue) -> None:
 
 
 def _engine(folder: str) -> dict:
+    from perpwatch.backtest.history import load_history, symbols_for
     from perpwatch.backtest.report import format_text, to_json
-    from perpwatch.backtest.run import load_history, run_backtest, symbols_for
+    from perpwatch.backtest.walk import run_backtest
     from perpwatch.evaluation.evaluate import evaluate
     from perpwatch.evaluation.rules import walk
     from perpwatch.language.compiler import load_strategy
@@ -137,7 +138,7 @@ def _engine(folder: str) -> dict:
 
 def idle_run(queue) -> None:
     import perpwatch.backtest.report  # noqa: F401
-    import perpwatch.backtest.run  # noqa: F401
+    import perpwatch.backtest.walk  # noqa: F401
 
     queue.put({})
 

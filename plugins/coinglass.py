@@ -76,6 +76,7 @@ from ._http import (
     split_symbol,
     status_meaning,
 )
+from .coinglass_convert import register_commands, register_history_readers  # noqa: F401 (hookimpls)
 
 BASE_URL = "https://open-api-v4.coinglass.com"
 #: Requests per minute of each CoinGlass plan.

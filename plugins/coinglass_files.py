@@ -21,7 +21,9 @@ leading rows whose every value is 0 (before the provider had data) are unknown, 
 whose bars are not of the requested interval are skipped with a note in ``frame.problems``.
 
 Snapshots are joined with :func:`join_frames`: the union of their bars, the newer snapshot's
-value winning wherever both have one.
+value winning wherever both have one. :class:`SnapshotReader` is the history reader the CoinGlass
+plugin registers for ``perpwatch backtest --data SNAPSHOT``; ``perpwatch convert-coinglass``
+(``coinglass_convert.py``) writes the same frames as replay files.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
+from perpwatch.api.history import PRICE_COLUMNS, History, HistoryReader
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.timeutil import format_time, interval_ms
-from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.frame import Cat, Frame, join_frames
 
 from ._http import align
 from .coinglass import HISTORY
@@ -157,31 +161,6 @@ def load_snapshot(
     return frame
 
 
-def join_frames(frames: Sequence[Frame]) -> Frame:
-    """The union of the frames' bars; a later frame's known value wins over an earlier one's."""
-    times = np.unique(np.concatenate([f.times for f in frames])) if frames else np.zeros(0, np.int64)
-    out = Frame(times, problems=[p for f in frames for p in f.problems])
-    n = len(times)
-    for f in frames:
-        idx = np.searchsorted(times, f.times)
-        for name, col in f.columns.items():
-            if isinstance(col, Cat):
-                old = out.columns.get(name)
-                labels = tuple(dict.fromkeys([*(old.labels if isinstance(old, Cat) else ()), *col.labels]))
-                codes = old.recode(labels) if isinstance(old, Cat) else np.full(n, -1, np.int32)
-                new = col.recode(labels)
-                known = new >= 0
-                codes[idx[known]] = new[known]
-                out.columns[name] = Cat(codes, labels)
-            else:
-                dst = out.columns.get(name)
-                if not isinstance(dst, np.ndarray):
-                    dst = out.columns[name] = np.full(n, np.nan)
-                known = ~np.isnan(col)
-                dst[idx[known]] = col[known]
-    return out
-
-
 def load_snapshots(
     folders: Iterable[str | os.PathLike[str]], symbol: str, interval: str, bare_symbol: str = "BTC"
 ) -> Frame:
@@ -224,3 +203,44 @@ def describe_gaps(times: np.ndarray, step: int, limit: int = 5) -> list[str]:
     if len(holes) > limit:
         lines.append(f"... and {len(holes) - limit} more gaps")
     return lines
+
+
+class SnapshotReader(HistoryReader):
+    """``--data`` as one or more snapshot folders, joined (the newer wins where they overlap).
+
+    Symbols default to BTC and ETH, each kept when the snapshots hold its price bars; the notes
+    list the problems of every response and the gaps in each symbol's bars.
+    """
+
+    name: ClassVar[str] = "coinglass"
+    describes: ClassVar[str] = "a CoinGlass snapshot folder"
+    priority: ClassVar[int] = 20
+
+    def accepts(self, paths: Sequence[str]) -> bool:
+        """Every path is a folder with Parquet files below it."""
+        return all(os.path.isdir(p) and any(Path(p).rglob("*.parquet")) for p in paths)
+
+    def load(self, paths: Sequence[str], interval: str, symbols: Sequence[str] | None) -> History:
+        frames: dict[str, Frame] = {}
+        notes: list[str] = []
+        for sym in symbols or ["BTC", "ETH"]:
+            if not any(find_files(p, sym) for p in paths):
+                if symbols:
+                    raise PerpwatchError(f"--data: no CoinGlass responses for {sym} in {', '.join(paths)}")
+                continue
+            frame = load_snapshots(paths, sym, interval)
+            has_price = all(
+                c in frame.columns and not np.isnan(frame.columns[c]).all() for c in PRICE_COLUMNS
+            )
+            if not has_price:
+                if symbols:
+                    raise PerpwatchError(f"--data: the snapshots hold no {interval} price bars for {sym}")
+                notes.append(f"{sym}: skipped, the snapshots hold no {interval} price bars for it")
+                continue
+            notes += [f"{sym}: {p}" for p in dict.fromkeys(frame.problems)]
+            notes += [f"{sym}: {line}" for line in describe_gaps(frame.times, interval_ms(interval))]
+            frames[sym] = frame
+        if not frames:
+            raise PerpwatchError(f"--data: no {interval} price history in {', '.join(paths)}")
+        source = "CoinGlass snapshot" + ("s " if len(paths) > 1 else " ") + " + ".join(paths)
+        return History(frames, interval, source, notes)

@@ -27,6 +27,10 @@ that is not positive for long/short, does nothing and is recorded as ignored.
 Funding: settlements fall every ``funding_interval_hours`` on UTC boundaries (8 h: 00, 08, 16
 UTC). A position open at a settlement pays ``qty x price x rate / 100`` when long and funding is
 positive (receives it when negative; shorts the reverse); funding rates are percent per interval.
+
+Beyond ``submit``/``positions`` it keeps the accounts the trading layer reads (``Accounting``:
+``update``, ``pnl``, ``equity``) and the ledger a backtest reports from (``Ledger``:
+``trade_summaries``, ``funding_counts``); its fills carry ``trade_id`` and ``action`` in ``info``.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Any, ClassVar
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import Executor, Fill, PluginContext, Position
+from perpwatch.api.ledger import TradeSummary
 from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.evaluation.events import OrderIntent
 
@@ -317,6 +322,40 @@ class PaperExecutor(Executor):
             (self.account,),
         )
         return [FundingPayment(*row) for row in rows]
+
+    # -- the Ledger a backtest reads (perpwatch.api.ledger) ----------------------------------------
+
+    def trade_summaries(self) -> list[TradeSummary]:
+        """Every position of this account, oldest first; an open one valued at its latest mark."""
+        return [
+            TradeSummary(
+                id=t.id,
+                strategy=t.strategy,
+                symbol=t.symbol,
+                side=t.side,
+                size_usd=t.size_usd,
+                qty=t.qty,
+                entry_time=t.entry_time,
+                entry_price=t.entry_price,
+                exit_time=t.exit_time,
+                exit_price=t.exit_price,
+                fees=t.entry_fee + t.exit_fee,
+                funding=t.funding,
+                pnl=t.pnl + t.unrealized,
+                net_pnl=t.net_pnl,
+                status=t.status,
+            )
+            for t in self.trades()
+        ]
+
+    def funding_counts(self) -> tuple[int, int]:
+        """(settlements applied, settlements skipped because the rate was unknown)."""
+        row = self.conn.execute(
+            "SELECT COALESCE(SUM(rate IS NOT NULL), 0), COALESCE(SUM(rate IS NULL), 0) FROM paper_funding "
+            "WHERE account = ?",
+            (self.account,),
+        ).fetchone()
+        return int(row[0]), int(row[1])
 
     # -- internals ----------------------------------------------------------------------------
 

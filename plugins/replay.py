@@ -15,6 +15,10 @@ file that grows serves its newest bar.
 Public helpers: :func:`load_replay_file` (parse one file -> :class:`Frame`, located errors),
 :func:`replay_file_name`, :func:`parse_file_name`, :func:`read_columns` and
 :func:`write_replay_csv` (the writer ``perpwatch fetch`` and ``convert-coinglass`` use).
+
+The plugin also registers :class:`ReplayReader`, the history reader of ``perpwatch backtest
+--data`` and ``explain --data`` for these files, and the command that writes them from any
+source, ``perpwatch fetch`` (``replay_fetch.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import click
 import numpy as np
 
+from perpwatch.api.history import History, HistoryReader
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import FetchRequest, Source, SourceError
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
@@ -108,7 +114,7 @@ def _column_problem(name: str) -> str | None:
     return f"unknown column {name!r}{hint}"
 
 
-def _metric_order(names: Iterable[str]) -> list[str]:
+def metric_order(names: Iterable[str]) -> list[str]:
     """Catalogue order for core metrics, then the others sorted."""
     core = list(CATALOGUE)
     names = set(names)
@@ -418,7 +424,7 @@ def write_replay_csv(
     is written as an empty column. The file is replaced atomically.
     """
     path = os.fspath(path)
-    names = list(metrics) if metrics is not None else _metric_order(frame.columns)
+    names = list(metrics) if metrics is not None else metric_order(frame.columns)
     times = np.datetime_as_string(np.asarray(frame.times, dtype="datetime64[ms]"), unit="s")
     cells: list[list[str]] = [[t + "Z" for t in times.tolist()]]
     for name in names:
@@ -554,6 +560,90 @@ def _select(frame: Frame, metrics: Iterable[str]) -> Frame:
     return Frame(frame.times, {m: frame.columns[m] for m in metrics if m in frame.columns})
 
 
+# --------------------------------------------------------------------------------------------
+# The history reader (backtest and explain --data)
+
+
+class ReplayReader(HistoryReader):
+    """``--data`` as one replay file, or a folder of them (the strategy's interval picks the files)."""
+
+    name: ClassVar[str] = "replay"
+    describes: ClassVar[str] = "replay files (<SYMBOL>_<interval>.csv)"
+    priority: ClassVar[int] = 10
+
+    def accepts(self, paths: Sequence[str]) -> bool:
+        """One file (of any name: a badly named one gets its own message), or one folder holding replay files."""
+        if len(paths) != 1:
+            return False
+        path = paths[0]
+        return os.path.isfile(path) or (os.path.isdir(path) and bool(_replay_names(path)))
+
+    def load(self, paths: Sequence[str], interval: str, symbols: Sequence[str] | None) -> History:
+        path = paths[0]
+        if os.path.isfile(path):
+            return _history_file(path, interval, symbols)
+        return _history_folder(path, _replay_names(path), interval, symbols)
+
+
+def _replay_names(folder: str) -> list[str]:
+    return [n for n in sorted(os.listdir(folder)) if _NAME.match(n)]
+
+
+def _history_file(path: str, interval: str, wanted: Sequence[str] | None) -> History:
+    held = parse_file_name(path)
+    if held is None:
+        raise PerpwatchError(f"--data {path}: a replay file is named <SYMBOL>_<interval>.csv or .parquet")
+    sym, iv = held[0].upper(), held[1]
+    if iv != interval:
+        raise PerpwatchError(
+            f"--data {path} holds {iv} bars but the strategy runs on {interval} (use --interval {iv})"
+        )
+    if wanted and list(wanted) != [sym]:
+        raise PerpwatchError(f"--data {path} holds only {sym}")
+    return History({sym: load_replay_file(path)}, interval, f"replay file {path}")
+
+
+def _history_folder(folder: str, names: list[str], interval: str, wanted: Sequence[str] | None) -> History:
+    files: dict[str, list[str]] = {}
+    intervals: set[str] = set()
+    for name in names:
+        held = parse_file_name(name)
+        assert held is not None  # the names matched the layout
+        sym, iv = held
+        intervals.add(iv)
+        if iv == interval:
+            files.setdefault(sym.upper(), []).append(os.path.join(folder, name))
+    if not files:
+        raise PerpwatchError(
+            f"--data {folder}: no {interval} files (<SYMBOL>_{interval}.csv); it has "
+            f"{', '.join(sorted(intervals))} bars (use --interval)"
+        )
+    for sym, found in files.items():
+        if len(found) > 1:
+            raise PerpwatchError(f"--data: both {' and '.join(found)} hold {sym} {interval}; keep one")
+    missing = [s for s in wanted or () if s not in files]
+    if missing:
+        raise PerpwatchError(
+            f"--data {folder}: no {interval} file for {', '.join(missing)} (it has {', '.join(sorted(files))})"
+        )
+    chosen = list(wanted or sorted(files))
+    frames = {sym: load_replay_file(files[sym][0]) for sym in chosen}
+    return History(frames, interval, f"replay folder {folder}")
+
+
 @hookimpl
 def register_sources(register: Callable[[type[Source]], None]) -> None:
     register(ReplaySource)
+
+
+@hookimpl
+def register_history_readers(register: Callable[[type[HistoryReader]], None]) -> None:
+    register(ReplayReader)
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    """``perpwatch fetch`` (``replay_fetch.py``, which imports this module: imported here, not at the top)."""
+    from .replay_fetch import fetch
+
+    cli.add_command(fetch)

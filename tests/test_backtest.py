@@ -26,9 +26,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from perpwatch.api.registry import Registry
+from perpwatch.backtest.history import History, load_history, symbols_for
 from perpwatch.backtest.report import format_text, to_json
-from perpwatch.backtest.run import BacktestOptions, History, load_history, run_backtest, symbols_for
-from perpwatch.cli.main import _load_command_modules, cli
+from perpwatch.backtest.result import BacktestOptions
+from perpwatch.backtest.walk import run_backtest
+from perpwatch.cli.main import cli
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.evaluation.frame import Frame
 from perpwatch.language.compiler import load_strategy
@@ -270,7 +273,6 @@ def test_statistics_with_no_trades_are_well_defined():
 
 
 def invoke(*args: str):
-    _load_command_modules()
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
@@ -346,6 +348,82 @@ def test_cli_params_symbols_balance_and_interval(tiny, tmp_path):
     assert good.exit_code == 0 and "interval set to 4h by --interval" in good.output
     wrong = invoke("backtest", strat, "--data", data, "--param", "nope=1")
     assert wrong.exit_code == 2 and "nope" in wrong.output
+
+
+def test_cli_executor_instance_from_a_config_and_flags_over_it(tiny, tmp_path):
+    strat, data = tiny
+    config = tmp_path / "perpwatch.yaml"
+    config.write_text(
+        "executors:\n  cheap: {plugin: paper, balance_usd: 5000, fee_bps: 0, slippage_bps: 0}\n"
+    )
+    out = tmp_path / "bt.json"
+    result = invoke(
+        "backtest", strat, "--data", data, "--executor", "cheap", "--config", config, "--json", out
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["stats"]["starting_balance_usd"] == 5000 and doc["stats"]["fees_usd"] == 0
+    assert doc["options"]["executor"] == "paper"
+    assert "Fees: 0 bps" in result.output and "One paper account of 5,000.00 USD" in result.output
+    flagged = invoke(
+        "backtest", strat, "--data", data, "--executor", "cheap", "--config", config, "--fee-bps", "5"
+    )
+    assert flagged.exit_code == 0 and "Fees: 5 bps" in flagged.output and "Slippage: 0 bps" in flagged.output
+    plain = invoke("backtest", strat, "--data", data, "--executor", "cheap")  # no --config: the plugin
+    assert plain.exit_code == 2 and "no executor plugin named 'cheap'" in plain.output
+
+
+def test_an_executor_without_books_cannot_be_backtested(tiny, tmp_path):
+    strat, data = tiny
+    plugin = tmp_path / "bare.py"
+    plugin.write_text(
+        "from perpwatch.api.hookspecs import hookimpl\n"
+        "from perpwatch.api.interfaces import Executor\n\n"
+        "class Bare(Executor):\n"
+        "    name = 'bare'\n"
+        "    async def submit(self, strategy, symbol, intent, price, time):\n        return []\n"
+        "    async def positions(self):\n        return []\n\n"
+        "@hookimpl\ndef register_executors(register):\n    register(Bare)\n"
+    )
+    result = invoke("--plugin", plugin, "backtest", strat, "--data", data, "--executor", "bare")
+    assert result.exit_code == 2
+    assert (
+        "executor 'bare' cannot be backtested: it does not implement Accounting and Ledger" in result.output
+    )
+    fee = invoke(
+        "--plugin", plugin, "backtest", strat, "--data", data, "--executor", "bare", "--fee-bps", "1"
+    )
+    assert fee.exit_code == 2 and "the bare executor has no fee_bps option" in fee.output
+
+
+def test_data_no_reader_accepts(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(
+        PerpwatchError,
+        match=r"--data .*empty: neither replay files \(<SYMBOL>_<interval>.csv\) nor a CoinGlass snapshot folder",
+    ):
+        load_history([str(empty)], "4h", None)
+    with pytest.raises(PerpwatchError, match=r"a replay file is named <SYMBOL>_<interval>.csv or .parquet"):
+        load_history([str(write_csv(tmp_path / "btc.csv", {"price.close": [1]}))], "4h", None)
+    with pytest.raises(PerpwatchError, match="no history reader is installed"):
+        load_history([str(empty)], "4h", None, Registry())
+
+
+def test_explain_reads_history_as_backtest_does(tiny):
+    strat, data = tiny
+    result = invoke("explain", strat, "--data", data, "--at", "2024-01-01T04:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(
+        f"tiny — data replay folder {data}, bar 1 (2024-01-01T04:00:00Z), symbol BTC"
+    )
+    assert "  enter: True (fired)" in result.output
+    one = invoke("explain", strat, "--data", data / "BTC_4h.csv", "--at", "2024-01-01T16:00:00Z")
+    assert one.exit_code == 0 and "  leave: True (fired)" in one.output
+    off = invoke("explain", strat, "--data", data, "--at", "2024-01-01T05:00:00Z")
+    assert off.exit_code == 2 and "is not a bar of replay folder" in off.output
+    eth = invoke("explain", strat, "--data", data, "--symbol", "eth", "--at", "2024-01-01T04:00:00Z")
+    assert eth.exit_code == 2 and "no 4h file for ETH (it has BTC)" in eth.output
 
 
 def test_html_without_plotly_names_the_extra(tiny, tmp_path, monkeypatch):

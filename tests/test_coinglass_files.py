@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext
-from perpwatch.cli import fetch as fetchcmd
 from perpwatch.cli.main import cli
 from perpwatch.common.clock import FakeClock
 from perpwatch.common.timeutil import HOUR, format_time, parse_time
@@ -166,7 +165,6 @@ def test_same_mapping_as_the_live_source(nov: Frame) -> None:
 
 
 def test_convert_command_writes_replay_files(tmp_path: Path, year: Frame) -> None:
-    fetchcmd.register(cli)
     out = tmp_path / "data"
     result = CliRunner().invoke(
         cli, ["convert-coinglass", str(NOV), str(MAY), "--symbol", "BTC,eth", "--out", str(out)], obj={}
@@ -189,7 +187,6 @@ def test_convert_command_writes_replay_files(tmp_path: Path, year: Frame) -> Non
 
 
 def test_convert_command_errors(tmp_path: Path) -> None:
-    fetchcmd.register(cli)
     runner = CliRunner()
     empty = runner.invoke(
         cli, ["convert-coinglass", str(tmp_path), "--symbol", "BTC", "--out", str(tmp_path / "o")], obj={}

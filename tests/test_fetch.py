@@ -13,10 +13,10 @@ from click.testing import CliRunner, Result
 from fakes.market import FakeMarket
 
 from perpwatch.api.interfaces import FetchRequest
-from perpwatch.cli import fetch as fetchcmd
 from perpwatch.cli.main import cli
 from perpwatch.common.timeutil import HOUR, parse_time
 from perpwatch.evaluation.frame import Frame
+from perpwatch.plugins import replay_fetch as fetchcmd
 from perpwatch.plugins.coinglass import CoinGlassSource
 from perpwatch.plugins.replay import ReplaySource, load_replay_file
 
@@ -50,7 +50,6 @@ def config(tmp_path: Path, market: FakeMarket, monkeypatch: pytest.MonkeyPatch) 
 
 
 def run(*args: str) -> Result:
-    fetchcmd.register(cli)
     return CliRunner().invoke(cli, ["fetch", *args], obj={})
 
 

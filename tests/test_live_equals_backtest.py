@@ -32,7 +32,9 @@ import numpy as np
 import pytest
 
 from perpwatch.api.registry import load_registry
-from perpwatch.backtest.run import BacktestOptions, load_history, run_backtest
+from perpwatch.backtest.history import load_history
+from perpwatch.backtest.result import BacktestOptions
+from perpwatch.backtest.walk import run_backtest
 from perpwatch.common.clock import FakeClock
 from perpwatch.evaluation.events import Event
 from perpwatch.language.compiler import load_strategy

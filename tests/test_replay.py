@@ -295,5 +295,9 @@ def test_registered_through_its_entry_point_with_a_path_option(monkeypatch: pyte
     reg = load_registry()
     assert reg.sources["replay"] is ReplaySource
     info = next(p for p in reg.plugins if p.name == "replay")
-    assert info.error is None and info.registers == {"sources": ["replay"]}
+    assert info.error is None and info.registers == {
+        "sources": ["replay"],
+        "history_readers": ["replay"],
+        "commands": [],
+    }
     assert ReplaySource.options_schema["properties"]["path"]["type"] == "string"

@@ -25,8 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perpwatch.backtest.report import write_html
-from perpwatch.backtest.run import BacktestOptions, History, run_backtest
+from perpwatch.backtest.history import History
+from perpwatch.backtest.html_report import write_html
+from perpwatch.backtest.result import BacktestOptions
+from perpwatch.backtest.walk import run_backtest
 from perpwatch.evaluation.frame import Frame
 from perpwatch.language.compiler import load_strategy
 

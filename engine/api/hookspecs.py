@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import pluggy
 
 from perpwatch.api.executors import Executor
+from perpwatch.api.history import HistoryReader
 from perpwatch.api.notifiers import Notifier
 from perpwatch.api.sources import Source
 
@@ -61,6 +62,15 @@ def register_functions(register: RegisterFunction) -> None:
     float64 arrays (one value per bar, NaN = unknown) and, at the ``windows`` argument positions,
     ints (window lengths in bars); it returns an array of the same length and must be causal.
     ``lookback(*windows)`` gives the bars of history it needs (default: largest window - 1).
+    """
+
+
+@hookspec
+def register_history_readers(register: Callable[[type[HistoryReader]], None]) -> None:
+    """Register history reader classes: ``register(ReaderClass)``.
+
+    A :class:`~perpwatch.api.history.HistoryReader` turns ``perpwatch backtest --data PATH`` and
+    ``perpwatch explain --data PATH`` paths (replay files, saved API responses, ...) into frames.
     """
 
 

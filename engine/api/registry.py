@@ -26,13 +26,14 @@ from typing import Any
 import pluggy
 
 from perpwatch.api import hookspecs
+from perpwatch.api.history import HistoryReader
 from perpwatch.api.interfaces import Executor, Notifier, Plugin, Source
 from perpwatch.api.sources import provides_is_classmethod
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.language.functions import BUILTINS, FunctionSpec
 from perpwatch.language.metrics import CATALOGUE, Metric
 
-KINDS = ("sources", "notifiers", "executors", "functions", "commands")
+KINDS = ("sources", "notifiers", "executors", "functions", "history_readers", "commands")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Registry:
     sources: dict[str, type[Source]] = field(default_factory=dict)
     notifiers: dict[str, type[Notifier]] = field(default_factory=dict)
     executors: dict[str, type[Executor]] = field(default_factory=dict)
+    history_readers: dict[str, type[HistoryReader]] = field(default_factory=dict)
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
@@ -154,6 +156,7 @@ def load_registry(plugin_paths: Iterable[str] = (), *, entry_points: bool = True
         ("register_sources", "sources"),
         ("register_notifiers", "notifiers"),
         ("register_executors", "executors"),
+        ("register_history_readers", "history_readers"),
         ("register_functions", "functions"),
     ):
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -182,7 +185,12 @@ def _load_file(path: str) -> ModuleType:
 
 def _registrar(reg: Registry, info: PluginInfo, kind: str) -> Callable[..., None]:
     table: dict[str, Any] = getattr(reg, kind)
-    base = {"sources": Source, "notifiers": Notifier, "executors": Executor}.get(kind)
+    base = {
+        "sources": Source,
+        "notifiers": Notifier,
+        "executors": Executor,
+        "history_readers": HistoryReader,
+    }.get(kind)
 
     def register(obj: Any, *args: Any, **kwargs: Any) -> None:
         spec: FunctionSpec | type

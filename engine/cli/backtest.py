@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from perpwatch.cli.main import (
+from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     get_registry,
     load_strategies,
@@ -17,8 +18,12 @@ from perpwatch.cli.main import (
     report_errors,
     time_option,
 )
-from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.timeutil import INTERVALS, format_time
+
+if TYPE_CHECKING:
+    from perpwatch.api.registry import Registry
+    from perpwatch.backtest.result import BacktestOptions
 
 PROGRESS_MIN_STEPS = 100_000  # (bars x symbols x strategies) from which a progress bar is shown
 
@@ -65,26 +70,38 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "--html", "html_path", type=click.Path(dir_okay=False), help="Write an HTML report (needs plotly)."
 )
 @click.option(
-    "--balance",
-    default=10_000.0,
+    "--executor",
+    "executor_name",
+    default="paper",
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Starting balance, USD.",
+    metavar="NAME",
+    help="The executor every strategy trades on: a plugin, or an executors: instance of --config.",
 )
-@click.option("--fee-bps", default=5.0, show_default=True, type=click.FloatRange(min=0), help="Fee per fill.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Config file whose executors: instance --executor names (read only when given).",
+)
+@click.option(
+    "--balance",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Starting balance, USD.  [default: 10000, or the executor instance's balance_usd]",
+)
+@click.option(
+    "--fee-bps",
+    type=click.FloatRange(min=0),
+    help="Fee per fill.  [default: 5, or the instance's fee_bps]",
+)
 @click.option(
     "--slippage-bps",
-    default=2.0,
-    show_default=True,
     type=click.FloatRange(min=0),
-    help="Slippage against every fill.",
+    help="Slippage against every fill.  [default: 2, or the instance's slippage_bps]",
 )
 @click.option(
     "--funding-interval-hours",
-    default=8,
-    show_default=True,
     type=click.IntRange(1, 24),
-    help="Hours between funding settlements (on UTC boundaries).",
+    help="Hours between funding settlements (on UTC boundaries).  [default: 8, or the instance's]",
 )
 @click.option(
     "--trades",
@@ -105,30 +122,36 @@ def backtest(
     interval: str | None,
     json_path: str | None,
     html_path: str | None,
-    balance: float,
-    fee_bps: float,
-    slippage_bps: float,
-    funding_interval_hours: int,
+    executor_name: str,
+    config_path: str | None,
+    balance: float | None,
+    fee_bps: float | None,
+    slippage_bps: float | None,
+    funding_interval_hours: int | None,
     max_trades: int,
 ) -> None:
-    """Run strategies over history with the live plan and a paper account; print the report."""
-    from perpwatch.backtest.report import REPORT_HINT, format_text, write_html, write_json
-    from perpwatch.backtest.run import BacktestOptions, load_history, run_backtest, symbols_for
+    """Run strategies over history with the live plan and an executor's account (paper unless
+    --executor names another); print the report."""
+    from perpwatch.backtest.history import load_history, symbols_for
+    from perpwatch.backtest.html_report import write_html
+    from perpwatch.backtest.report import REPORT_HINT, format_text, write_json
+    from perpwatch.backtest.walk import run_backtest
 
     if html_path:
         try:
             import plotly  # noqa: F401
         except ImportError:
             raise PerpwatchError(REPORT_HINT) from None
-    get_registry()
-    options = BacktestOptions(
-        balance_usd=balance,
-        fee_bps=fee_bps,
-        slippage_bps=slippage_bps,
-        funding_interval_hours=funding_interval_hours,
-        start=time_option(start, "--from"),
-        end=time_option(end, "--to"),
-    )
+    reg = get_registry()
+    given = {
+        "balance_usd": balance,
+        "fee_bps": fee_bps,
+        "slippage_bps": slippage_bps,
+        "funding_interval_hours": funding_interval_hours,
+    }
+    options = _options(reg, executor_name, config_path, given)
+    options.start = time_option(start, "--from")
+    options.end = time_option(end, "--to")
     strategies = load_strategies(files, parse_params(params), interval)
     iv = strategies[0].interval
     if any(s.interval != iv for s in strategies):
@@ -136,7 +159,7 @@ def backtest(
     wanted = _split(symbols) or None
     if wanted is None and all(s.symbols for s in strategies):
         wanted = list(dict.fromkeys(x for s in strategies for x in s.symbols or ()))
-    history = load_history(list(data), iv, wanted)
+    history = load_history(list(data), iv, wanted, reg)
     chosen = symbols_for(strategies, history, _split(symbols) or None)
     if interval is not None:
         history.notes.append(f"interval set to {interval} by --interval (windows count bars of {interval})")
@@ -144,9 +167,9 @@ def backtest(
     if steps >= PROGRESS_MIN_STEPS:
         bars = max(len(f) for f in history.frames.values())
         with click.progressbar(length=bars, label="backtest", file=sys.stderr) as bar:
-            result = run_backtest(strategies, history, chosen, options, progress=bar.update)
+            result = run_backtest(strategies, history, chosen, options, bar.update, reg)
     else:
-        result = run_backtest(strategies, history, chosen, options)
+        result = run_backtest(strategies, history, chosen, options, registry=reg)
     click.echo(format_text(result, max_trades))
     if json_path:
         write_json(result, json_path)
@@ -154,6 +177,33 @@ def backtest(
     if html_path:
         write_html(result, html_path)
         click.echo(f"wrote {html_path}")
+
+
+def _options(
+    reg: Registry, name: str, config_path: str | None, given: dict[str, float | int | None]
+) -> BacktestOptions:
+    """The executor ``name`` (a --config instance, else a plugin) with its options; each account
+    option is the flag when given, else the instance's, else the default."""
+    from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestOptions
+    from perpwatch.live.config import Instance, load_config
+
+    instance = load_config(config_path, reg).executor(name) if config_path else Instance(name, name, {})
+    cls = reg.executors.get(instance.plugin)
+    if cls is None:
+        installed = ", ".join(sorted(reg.executors)) or "none"
+        hint = did_you_mean(instance.plugin, reg.executors) or f" (installed: {installed})"
+        raise click.BadParameter(
+            f"no executor plugin named {instance.plugin!r}{hint}", param_hint="--executor"
+        )
+    declared = cls.options_schema.get("properties", {})
+    flags = {k: v for k, v in given.items() if v is not None}
+    for key in flags:
+        if key not in declared:
+            flag = "--balance" if key == "balance_usd" else "--" + key.replace("_", "-")
+            raise click.BadParameter(f"the {instance.plugin} executor has no {key} option", param_hint=flag)
+    account = {k: v for k, v in instance.options.items() if k in ACCOUNT_OPTIONS}
+    rest = {k: v for k, v in instance.options.items() if k not in ACCOUNT_OPTIONS}
+    return BacktestOptions(**{**account, **flags}, executor=instance.plugin, executor_options=rest)
 
 
 @click.command("halt")

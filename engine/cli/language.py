@@ -114,7 +114,10 @@ def test_cmd(files: tuple[str, ...]) -> None:
 @click.option("--at", "at", required=True, help="Bar index (test files) or a bar's open time (ISO 8601).")
 @click.option("--test", "test_name", help="Which test of a test file (default: the first).")
 @click.option(
-    "--data", "data", type=click.Path(), help="With a strategy file: replay files (folder or file)."
+    "--data",
+    "data",
+    type=click.Path(),
+    help="With a strategy file: history, as backtest --data reads it (replay files, a snapshot folder).",
 )
 @click.option("--symbol", "symbol", help="With --data: the symbol (default: the strategy's first).")
 @param_option
@@ -126,7 +129,8 @@ def explain(
 
     FILE is a strategy test file (its series), or a strategy file with --data (history files).
     """
-    from perpwatch.testing.explain import explain_data, explain_test, is_test_file
+    from perpwatch.backtest.explain import explain_data
+    from perpwatch.testing.explain import explain_test, is_test_file
 
     if is_test_file(file):
         click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
@@ -135,7 +139,9 @@ def explain(
             "FILE is a strategy: give --data PATH (replay files), or pass a strategy test file"
         )
     else:
-        click.echo(explain_data(file, data, at, symbol, parse_params(params) or None, **strategy_kwargs()))
+        overrides = parse_params(params) or None
+        reg = get_registry()
+        click.echo(explain_data(file, data, at, symbol, overrides, **strategy_kwargs(), registry=reg))
 
 
 @click.command()

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from perpwatch.api.registry import Registry
 
 #: Every built-in command and the module of ``perpwatch.cli`` that defines it; each of those
-#: modules has ``register(cli)``, which adds all of its commands to the group.
+#: modules has ``register(cli)``, which adds all of its commands to the group. ``fetch`` and
+#: ``convert-coinglass`` are plugin commands (the replay and coinglass plugins: they write replay files).
 COMMANDS: dict[str, str] = {
     "validate": "language",
     "test": "language",
@@ -36,8 +37,6 @@ COMMANDS: dict[str, str] = {
     "backtest": "backtest",
     "halt": "backtest",
     "resume": "backtest",
-    "fetch": "fetch",
-    "convert-coinglass": "fetch",
 }
 
 

@@ -153,6 +153,35 @@ def _scatter(col: np.ndarray | Cat, idx: np.ndarray, n: int) -> np.ndarray | Cat
     return out
 
 
+def join_frames(frames: Sequence[Frame]) -> Frame:
+    """The union of the frames' bars; a later frame's known value wins over an earlier one's.
+
+    Unlike :meth:`Frame.merge` (whole columns), this joins value by value: chunks of one history,
+    or snapshots that overlap. ``problems`` are concatenated; ``observed`` is not kept.
+    """
+    times = np.unique(np.concatenate([f.times for f in frames])) if frames else np.zeros(0, np.int64)
+    out = Frame(times, problems=[p for f in frames for p in f.problems])
+    n = len(times)
+    for f in frames:
+        idx = np.searchsorted(times, f.times)
+        for name, col in f.columns.items():
+            if isinstance(col, Cat):
+                old = out.columns.get(name)
+                labels = tuple(dict.fromkeys([*(old.labels if isinstance(old, Cat) else ()), *col.labels]))
+                codes = old.recode(labels) if isinstance(old, Cat) else np.full(n, -1, np.int32)
+                new = col.recode(labels)
+                known = new >= 0
+                codes[idx[known]] = new[known]
+                out.columns[name] = Cat(codes, labels)
+            else:
+                dst = out.columns.get(name)
+                if not isinstance(dst, np.ndarray):
+                    dst = out.columns[name] = np.full(n, np.nan)
+                known = ~np.isnan(col)
+                dst[idx[known]] = col[known]
+    return out
+
+
 def frame_from_records(
     records: Iterable[Mapping[str, object]], time_key: str, fields: Mapping[str, str]
 ) -> Frame:

@@ -1,21 +1,18 @@
 """``perpwatch explain``: every name's value and each condition's truth at one bar.
 
-Over a strategy test file's series (``--at`` a bar index or time), or over history files
-(``perpwatch explain STRATEGY --data PATH --at TIME``, the replay layout).
+Over a strategy test file's series (``--at`` a bar index or time) here; over history
+(``perpwatch explain STRATEGY --data PATH --at TIME``) in ``perpwatch.backtest.explain``, which
+reads it as a backtest does and uses this module's :func:`report`.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import numpy as np
-
-from perpwatch.common.errors import Loc, LocatedError
-from perpwatch.common.timeutil import format_time, parse_time
-from perpwatch.evaluation.evaluate import Evaluation, evaluate
-from perpwatch.evaluation.rules import FIRING, RuleState, walk
-from perpwatch.language.compiler import Strategy, load_strategy
+from perpwatch.common.errors import LocatedError
+from perpwatch.common.timeutil import format_time
+from perpwatch.evaluation.evaluate import Evaluation
+from perpwatch.language.compiler import Strategy
 from perpwatch.language.yamlsrc import LDict, load_yaml_file
 from perpwatch.testing.testfile import BarResult, load_test_file, run_case
 
@@ -41,46 +38,6 @@ def explain_test(path: str, at: str, test_name: str | None, functions=None, extr
     at_value: Any = int(at) if at.lstrip("-").isdigit() else at
     i = run.index_of(at_value, tests.item_loc(index))
     return report(run.strategy, run.ev, i, run.bars[i], f"test {run.name!r}")
-
-
-def explain_data(
-    path: str, data: str, at: str, symbol: str | None, params=None, functions=None, extra_metrics=None
-) -> str:
-    """A readable report of one bar of a strategy run over replay files."""
-    from perpwatch.plugins.replay import load_replay_file, replay_file_name
-
-    strategy = load_strategy(path, overrides=params, functions=functions, extra_metrics=extra_metrics)
-    symbol = symbol or (strategy.symbols[0] if strategy.symbols else "BTC")
-    file = data
-    if os.path.isdir(data):
-        for ext in ("csv", "parquet"):
-            file = os.path.join(data, replay_file_name(symbol, strategy.interval, ext))
-            if os.path.exists(file):
-                break
-        else:
-            raise LocatedError(
-                Loc(data), f"no {replay_file_name(symbol, strategy.interval)} (or .parquet) in {data}"
-            )
-    frame = load_replay_file(file)
-    try:
-        t = parse_time(at)
-    except ValueError as e:
-        raise LocatedError(Loc("--at"), str(e)) from None
-    i = int(np.searchsorted(frame.times, t))
-    if i >= len(frame) or frame.times[i] != t:
-        raise LocatedError(
-            Loc("--at"),
-            f"{at} is not a bar of {file} "
-            f"({format_time(int(frame.times[0]))} .. {format_time(int(frame.times[-1]))})",
-        )
-    ev = evaluate(strategy, frame.slice(0, i + 1), symbol)
-    states: dict[str, RuleState] = {}
-    bar = BarResult()
-    for event in walk(strategy, ev, states):
-        if event.time == t:
-            getattr(bar, event.kind).add(event.rule)
-    bar.firing = {name for name, st in states.items() if st.status == FIRING}
-    return report(strategy, ev, i, bar, f"data {file}")
 
 
 def report(s: Strategy, ev: Evaluation, i: int, bar: BarResult, origin: str) -> str:

@@ -2,39 +2,32 @@
 
 Run from the repository root::
 
-    python strategies/fire_counts.py            # print the tables
-    python strategies/fire_counts.py --write    # also put them into strategies/README.md
+    python strategies/tools/fire_counts.py            # print the tables
+    python strategies/tools/fire_counts.py --write    # also put them into strategies/README.md
 
 The data is not part of the repository: it is read from ``--data`` (default
 ``../shared/data/coinglass-v4-liquidity-report`` beside the repository; see its ``SOURCES.md``).
 Two snapshots are joined, ``20250529`` (2024-11-30 → 2025-05-29) and ``20251114`` (2025-05-18 →
-2025-11-14): the last row of every file is dropped (it is the bar that was still open when the
-snapshot was taken) and where both snapshots hold a bar the newer one wins.
+2025-11-14), by the CoinGlass plugin's snapshot conversion (``plugins/coinglass_files.py``, the
+one ``perpwatch convert-coinglass`` and ``perpwatch backtest --data SNAPSHOT`` use): each saved
+response is mapped onto the metric namespace with the live source's own endpoint table (BTC;
+CoinGlass units are the namespace's units), the last row of every file is dropped (it is the bar
+that was still open when the snapshot was taken) and where both snapshots hold a bar the newer
+one wins. The bars are those from the first to the last that open interest covers (the shortest
+of the core series); anything a file lacks on a bar is missing. Note that the liquidation files
+are **Binance only**: the absolute dollar thresholds see Binance's (throttled) share of the
+market, not all exchanges.
 
-Mapping onto the metric namespace (BTC; CoinGlass units are the namespace's units):
-
-* ``futures/market/api_price_ohlc_history`` (Binance BTCUSDT perpetual): open/high/low/close →
-  ``price.*``, ``volume_usd`` → ``price.volume`` (stored as strings: cast to float).
-* ``…/api_futures_openInterest_ohlc_aggregated_history_BTC`` (all exchanges, USD) → ``oi.*``.
-* ``…/api_futures_fundingRate_oi_weight_ohlc_history_BTC`` (percent) → ``funding.open/high/low/close``.
-* ``…/api_futures_liquidation_aggregated_coin_history_BTC`` → ``liq.long_usd``, ``liq.short_usd``,
-  ``liq.total_usd`` = long + short. **Binance only** in these files: the absolute dollar
-  thresholds see Binance's (throttled) share of the market, not all exchanges.
-* ``…/api_futures_global_long_short_account_ratio_history`` → ``ls.global_long_pct/short_pct``;
-  ``…/api_futures_top_long_short_account_ratio_history`` → ``ls.top_long_pct/short_pct``
-  (Binance BTCUSDT, percent of accounts).
-* ``…/api_futures_aggregated_taker_buy_sell_volume_history`` (Binance, USD) → ``taker.buy_usd``,
-  ``taker.sell_usd``, ``taker.buy_pct`` = buy / (buy + sell) × 100.
-* ``funding.avg/max/min/spread`` and ``funding.max_exchange/min_exchange`` are derived from the
-  per-exchange funding files (``…_fundingRate_ohlc_history_BTC_<EXCHANGE>``, 8 h bars, percent):
-  the close of the 8 h bar opening at T is the rate known at T + 8 h, so it is put on the 4 h bars
-  opening at T + 4 h and T + 8 h (the bars that close at or after T + 8 h: never a look-ahead) and
-  forward-filled no further (a value older than that is missing). Hyperliquid's rate is per hour
-  and is scaled × 8 to the 8 h basis the others use, as the coinglass source does with
-  ``funding_basis_hours: 8``. Exchanges without data yet (Hyperliquid before 2024-12-24, MEXC
-  before 2025-03-20) are left out of that bar's figures; fewer than two exchanges → missing.
-  The live coinglass source reads the *current* rates (``exchange-list``); history uses settled
-  rates, so live and this table can differ slightly.
+``funding.avg/max/min/spread`` and ``funding.max_exchange/min_exchange`` are derived here from the
+per-exchange funding files (``…_fundingRate_ohlc_history_BTC_<EXCHANGE>``, 8 h bars, percent):
+the close of the 8 h bar opening at T is the rate known at T + 8 h, so it is put on the 4 h bars
+opening at T + 4 h and T + 8 h (the bars that close at or after T + 8 h: never a look-ahead) and
+forward-filled no further (a value older than that is missing). Hyperliquid's rate is per hour
+and is scaled × 8 to the 8 h basis the others use, as the coinglass source does with
+``funding_basis_hours: 8``. Exchanges without data yet (Hyperliquid before 2024-12-24, MEXC
+before 2025-03-20) are left out of that bar's figures; fewer than two exchanges → missing.
+The live coinglass source reads the *current* rates (``exchange-list``); history uses settled
+rates, so live and this table can differ slightly.
 
 Every strategy is run at ``interval: 4h`` (the only intraday interval in the data): the text of
 the file is loaded with its ``interval:`` line replaced, so windows count 4 h bars here (a
@@ -58,6 +51,7 @@ from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.evaluation.rules import walk
 from perpwatch.language.compiler import load_strategy
+from perpwatch.plugins.coinglass_files import load_snapshots
 
 HERE = Path(__file__).resolve().parent.parent  # strategies/
 REPO = HERE.parent
@@ -67,44 +61,6 @@ STEP = 4 * HOUR
 CRASH = ("2025-10-09T00:00:00Z", "2025-10-13T00:00:00Z")  # 2025-10-09 → 2025-10-12, whole days
 BEGIN, END = "<!-- fire-counts:begin -->", "<!-- fire-counts:end -->"
 
-#: file (under futures/) → {column: metric}
-FILES = {
-    "market/api_price_ohlc_history": {
-        "open": "price.open",
-        "high": "price.high",
-        "low": "price.low",
-        "close": "price.close",
-        "volume_usd": "price.volume",
-    },
-    "open_interest/api_futures_openInterest_ohlc_aggregated_history_BTC": {
-        "open": "oi.open",
-        "high": "oi.high",
-        "low": "oi.low",
-        "close": "oi.close",
-    },
-    "funding_rate/api_futures_fundingRate_oi_weight_ohlc_history_BTC": {
-        "open": "funding.open",
-        "high": "funding.high",
-        "low": "funding.low",
-        "close": "funding.close",
-    },
-    "liquidation/api_futures_liquidation_aggregated_coin_history_BTC": {
-        "aggregated_long_liquidation_usd": "liq.long_usd",
-        "aggregated_short_liquidation_usd": "liq.short_usd",
-    },
-    "long_short_ratio/api_futures_global_long_short_account_ratio_history": {
-        "global_account_long_percent": "ls.global_long_pct",
-        "global_account_short_percent": "ls.global_short_pct",
-    },
-    "long_short_ratio/api_futures_top_long_short_account_ratio_history": {
-        "top_account_long_percent": "ls.top_long_pct",
-        "top_account_short_percent": "ls.top_short_pct",
-    },
-    "taker_buy_sell/api_futures_aggregated_taker_buy_sell_volume_history": {
-        "aggregated_buy_volume_usd": "taker.buy_usd",
-        "aggregated_sell_volume_usd": "taker.sell_usd",
-    },
-}
 #: exchange → hours its funding rate covers (scaled to 8 h)
 EXCHANGES = {
     "BINANCE": 8,
@@ -140,24 +96,10 @@ def _num(v: object) -> float:
 
 
 def load_frame(data: Path) -> Frame:
-    """The joined BTC 4h history mapped onto the metric namespace."""
-    tables = {rel: read_joined(data, rel, list(cols)) for rel, cols in FILES.items()}
-    # bars: every 4h from the first to the last bar that the open-interest series (the
-    # shortest of the core series) covers; anything a file lacks on a bar is missing
-    oi = tables["open_interest/api_futures_openInterest_ohlc_aggregated_history_BTC"]
-    times = np.arange(min(oi), max(oi) + STEP, STEP, dtype=np.int64)
-    frame = Frame(times)
-    for rel, cols in FILES.items():
-        rows = tables[rel]
-        for col, metric in cols.items():
-            frame.columns[metric] = np.asarray(
-                [rows.get(int(t), {}).get(col, np.nan) for t in times], dtype=float
-            )
-    c = frame.columns
-    c["liq.total_usd"] = c["liq.long_usd"] + c["liq.short_usd"]
-    with np.errstate(all="ignore"):
-        total = c["taker.buy_usd"] + c["taker.sell_usd"]
-        c["taker.buy_pct"] = np.where(total > 0, c["taker.buy_usd"] / total * 100, np.nan)
+    """The joined BTC 4h history on the bars open interest covers, with the cross-exchange funding."""
+    joined = load_snapshots([data / snap for snap in SNAPSHOTS], "BTC", "4h")
+    covered = joined.times[~np.isnan(joined.columns["oi.close"])]
+    frame = joined.reindex(np.arange(covered[0], covered[-1] + STEP, STEP, dtype=np.int64))
     _cross_exchange_funding(data, frame)
     return frame
 
@@ -245,7 +187,7 @@ def report(data: Path) -> str:
     bars = len(frame)
     lines = [
         f"BTC, {bars} bars of 4 h, {first} → {last} (CoinGlass V4 snapshots 20250529 + 20251114;",
-        "generated by `python strategies/fire_counts.py --write`, do not edit by hand).",
+        "generated by `python strategies/tools/fire_counts.py --write`, do not edit by hand).",
         "",
         "| strategy | rule | severity | fired | suppressed | fired per 30 days | bars true |",
         "|---|---|---|---:|---:|---:|---:|",

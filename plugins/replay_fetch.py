@@ -1,9 +1,9 @@
-"""``perpwatch fetch`` and ``perpwatch convert-coinglass``: write replay files for offline backtests.
+"""``perpwatch fetch``: history from any source into replay files, for offline backtests.
 
-``fetch`` asks a configured source (``coinglass``, ``binance``, ...) for history in chunks and
-writes ``<SYMBOL>_<interval>.csv`` in the replay layout; ``convert-coinglass`` turns saved
-CoinGlass V4 responses (snapshot folders of Parquet files) into the same files. Exit codes: 0
-success, 1 a source failed (files are still written with what arrived), 2 bad input.
+``fetch`` asks a source (``coinglass``, ``binance``, a config instance, ...) for history in chunks
+and writes ``<SYMBOL>_<interval>.csv`` in the replay layout (``replay.py``). The replay plugin adds
+the command (``register_commands``): the file format and the command that writes it live together.
+Exit codes: 0 success, 1 a source failed (files are still written with what arrived), 2 bad input.
 """
 
 from __future__ import annotations
@@ -23,25 +23,15 @@ from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, Source
 from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
-from perpwatch.evaluation.frame import Frame
-from perpwatch.language.metrics import CATALOGUE
+from perpwatch.evaluation.frame import Frame, join_frames
+
+from .replay import metric_order, replay_file_name, write_replay_csv
 
 DEFAULT_CHUNK_BARS = 1000
 
 
-def register(cli: click.Group) -> None:
-    """Add ``fetch`` and ``convert-coinglass`` to the command group."""
-    cli.add_command(fetch)
-    cli.add_command(convert_coinglass)
-
-
 def _split(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
-def metric_order(names: set[str] | frozenset[str]) -> list[str]:
-    """Catalogue order for core metrics, then the others sorted."""
-    return [n for n in CATALOGUE if n in names] + sorted(set(names) - set(CATALOGUE))
 
 
 def bar_chunks(start: int, end: int, step: int, bars: int) -> list[tuple[int, int]]:
@@ -64,8 +54,6 @@ class SymbolResult:
     notes: list[str] = field(default_factory=list)
 
     def frame(self) -> Frame:
-        from perpwatch.plugins.coinglass_files import join_frames
-
         return join_frames(self.frames)
 
 
@@ -133,8 +121,6 @@ def fetch(
     Bars that open in [--from, --to) are fetched in chunks of --chunk-bars; each symbol's file
     holds the metrics the source provides (or --metrics), empty cells where a value is unknown.
     """
-    from perpwatch.plugins.replay import replay_file_name, write_replay_csv
-
     first = time_option(start, "--from")
     stop = time_option(end, "--to") if end else int(time.time() * 1000)
     if stop <= first:
@@ -232,55 +218,3 @@ async def _fetch_all(
     finally:
         await source.aclose()
     return results
-
-
-@click.command("convert-coinglass")
-@click.argument("snapshots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--symbol", "symbols", required=True, help="Coin(s), comma-separated: BTC or BTC,ETH.")
-@click.option(
-    "--interval", default="4h", show_default=True, type=click.Choice(list(INTERVALS)), help="Bar interval."
-)
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
-)
-@click.option(
-    "--bare-symbol",
-    default="BTC",
-    show_default=True,
-    help="The coin of responses saved without a _<SYMBOL> suffix (price, long/short, taker).",
-)
-@report_errors
-def convert_coinglass(
-    snapshots: tuple[str, ...], symbols: str, interval: str, out_dir: str, bare_symbol: str
-) -> None:
-    """Convert saved CoinGlass V4 responses (snapshot folders of Parquet files) into replay files.
-
-    Several snapshots are joined; where they overlap, the newer one wins. The last (still open)
-    bar of every response is dropped.
-    """
-    from perpwatch.plugins.coinglass_files import describe_gaps, load_snapshots
-    from perpwatch.plugins.replay import replay_file_name, write_replay_csv
-
-    coins = [s.upper() for s in _split(symbols)]
-    if not coins:
-        raise click.BadParameter("name at least one coin", param_hint="--symbol")
-    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol) for coin in coins}
-    empty = [coin for coin, frame in frames.items() if not len(frame)]
-    if empty:
-        raise PerpwatchError(
-            f"no {interval} data for {', '.join(empty)} in {', '.join(snapshots)}"
-            + "".join(f"\n  {p}" for coin in empty for p in frames[coin].problems)
-        )
-    os.makedirs(out_dir, exist_ok=True)
-    step = interval_ms(interval)
-    for coin, frame in frames.items():
-        for note in dict.fromkeys(frame.problems):
-            click.echo(f"note: {coin}: {note}", err=True)
-        for line in describe_gaps(frame.times, step):
-            click.echo(f"warning: {coin}: {line}", err=True)
-        path = os.path.join(out_dir, replay_file_name(coin, interval))
-        cols = write_replay_csv(path, frame, metric_order(set(frame.columns)))
-        click.echo(
-            f"wrote {path}: {len(frame)} bars {format_time(int(frame.times[0]))} .. "
-            f"{format_time(int(frame.times[-1]))}, {len(cols)} metrics"
-        )

@@ -1,0 +1,87 @@
+"""``perpwatch convert-coinglass``: saved CoinGlass V4 responses -> replay files, and the hooks of
+the CoinGlass plugin's offline side.
+
+``coinglass.py`` (the plugin's entry point) imports this module's hook implementations: the
+command (``register_commands``) and the snapshot history reader of ``perpwatch backtest --data
+SNAPSHOT`` (``register_history_readers``; the reader is :class:`.coinglass_files.SnapshotReader`).
+``coinglass_files`` imports ``coinglass``, so it is imported here only when it is used.
+Exit codes: 0 success, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import click
+
+from perpwatch.api.history import HistoryReader
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.cli.common import report_errors
+from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
+
+from .replay import metric_order, replay_file_name, write_replay_csv
+
+
+@click.command("convert-coinglass")
+@click.argument("snapshots", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--symbol", "symbols", required=True, help="Coin(s), comma-separated: BTC or BTC,ETH.")
+@click.option(
+    "--interval", default="4h", show_default=True, type=click.Choice(list(INTERVALS)), help="Bar interval."
+)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
+)
+@click.option(
+    "--bare-symbol",
+    default="BTC",
+    show_default=True,
+    help="The coin of responses saved without a _<SYMBOL> suffix (price, long/short, taker).",
+)
+@report_errors
+def convert_coinglass(
+    snapshots: tuple[str, ...], symbols: str, interval: str, out_dir: str, bare_symbol: str
+) -> None:
+    """Convert saved CoinGlass V4 responses (snapshot folders of Parquet files) into replay files.
+
+    Several snapshots are joined; where they overlap, the newer one wins. The last (still open)
+    bar of every response is dropped.
+    """
+    from .coinglass_files import describe_gaps, load_snapshots  # imports coinglass.py: not at the top
+
+    coins = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    if not coins:
+        raise click.BadParameter("name at least one coin", param_hint="--symbol")
+    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol) for coin in coins}
+    empty = [coin for coin, frame in frames.items() if not len(frame)]
+    if empty:
+        raise PerpwatchError(
+            f"no {interval} data for {', '.join(empty)} in {', '.join(snapshots)}"
+            + "".join(f"\n  {p}" for coin in empty for p in frames[coin].problems)
+        )
+    os.makedirs(out_dir, exist_ok=True)
+    step = interval_ms(interval)
+    for coin, frame in frames.items():
+        for note in dict.fromkeys(frame.problems):
+            click.echo(f"note: {coin}: {note}", err=True)
+        for line in describe_gaps(frame.times, step):
+            click.echo(f"warning: {coin}: {line}", err=True)
+        path = os.path.join(out_dir, replay_file_name(coin, interval))
+        cols = write_replay_csv(path, frame, metric_order(set(frame.columns)))
+        click.echo(
+            f"wrote {path}: {len(frame)} bars {format_time(int(frame.times[0]))} .. "
+            f"{format_time(int(frame.times[-1]))}, {len(cols)} metrics"
+        )
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    cli.add_command(convert_coinglass)
+
+
+@hookimpl
+def register_history_readers(register: Callable[[type[HistoryReader]], None]) -> None:
+    from .coinglass_files import SnapshotReader
+
+    register(SnapshotReader)
