@@ -192,8 +192,9 @@ def test_label_typo_against_known_labels():
 
 
 def test_labels_of_series_with_unknown_values_are_not_checked():
-    # symbol and text metrics can hold anything
-    compile_text(one_rule('symbol == "DOGE" and funding.max_exchange == "Binance"'))
+    # symbol and text metrics can hold anything: labels no case names compile without an error
+    s = compile_text(one_rule('symbol == "DOGE" and funding.max_exchange == "Binance"'))
+    assert [r.name for r in s.rules] == ["r"] and s.metrics == {"funding.max_exchange"}
 
 
 def test_condition_must_be_boolean():

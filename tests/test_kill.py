@@ -4,21 +4,23 @@
 with a fake clock that jumps from bar close to bar close; a restart with the same state resumes
 after the last bar processed. The events delivered to the jsonl notifier by a run killed again and
 again must equal those of an uninterrupted run, line for line.
+
+The killed runs go in lock step with the test (see ``GATE``), so each one dies at its chosen
+cycle, however fast or slow the machine: the number of kills is always the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import sqlite3
 import subprocess
-import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
+from helpers import H, perpwatch_command
 
 from perpwatch.api.registry import load_registry
 from perpwatch.common.clock import FakeClock
@@ -27,11 +29,23 @@ from perpwatch.live.config import Config, Instance
 from perpwatch.live.runner import Runner, RunnerOptions
 from perpwatch.live.state import StateStore
 
-H = 3_600_000
 START = 1_704_067_200_000  # 2024-01-01T00:00Z
 BARS = 260
 SIM_FROM = "2024-01-03T00:00:00Z"
 SIM_TO = "2024-01-11T00:00:00Z"  # 193 cycles (both ends included)
+KILLS = 30
+
+#: Run before ``perpwatch`` in a killed run: after each cycle's log line, the run writes a byte to
+#: stdout and waits for a byte on stdin, so the test knows which cycle it is at and when it may go on.
+GATE = """
+import logging, os
+class Gate(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("cycle "):
+            os.write(1, b".")
+            os.read(0, 1)
+logging.getLogger().addHandler(Gate())
+"""
 
 STRATEGY = """
 version: 1
@@ -74,11 +88,12 @@ def write_files(tmp: Path) -> tuple[Path, Path]:
     return tmp / "churn.yaml", cfg
 
 
-def command(strategy: Path, cfg: Path) -> list[str]:
+def command(strategy: Path, cfg: Path, gated: bool = False) -> list[str]:
+    python, flag, code = perpwatch_command()
     return [
-        sys.executable,
-        "-c",
-        "from perpwatch.cli.main import main; main()",
+        python,
+        flag,
+        GATE + code if gated else code,
         "run",
         str(strategy),
         "--config",
@@ -92,37 +107,46 @@ def command(strategy: Path, cfg: Path) -> list[str]:
     ]
 
 
-def progress(folder: Path) -> int | None:
-    db = folder / "state.db"
-    if not db.exists():
-        return None
+def kill_points(rng: random.Random) -> list[tuple[int, str]]:
+    """Where each killed run dies: ``(0, "start")`` at once, in interpreter start-up; ``(n, "gate")``
+    waiting at the gate after its n-th cycle (committed, deliveries maybe not); ``(n, "released")``
+    just after leaving that gate (early in the next cycle or its deliveries). A run does at most 6
+    cycles, so 30 runs cannot reach the end of the 193."""
+    points = []
+    for _ in range(KILLS):
+        if rng.random() < 0.15:
+            points.append((0, "start"))
+        else:
+            points.append((rng.randint(1, 5), rng.choice(["gate", "released"])))
+    return points
+
+
+def run_and_kill(strategy: Path, cfg: Path, folder: Path, cycles: int, how: str) -> None:
+    """Start a gated run in ``folder``, let it do ``cycles`` cycles, SIGKILL it (see kill_points)."""
+    proc = subprocess.Popen(
+        command(strategy, cfg, gated=True),
+        cwd=folder,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+    )
+    watchdog = threading.Timer(120, proc.kill)  # a run that hangs fails the test rather than blocking it
+    watchdog.start()
     try:
-        con = sqlite3.connect(db)
-        row = con.execute("SELECT last_bar FROM progress WHERE strategy = 'churn'").fetchone()
-        con.close()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
-
-
-def kill_at_random_point(proc: subprocess.Popen, folder: Path, rng: random.Random, run_time: float) -> bool:
-    """SIGKILL ``proc`` at a random point: after 1-8 more bars (plus a few ms), or at a random time
-    (often during start-up or the first cycle). False when it finished first."""
-    base = progress(folder)
-    if rng.random() < 0.2:
-        deadline, bars = time.monotonic() + rng.uniform(0.05, run_time / 3), None
-    else:
-        deadline, bars = time.monotonic() + 60, rng.randint(1, 8)
-    while proc.poll() is None:
-        now = progress(folder)
-        advanced = now is not None and (base is None or now - base >= (bars or 0) * H)
-        if time.monotonic() >= deadline or (bars is not None and advanced):
-            time.sleep(rng.uniform(0, 0.01))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return True
-        time.sleep(0.005)
-    return False
+        for n in range(cycles):
+            if n:
+                proc.stdin.write(b"g")
+            assert proc.stdout.read(1) == b".", f"the run ended before its cycle {n + 1}"
+        if how == "released":
+            proc.stdin.write(b"g")
+        proc.kill()
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        proc.stdin.close()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL, f"exit {proc.returncode}, not killed"
 
 
 def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
@@ -130,29 +154,20 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
     ref.mkdir()
     killed.mkdir()
     strategy, cfg = write_files(tmp_path)
-    started = time.monotonic()
     done = subprocess.run(command(strategy, cfg), cwd=ref, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    run_time = time.monotonic() - started
     assert (
         done.stderr.count("INFO perpwatch.live.runner: cycle") == 193
     )  # closes from SIM_FROM to SIM_TO, both included
     expected = (ref / "events.jsonl").read_text().splitlines()
     assert len(expected) > 100
 
-    rng = random.Random(20240103)
-    kills = 0
-    while kills < 30:  # then it runs to the end
-        proc = subprocess.Popen(
-            command(strategy, cfg), cwd=killed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        if not kill_at_random_point(proc, killed, rng, run_time):
-            break
-        kills += 1
-    if kills == 30:
-        proc = subprocess.Popen(command(strategy, cfg), cwd=killed, stdout=subprocess.DEVNULL)
+    points = kill_points(random.Random(20240103))
+    assert len(points) == KILLS and len({how for _, how in points}) == 3  # every kind of kill point
+    for cycles, how in points:
+        run_and_kill(strategy, cfg, killed, cycles, how)  # asserts the run was killed, not finished
+    proc = subprocess.Popen(command(strategy, cfg), cwd=killed, stdout=subprocess.DEVNULL)  # to the end
     assert proc.wait(timeout=300) == 0
-    assert kills >= 20, f"only {kills} kills"
     got = (killed / "events.jsonl").read_text().splitlines()
     assert len(got) == len(set(got)), "an event was delivered twice"
     assert got == expected

@@ -11,7 +11,7 @@ Failures are programmed in advance and consumed in order by the next matching re
         hooks.fail(status=429, retry_after=7)  # then one 429 with "Retry-After: 7"
         hooks.telegram_fail(error_code=429, retry_after=5)  # Telegram-shaped error JSON
         hooks.slow(1.5)                        # the next request is answered after 1.5 s
-        hooks.down(); hooks.up()               # connection refused while down, same port after
+        hooks.down(); hooks.up()               # connection refused while down; the port stays ours
         hooks.requests                         # [Recorded(method, path, query, headers, body, time)]
         hooks.telegram_texts()                 # the ``text`` of every sendMessage received
         hooks.wait_for(3)                      # block until 3 requests arrived (for async senders)
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,10 +71,21 @@ class _Plan:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    allow_reuse_port = True  # shares the port with the holder of ``FakeHooks.down`` (same user only)
     block_on_close = False
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that time out and hang up are expected here; stay quiet."""
+
+
+def _hold_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``port`` that does not listen: connections to the port are refused, and no
+    other program can bind it meanwhile (it has SO_REUSEPORT, not SO_REUSEADDR, and the kernel never
+    hands out a bound port as an ephemeral one)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((host, port))
+    return holder
 
 
 class FakeHooks:
@@ -89,6 +101,7 @@ class FakeHooks:
         self._delays: list[float] = []
         self._stopping = threading.Event()
         self._server: _Server | None = None
+        self._holder: socket.socket | None = None  # keeps the port while down
         self._thread: threading.Thread | None = None
         self._message_id = 0
         self.default_status = 200
@@ -102,7 +115,10 @@ class FakeHooks:
 
     def close(self) -> None:
         self._stopping.set()
-        self.down()
+        self._stop_serving()
+        if self._holder is not None:
+            self._holder.close()
+            self._holder = None
 
     def __enter__(self) -> FakeHooks:
         return self.start()
@@ -111,12 +127,15 @@ class FakeHooks:
         self.close()
 
     def up(self) -> None:
-        """Listen (again, on the same port once it is known)."""
+        """Listen (again, on the same port: it was held while down)."""
         if self._server is not None:
             return
         self._stopping.clear()
         server = _Server((self.host, self.port), self._handler_class())
         self.port = server.server_address[1]
+        if self._holder is not None:  # the new listener has the port now
+            self._holder.close()
+            self._holder = None
         self._server = server
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -124,7 +143,15 @@ class FakeHooks:
         self._thread.start()
 
     def down(self) -> None:
-        """Stop listening: connections are refused until ``up()``."""
+        """Stop listening: connections are refused until ``up()``. The port is never released
+        meanwhile (a bound, non-listening socket holds it), so ``up()`` cannot lose it to another
+        program."""
+        if self._server is None:
+            return
+        self._holder = _hold_port(self.host, self.port)
+        self._stop_serving()
+
+    def _stop_serving(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return

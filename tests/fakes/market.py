@@ -47,6 +47,9 @@ every matching request; the first matching rule with uses left applies.
 kind               what the server does
 =================  ==========================================================================
 ``"delay"``        waits ``seconds`` (default 5) then answers normally (client timeouts)
+``"hold"``         waits until ``release()`` (or ``close()``), then answers normally: a request
+                   the test knows is in flight, for as long as it needs (setting a "hold"
+                   fault again after a release holds again)
 ``"reset"``        closes the connection with a TCP reset, no response
 ``"cut"``          announces the full Content-Length, sends half the body, closes
 ``"429"``          HTTP 429, with ``Retry-After: retry_after`` if given
@@ -62,7 +65,8 @@ kind               what the server does
 ``"lag"``          the newest ``bars`` rows (default 1) left out: stale data
 =================  ==========================================================================
 
-``requests`` lists what was asked (:class:`Seen`: path, params, headers, time); ``count`` counts.
+``requests`` lists what was asked (:class:`Seen`: path, params, headers, time); ``count`` counts;
+``wait_for(path, count)`` blocks until that many matching requests have arrived.
 """
 
 from __future__ import annotations
@@ -166,7 +170,9 @@ class FakeMarket:
         self._faults: list[Fault] = []
         self._weight: dict[int, int] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified at every request
         self._closing = threading.Event()
+        self._released = threading.Event()  # set by release(): "hold" faults answer
         self._server = _Server((host, 0), _handler_for(self))
         self._thread: threading.Thread | None = None
 
@@ -190,6 +196,7 @@ class FakeMarket:
 
     def close(self) -> None:
         self._closing.set()
+        self._released.set()
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -261,10 +268,27 @@ class FakeMarket:
         ``symbol``) with fault ``kind``; see the table in the module docstring."""
         with self._lock:
             self._faults.append(Fault(path, kind, times, _coin(symbol) if symbol else None, options))
+        if kind == "hold":
+            self._released.clear()
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    def release(self) -> None:
+        """Let every request held by a ``"hold"`` fault, and every later one, be answered."""
+        self._released.set()
+
+    def wait_for(self, path: str = "", count: int = 1, timeout: float = 30.0) -> list[Seen]:
+        """Block until ``count`` requests whose path contains ``path`` have arrived (they are
+        recorded before any latency or fault); AssertionError after ``timeout`` seconds."""
+        with self._arrived:
+            if not self._arrived.wait_for(
+                lambda: sum(1 for r in self.requests if path in r.path) >= count, timeout
+            ):
+                seen = sum(1 for r in self.requests if path in r.path)
+                raise AssertionError(f"expected {count} requests to {path!r}, got {seen}")
+            return [r for r in self.requests if path in r.path]
 
     def count(self, path: str = "") -> int:
         """How many requests had ``path`` in their path."""
@@ -305,14 +329,18 @@ class FakeMarket:
 
     def handle(self, path: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
         """Build the reply to one GET (called from the server threads)."""
-        with self._lock:
+        with self._arrived:
             self.requests.append(Seen(path, params, headers))
+            self._arrived.notify_all()
         if self.latency:
             self._closing.wait(self.latency)
         fault = self._take_fault(path, params)
         kind = fault.kind if fault is not None else None
         if kind == "reset":
             return Reply(action="reset")
+        if kind == "hold":
+            self._released.wait()
+            kind = None
         if kind in ("delay", "cut", "truncated"):
             reply = self._answer(path, params, headers, None, 0)
             reply.action = kind
