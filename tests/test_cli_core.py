@@ -1,9 +1,11 @@
-"""The core commands: ``perpwatch validate``, ``test``, ``explain`` and ``schema``."""
+"""The core commands: ``perpwatch validate``, ``test``, ``explain`` and ``schema``; and a plugin name
+conflict, which fails every command that loads the plugin registry."""
 
 from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -344,3 +346,115 @@ def test_schema_default_is_the_strategy_schema(runner):
     schema = json.loads(invoke(runner, "schema").stdout)
     assert {"version", "name", "rules"} <= set(schema["required"])
     assert schema["additionalProperties"] is False
+
+
+# --- a plugin name conflict -----------------------------------------------------------------------
+
+CLASHING_SOURCE = """
+from perpwatch.api.hookspecs import hookimpl
+from perpwatch.api.interfaces import Source
+
+
+class Shared(Source):
+    name = "shared"
+
+    @classmethod
+    def provides(cls, options):
+        return frozenset({"price.close"})
+
+    async def fetch(self, request):
+        raise NotImplementedError
+"""
+
+CLASH = "error: source 'shared' is registered by both plugin 'first' and plugin 'second'"
+
+
+@pytest.fixture
+def clashing(tmp_path: Path) -> Iterator[list[str]]:
+    """``--plugin`` options for two local plugins registering the source ``shared``, and a third
+    adding the command ``hello``."""
+    register = "\n\n@hookimpl\ndef register_sources(register):\n    register(Shared)\n"
+    (tmp_path / "first.py").write_text(CLASHING_SOURCE + register)
+    (tmp_path / "second.py").write_text(CLASHING_SOURCE + register)
+    (tmp_path / "greeter.py").write_text(
+        textwrap.dedent(
+            """
+            import click
+            from perpwatch.api.hookspecs import hookimpl
+
+            @click.command("hello")
+            def hello():
+                click.echo("hello")
+
+            @hookimpl
+            def register_commands(cli):
+                cli.add_command(hello)
+            """
+        )
+    )
+    yield [
+        arg for name in ("first", "second", "greeter") for arg in ("--plugin", str(tmp_path / name) + ".py")
+    ]
+    cli.commands.pop("hello", None)  # plugin commands join the group object, which tests share
+
+
+STRATEGY_FILE = Path(__file__).resolve().parents[1] / "strategies" / "derivatives-monitor.yaml"
+TEST_FILE = STRATEGY_FILE.parent / "tests" / "derivatives-monitor.test.yaml"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", STRATEGY_FILE],
+        ["test", TEST_FILE],
+        ["explain", TEST_FILE, "--at", "0"],
+        ["metrics"],
+        ["run", STRATEGY_FILE, "--once", "--config", "missing.yaml"],
+        ["backtest", STRATEGY_FILE, "--data", "."],
+        ["hello"],  # a plugin's command
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_plugin_name_conflict_fails_every_command_that_loads_plugins(runner, clashing, args):
+    result = invoke(runner, *clashing, *args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == CLASH + "\n"
+    assert result.stdout == ""
+
+
+def test_plugins_lists_then_fails_on_a_conflict(runner, clashing):
+    for args in (["plugins"], ["plugins", "--json"]):
+        result = invoke(runner, *clashing, *args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr == CLASH + "\n"
+        assert "second" in result.stdout and "coinglass" in result.stdout
+
+
+def test_a_command_that_needs_no_plugin_ignores_a_conflict(runner, clashing):
+    result = invoke(runner, *clashing, "schema")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["type"] == "object"
+
+
+def test_a_plugin_cannot_replace_a_builtin_command(runner, tmp_path):
+    (tmp_path / "usurper.py").write_text(
+        textwrap.dedent(
+            """
+            import click
+            from perpwatch.api.hookspecs import hookimpl
+
+            @click.command("schema")
+            def schema():
+                click.echo("not the schema")
+
+            @hookimpl
+            def register_commands(cli):
+                cli.add_command(schema)
+            """
+        )
+    )
+    plugin = ["--plugin", tmp_path / "usurper.py"]
+    listed = invoke(runner, *plugin, "plugins")
+    assert "  error: register_commands failed: ValueError: 'schema' is a built-in command" in listed.stdout
+    assert json.loads(invoke(runner, *plugin, "schema").stdout)["type"] == "object"
+    assert "Print a JSON Schema" in invoke(runner, *plugin, "--help").stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -14,6 +14,7 @@ from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
 
 if TYPE_CHECKING:
     from perpwatch.api.registry import Registry
+    from perpwatch.cli.main import LazyGroup
     from perpwatch.language.compiler import Strategy
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
@@ -73,7 +74,7 @@ def get_registry(ctx: click.Context | None = None, *, check: bool = True) -> Reg
     as ``error: ...`` and the exit code is 2.
     """
     root = (ctx or click.get_current_context()).find_root()
-    reg = root.command.registry(root)
+    reg = cast("LazyGroup", root.command).registry(root)
     if check and reg.conflicts:
         for conflict in reg.conflicts:
             click.echo(f"error: {conflict}", err=True)

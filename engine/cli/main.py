@@ -69,7 +69,9 @@ class LazyGroup(click.Group):
             from perpwatch.api.registry import load_registry
 
             # the group's --plugin values once parsed; before that (--help is eager), main()'s reading
-            paths = root.params.get("plugin_paths", obj.get("plugin_paths", ()))
+            paths = (
+                root.params["plugin_paths"] if "plugin_paths" in root.params else obj.get("plugin_paths", ())
+            )
             obj["registry"] = load_registry(paths)
             self._plugins_adding = True
             try:

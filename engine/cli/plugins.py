@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -21,7 +22,7 @@ def register(cli: click.Group) -> None:
 def plugins(as_json: bool, verbose: bool) -> None:
     """List every plugin found, where it came from and what it registers."""
     reg = get_registry(check=False)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"name": p.name, "version": p.version, "origin": p.origin, "registers": p.registers, "error": p.error}
         | ({"traceback": p.traceback} if verbose else {})
         for p in reg.plugins

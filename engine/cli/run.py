@@ -9,13 +9,12 @@ and ``unmute`` silence a strategy or one of its rules (optionally for one symbol
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,14 +28,16 @@ from perpwatch.cli.common import (
     report_errors,
     time_option,
 )
-from perpwatch.common.clock import Clock, FakeClock
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact
 from perpwatch.common.timeutil import format_time, parse_duration
-from perpwatch.language.compiler import Strategy
-from perpwatch.live.config import Config, find_config, load_config
-from perpwatch.live.runner import TRADING_METRICS, CycleReport, Runner, RunnerOptions
-from perpwatch.live.state import StateStore
+
+if TYPE_CHECKING:  # the live engine (asyncio, sqlite3, the runner) is imported when a command runs
+    from perpwatch.common.clock import Clock
+    from perpwatch.language.compiler import Strategy
+    from perpwatch.live.config import Config
+    from perpwatch.live.runner import CycleReport, Runner, RunnerOptions
+    from perpwatch.live.state import StateStore
 
 #: Environment variables whose values are secrets even when no config names them.
 SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
@@ -92,6 +93,8 @@ def state_path(cli_state: str | None, cfg: Config) -> str:
 
 
 def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str:
+    from perpwatch.live.runner import TRADING_METRICS
+
     lines = []
     for job in runner.jobs:
         s = job.strategy
@@ -161,6 +164,10 @@ def run(
     verbose: bool,
 ) -> None:
     """Run strategies live: poll the sources every bar, evaluate, deliver what fires."""
+    from perpwatch.common.clock import Clock, FakeClock
+    from perpwatch.live.config import find_config, load_config
+    from perpwatch.live.runner import RunnerOptions
+
     start_ms = time_option(sim_from, "--simulate-from")
     stop_ms = time_option(sim_to, "--simulate-to")
     start = None if start_ms is None else start_ms / 1000
@@ -202,6 +209,10 @@ def _run(
     start: float | None,
     stop_at: float | None,
 ) -> int:
+    import asyncio
+
+    from perpwatch.live.state import StateStore
+
     store = StateStore(state)
     try:
         return asyncio.run(
@@ -223,6 +234,9 @@ async def _main(
     start: float | None,
     stop_at: float | None,
 ) -> int:
+    from perpwatch.common.clock import FakeClock
+    from perpwatch.live.runner import Runner
+
     runner = Runner.build(strategies, cfg, registry, store, clock, options=options, secrets=secrets)
     try:
         simulate = None
@@ -276,6 +290,9 @@ def with_state_options(fn):
 
 def open_state(config_path: str | None, state_opt: str | None) -> StateStore:
     """The existing state database (never a new, empty one)."""
+    from perpwatch.live.config import find_config, load_config
+    from perpwatch.live.state import StateStore
+
     path = state_opt or load_config(find_config(config_path)).state
     if path != ":memory:" and not os.path.exists(path):
         raise PerpwatchError(f"no state database at {path} (perpwatch run creates it; or pass --state)")

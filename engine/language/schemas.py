@@ -6,13 +6,14 @@ import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from perpwatch.common.errors import Loc, LocatedError, did_you_mean
 from perpwatch.language.yamlsrc import LDict, LList
+
+if TYPE_CHECKING:  # jsonschema is imported when a document is first validated
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
 
 NAMES = ("strategy", "strategy-test", "config")
 
@@ -35,6 +36,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def _validator(name: str) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load_schema(name))
 
 
