@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import numpy as np
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.common.clock import Clock
+from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.common.redact import redact
 from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import floor_to_bar, interval_ms
@@ -406,53 +408,6 @@ class HeaderAuth(httpx.Auth):
 
 
 # --------------------------------------------------------------------------------------------
-# The source base class
-
-
-class HttpSource(Source):
-    """A source that reads one HTTP API through an :class:`HttpClient` (``self.http``).
-
-    The client is wired from the options (``base_url``, ``timeout``, ``max_connections``, the retry
-    policy: see :func:`http_options_schema`, whose defaults are the only ones) and the context
-    (transport, clock, secrets, log). Subclasses pass ``auth`` and their own ``secrets`` to
-    ``__init__``, and may override :meth:`observe` to watch every response (server-reported quota).
-    """
-
-    def __init__(
-        self,
-        options: Mapping[str, Any] | None = None,
-        ctx: PluginContext | None = None,
-        *,
-        auth: httpx.Auth | None = None,
-        secrets: Iterable[str] = (),
-    ) -> None:
-        super().__init__(options, ctx)
-        self.http = HttpClient(
-            name=self.name,
-            base_url=str(self.option("base_url")),
-            clock=self.ctx.clock,
-            policy=RetryPolicy.from_options(self.option),
-            timeout=float(self.option("timeout")),
-            max_connections=int(self.option("max_connections")),
-            transport=self.ctx.transport,
-            headers={"accept": "application/json"},
-            auth=auth,
-            secrets=(*secrets, *self.ctx.secrets),
-            log=self.ctx.log.getChild(self.name),
-            observe=self.observe,
-        )
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.http.base_url}>"
-
-    def observe(self, response: httpx.Response) -> None:
-        """Called with every response before it is decoded; does nothing unless overridden."""
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
-
-
-# --------------------------------------------------------------------------------------------
 # Bars, symbols, rows
 
 
@@ -503,15 +458,8 @@ def chunks(first: int, last: int, step: int, limit: int) -> list[tuple[int, int,
 
 def to_ms(value: object) -> int | None:
     """A timestamp (int, numeric string, integral float) in ms, or None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        f = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if not np.isfinite(f) or f != int(f):
-        return None
-    return int(f)
+    f = finite_or_none(value)
+    return int(f) if f is not None and f == int(f) else None
 
 
 def rows_with_time(data: object, time_key: str) -> list[dict[str, Any]]:
@@ -595,3 +543,88 @@ async def run_jobs(source: str, grid: np.ndarray, wanted: frozenset[str], jobs: 
     if jobs and len(failures) == len(jobs):
         raise SourceError("; ".join(frame.problems), retryable=any(f.retryable for f in failures))
     return frame
+
+
+# --------------------------------------------------------------------------------------------
+# The source base class
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """One fetch of an :class:`HttpSource`: the request, its closed-bar grid and the metrics wanted."""
+
+    request: FetchRequest
+    step: int  # ms per bar
+    now_ms: int
+    grid: np.ndarray  # open times of the closed bars in the request's range (never empty)
+    wanted: frozenset[str]  # requested and provided
+
+    @property
+    def newest(self) -> bool:
+        """Whether the grid ends at the newest closed bar (so a current snapshot belongs to it)."""
+        return int(self.grid[-1]) == last_closed_bar(self.now_ms, self.step)
+
+
+class HttpSource(Source):
+    """A source that reads one HTTP API through an :class:`HttpClient` (``self.http``).
+
+    The client is wired from the options (``base_url``, ``timeout``, ``max_connections``, the retry
+    policy: see :func:`http_options_schema`, whose defaults are the only ones) and the context
+    (transport, clock, secrets, log). Subclasses pass ``auth`` and their own ``secrets`` to
+    ``__init__``, may override :meth:`observe` to watch every response (server-reported quota), and
+    implement :meth:`jobs`: :meth:`fetch` runs them concurrently (:func:`run_jobs`).
+    """
+
+    def __init__(
+        self,
+        options: Mapping[str, Any] | None = None,
+        ctx: PluginContext | None = None,
+        *,
+        auth: httpx.Auth | None = None,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        super().__init__(options, ctx)
+        self.http = HttpClient(
+            name=self.name,
+            base_url=str(self.option("base_url")),
+            clock=self.ctx.clock,
+            policy=RetryPolicy.from_options(self.option),
+            timeout=float(self.option("timeout")),
+            max_connections=int(self.option("max_connections")),
+            transport=self.ctx.transport,
+            headers={"accept": "application/json"},
+            auth=auth,
+            secrets=(*secrets, *self.ctx.secrets),
+            log=self.ctx.log.getChild(self.name),
+            observe=self.observe,
+        )
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.http.base_url}>"
+
+    def observe(self, response: httpx.Response) -> None:
+        """Called with every response before it is decoded; does nothing unless overridden."""
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @abstractmethod
+    def jobs(self, plan: FetchPlan) -> list[Job]:
+        """One job per endpoint that fills some of ``plan.wanted``; raise SourceError to fail the fetch."""
+
+    async def fetch(self, request: FetchRequest) -> Frame:
+        """Closed bars of the requested metrics; what this source does not provide is named in ``problems``."""
+        step = request_step(request)
+        now_ms = int(self.ctx.clock.time() * 1000)
+        grid = closed_bar_grid(request.start, request.end, step, now_ms)
+        provided = self.provides(self.options)
+        wanted = request.metrics & provided
+        extra = request.metrics - provided
+        unprovided = [f"{self.name} does not provide {', '.join(sorted(extra))}"] if extra else []
+        if not len(grid) or not wanted:
+            return Frame(grid, problems=unprovided)
+        frame = await run_jobs(
+            self.name, grid, wanted, self.jobs(FetchPlan(request, step, now_ms, grid, wanted))
+        )
+        frame.problems.extend(unprovided)
+        return frame

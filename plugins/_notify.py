@@ -1,4 +1,4 @@
-"""What the built-in notifiers share: severity routing, rendering helpers, redaction and HTTP errors.
+"""What the built-in notifiers share: event routing, rendering helpers, redaction and HTTP errors.
 
 Subclasses of :class:`BaseNotifier` implement ``deliver(event)``; ``send`` wraps it so that only a
 :class:`NotifierError` with a redacted message ever comes out.
@@ -178,7 +178,8 @@ def dumps(data: Any) -> str:
 
 
 class BaseNotifier(Notifier):
-    """Options checking, severity routing, redaction and the ``send`` error contract.
+    """Options checking, routing (only fired and resolved events, by severity), redaction and the
+    ``send`` error contract.
 
     ``secret_options`` name options whose values (or, for a mapping, whose values' values) are
     never shown: in errors, httpx log lines, ``repr`` or ``self.options`` (read them with

@@ -66,13 +66,14 @@ import httpx
 import numpy as np
 
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import FetchRequest, PluginContext, Source
+from perpwatch.api.interfaces import PluginContext, Source
 from perpwatch.common.timeutil import DAY, HOUR, MINUTE, format_time
-from perpwatch.evaluation.frame import Cat, Frame, to_float
+from perpwatch.evaluation.frame import Cat, to_float
 
 from ._http import (
     NO_OBSERVATION,
     Columns,
+    FetchPlan,
     HttpSource,
     Job,
     RateLimiter,
@@ -80,13 +81,9 @@ from ._http import (
     align,
     buy_pct,
     chunks,
-    closed_bar_grid,
     http_options_schema,
     json_body,
-    last_closed_bar,
-    request_step,
     rows_with_time,
-    run_jobs,
     short_msg,
     split_symbol,
     status_error,
@@ -255,16 +252,9 @@ class BinanceSource(HttpSource):
         """Klines, settled funding and the ``/futures/data`` statistics, whatever the options."""
         return KLINE_METRICS | FUNDING_METRICS | frozenset().union(*(e.metrics for e in DATA.values()))
 
-    async def fetch(self, request: FetchRequest) -> Frame:
-        """Closed bars of the requested metrics; see the module docstring for the mapping."""
-        step = request_step(request)
-        now_ms = int(self.ctx.clock.time() * 1000)
-        grid = closed_bar_grid(request.start, request.end, step, now_ms)
-        wanted = request.metrics & self.provides(self.options)
-        extra = request.metrics - self.provides(self.options)
-        unprovided = [f"binance does not provide {', '.join(sorted(extra))}"] if extra else []
-        if not len(grid) or not wanted:
-            return Frame(grid, problems=unprovided)
+    def jobs(self, plan: FetchPlan) -> list[Job]:
+        """Klines, funding and one job per ``/futures/data`` endpoint wanted; see the module docstring."""
+        request, grid, step, wanted = plan.request, plan.grid, plan.step, plan.wanted
         _, pair = split_symbol(request.symbol, self.quote)
         jobs = []
         if KLINE_METRICS & wanted:
@@ -272,20 +262,19 @@ class BinanceSource(HttpSource):
                 Job(KLINES_PATH, KLINE_METRICS, partial(self._klines, pair, request.interval, grid, step))
             )
         if FUNDING_METRICS & wanted:
-            newest = int(grid[-1]) == last_closed_bar(now_ms, step)
-            jobs.append(Job(FUNDING_PATH, FUNDING_METRICS, partial(self._funding, pair, grid, step, newest)))
+            jobs.append(
+                Job(FUNDING_PATH, FUNDING_METRICS, partial(self._funding, pair, grid, step, plan.newest))
+            )
         for endpoint in DATA.values():
             if endpoint.metrics & wanted:
                 jobs.append(
                     Job(
                         endpoint.path,
                         endpoint.metrics,
-                        partial(self._data, endpoint, pair, request.interval, grid, step, now_ms),
+                        partial(self._data, endpoint, pair, request.interval, grid, step, plan.now_ms),
                     )
                 )
-        frame = await run_jobs(self.name, grid, wanted, jobs)
-        frame.problems.extend(unprovided)
-        return frame
+        return jobs
 
     def observe(self, response: httpx.Response) -> None:
         """Pause until the next minute when the IP's used weight nears the limit."""

@@ -49,13 +49,14 @@ import httpx
 import numpy as np
 
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
+from perpwatch.api.interfaces import PluginContext, Source, SourceError
 from perpwatch.common.jsonsafe import finite_or_none
-from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.evaluation.frame import Cat
 
 from ._http import (
     NO_OBSERVATION,
     Columns,
+    FetchPlan,
     HeaderAuth,
     HttpSource,
     Job,
@@ -64,14 +65,10 @@ from ._http import (
     align,
     buy_pct,
     chunks,
-    closed_bar_grid,
     http_options_schema,
     is_retryable_status,
     json_body,
-    last_closed_bar,
-    request_step,
     rows_with_time,
-    run_jobs,
     short_msg,
     split_symbol,
     status_meaning,
@@ -292,44 +289,30 @@ class CoinGlassSource(HttpSource):
         """Every metric of the history endpoints and of the funding list, whatever the options."""
         return frozenset().union(*(e.metrics for e in HISTORY.values())) | FUNDING_LIST_METRICS
 
-    async def fetch(self, request: FetchRequest) -> Frame:
-        """Closed bars of the requested metrics; see the module docstring for the mapping."""
-        step = request_step(request)
-        now_ms = int(self.ctx.clock.time() * 1000)
-        grid = closed_bar_grid(request.start, request.end, step, now_ms)
-        wanted = request.metrics & self.provides(self.options)
-        frame = Frame(grid)
-        if not len(grid) or not wanted:
-            frame.problems.extend(self._unprovided(request))
-            return frame
+    def jobs(self, plan: FetchPlan) -> list[Job]:
+        """One job per history endpoint wanted, and the funding list; see the module docstring."""
         if not self._api_key:
             raise SourceError("coinglass needs an API key: set api_key or COINGLASS_API_KEY", retryable=False)
+        request, grid, wanted = plan.request, plan.grid, plan.wanted
         coin, pair = split_symbol(request.symbol, QUOTE)
         jobs = [
             Job(
                 endpoint.path,
                 endpoint.metrics,
-                partial(self._history, endpoint, coin, pair, request.interval, grid, step),
+                partial(self._history, endpoint, coin, pair, request.interval, grid, plan.step),
             )
             for endpoint in HISTORY.values()
             if endpoint.metrics & wanted
         ]
         if FUNDING_LIST_METRICS & wanted:
-            newest = int(grid[-1]) == last_closed_bar(now_ms, step)
             jobs.append(
                 Job(
                     FUNDING_LIST_PATH,
                     FUNDING_LIST_METRICS,
-                    partial(self._funding_list, coin, grid, newest),
+                    partial(self._funding_list, coin, grid, plan.newest),
                 )
             )
-        frame = await run_jobs(self.name, grid, wanted, jobs)
-        frame.problems.extend(self._unprovided(request))
-        return frame
-
-    def _unprovided(self, request: FetchRequest) -> list[str]:
-        extra = request.metrics - self.provides(self.options)
-        return [f"coinglass does not provide {', '.join(sorted(extra))}"] if extra else []
+        return jobs
 
     def observe(self, response: httpx.Response) -> None:
         """Pause until the next minute when CoinGlass reports the key's quota used up."""
