@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes.hooks import FakeHooks
+from fakes.market import FakeMarket, generate_series
+from helpers import H, perpwatch_command, run_perpwatch
 
 from perpwatch.api.interfaces import FetchRequest, Source
 from perpwatch.api.registry import load_registry
@@ -32,11 +34,6 @@ from perpwatch.live.config import Config, Instance
 from perpwatch.live.runner import Runner, RunnerOptions
 from perpwatch.live.state import StateStore
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fakes.hooks import FakeHooks  # noqa: E402
-from fakes.market import FakeMarket, generate_series  # noqa: E402
-
-H = 3_600_000
 T0 = 1_722_470_400_000  # 2024-08-01T00:00Z: the close of the first bar processed
 HISTORY = 240
 BARS = HISTORY + 60
@@ -496,14 +493,16 @@ def test_four_hour_strategy_runs_at_its_own_closes(env):
 
 
 class SlowSource(Source):
-    """An in-memory source whose fetch can take fake time (to overrun a bar) or real time."""
+    """An in-memory source whose fetch can take fake time (to overrun a bar), or wait for the test:
+    with ``gate`` set, each fetch sets ``entered`` and waits until the test opens the gate."""
 
     name = "slow"
 
     def __init__(self, options=None, ctx=None):
         super().__init__(options, ctx)
         self.fake_delay = 0.0
-        self.real_delay = 0.0
+        self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
         self.requests: list[FetchRequest] = []
 
     def provides(self):
@@ -514,8 +513,9 @@ class SlowSource(Source):
         if self.fake_delay:
             delay, self.fake_delay = self.fake_delay, 0.0
             await self.ctx.clock.sleep(delay)
-        if self.real_delay:
-            await asyncio.sleep(self.real_delay)
+        if self.gate is not None:
+            self.entered.set()
+            await self.gate.wait()
         times = np.arange(request.start, request.end + 1, H, dtype=np.int64)
         i = (times - START) // H
         return Frame(times, {"funding.close": pattern(BARS)[i], "price.close": 100.0 + i})
@@ -531,7 +531,7 @@ def slow_runner(env: Env, **options) -> tuple[Runner, SlowSource]:
 def test_source_timeout_is_a_failure(env):
     async def main():
         runner, src = slow_runner(env, source_timeout=0.2)
-        src.real_delay = 1.0
+        src.gate = asyncio.Event()  # never opened: the fetch outlasts the timeout
         report = await env.cycle(runner, T0)
         await runner.aclose()
         return report
@@ -570,10 +570,11 @@ def test_run_forever_aligns_to_bar_closes_and_skips_ahead_after_an_overrun(env, 
 def test_stop_finishes_the_cycle_and_flushes(env):
     async def main():
         runner, src = slow_runner(env)
-        src.real_delay = 0.3
+        src.gate = asyncio.Event()
         task = asyncio.create_task(runner.run_forever(handle_signals=False))
-        await asyncio.sleep(0.1)  # inside the first cycle's fetch
+        await src.entered.wait()  # inside the first cycle's fetch
         runner.stop()
+        src.gate.set()
         await asyncio.wait_for(task, 5)
         await runner.aclose()
 
@@ -585,24 +586,24 @@ def test_stop_finishes_the_cycle_and_flushes(env):
 # --- the command line ----------------------------------------------------------------------------
 
 
+NOW = T0 / 1000 + 1800  # the clock of the command-line subprocesses: half an hour into the T0 bar
+
+
 def perpwatch(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from perpwatch.cli.main import main; main()", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        timeout=120,
-    )
+    """``perpwatch ARGS`` in a subprocess whose clock stands still at NOW."""
+    return run_perpwatch(*args, env=env, cwd=cwd, now=NOW)
 
 
 @pytest.fixture
 def live_market():
-    """A fake market with history up to the real present (for --once with the real clock)."""
-    now_bar = int(time.time() * 1000) // H * H
-    with FakeMarket(api_key=KEY) as m:
+    """A fake market with history up to NOW (the subprocesses' clock); BTC's funding is hot at every
+    bar, so the first cycle fires heat/hot for BTC at the newest closed bar, T0 - 1h."""
+    with FakeMarket(api_key=KEY, clock=FakeClock(NOW)) as m:
         for k, sym in enumerate(("BTC", "ETH")):
-            m.generate(sym, "1h", now_bar - 400 * H, 402, seed=k)
+            series = generate_series(402, seed=k)
+            if sym == "BTC":
+                series["funding.close"] = np.full(402, 0.1)
+            m.set_series(sym, "1h", series, T0 - 400 * H)
         yield m
 
 
@@ -627,18 +628,20 @@ def test_once_exit_codes_and_events_command(tmp_path, live_market):
     assert ok.returncode == 0, ok.stderr
     assert "source coinglass" in ok.stderr and "state:" in ok.stderr and "1h bars" in ok.stderr
     live_market.fail("/price/history", "500", times=None)
-    bar = (time.time() - SETTLE) // 3600
     again = perpwatch("run", str(strat), "--once", "--config", str(cfg), env=keyenv)
     assert again.returncode == 0
-    if (time.time() - SETTLE) // 3600 == bar:  # no bar closed meanwhile
-        assert "nothing new" in again.stderr  # that bar is done: no repeat
+    assert "nothing new" in again.stderr  # the same clock, the same bar: that bar is done, no repeat
     fresh = str(tmp_path / "other.db")
     bad = perpwatch("run", str(strat), "--once", "--config", str(cfg), "--state", fresh, env=keyenv)
     assert bad.returncode == 1
     assert "HTTP 500" in bad.stderr
     listing = perpwatch("events", "--config", str(cfg), "--json", env=keyenv)
     assert listing.returncode == 0
-    assert isinstance(json.loads(listing.stdout), list)
+    rows = json.loads(listing.stdout)
+    assert [(r["key"], r["message"], r["recorded_at"]) for r in rows] == [
+        (f"heat/hot/BTC/{T0 - H}/fired", "BTC funding 0.100", NOW)
+    ]
+    assert [(d["notifier"], d["status"]) for d in rows[0]["deliveries"]] == [("file", "delivered")]
 
 
 def test_bad_input_exits_2(tmp_path, live_market):
@@ -667,7 +670,7 @@ def test_mute_cli_roundtrip(tmp_path):
     out = perpwatch("mute", "hot", "--symbol", "BTC", "--for", "2h", "--state", str(db))
     assert out.returncode == 0 and "muted heat/hot BTC until" in out.stdout
     store = StateStore(str(db))
-    now = time.time()
+    now = NOW  # the clock the mute command ran at
     assert store.is_muted("heat", "hot", "BTC", now) and not store.is_muted("heat", "hot", "ETH", now)
     assert store.is_muted("heat", "hot", "BTC", now + 7100) and not store.is_muted(
         "heat", "hot", "BTC", now + 7300
@@ -678,32 +681,46 @@ def test_mute_cli_roundtrip(tmp_path):
     assert again.returncode == 2 and "was not muted" in again.stderr
 
 
-def test_sigterm_and_sigint_finish_the_cycle_and_exit_0(tmp_path):
-    now_bar = int(time.time() * 1000) // H * H
-    with FakeMarket(api_key=KEY, latency=0.5) as market:
-        for k, sym in enumerate(("BTC", "ETH")):
-            market.generate(sym, "1h", now_bar - 400 * H, 402, seed=k)
-        strat, cfg = write_cli_files(tmp_path, market)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            state = tmp_path / f"{sig.name}.db"
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from perpwatch.cli.main import main; main()", "run", str(strat)]
-                + ["--config", str(cfg), "--state", str(state)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "CG_TEST_KEY": KEY},
-            )
+def read_until(stream, text: str) -> str:
+    """The lines of ``stream`` up to the first one holding ``text`` (everything, at end of file)."""
+    lines = []
+    for line in iter(stream.readline, ""):
+        lines.append(line)
+        if text in line:
+            break
+    return "".join(lines)
+
+
+def test_sigterm_and_sigint_finish_the_cycle_and_exit_0(tmp_path, live_market):
+    strat, cfg = write_cli_files(tmp_path, live_market)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        state = tmp_path / f"{sig.name}.db"
+        live_market.reset_requests()
+        live_market.fail("/api/futures/", "hold", times=None)  # every fetch waits for release()
+        proc = subprocess.Popen(
+            [*perpwatch_command(now=NOW), "run", str(strat), "--config", str(cfg), "--state", str(state)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "CG_TEST_KEY": KEY},
+        )
+        watchdog = threading.Timer(60, proc.kill)  # a hang fails the test rather than blocking it
+        watchdog.start()
+        try:
             line = proc.stderr.readline()  # the banner: the runner is built, the first cycle starts
             assert line.startswith("perpwatch run:"), line
-            time.sleep(0.2)  # inside the first cycle's fetches (each request takes 0.5 s)
+            live_market.wait_for("/api/futures/")  # inside the first cycle's fetches
             proc.send_signal(sig)
-            _, err = proc.communicate(timeout=60)
-            assert proc.returncode == 0, err
-            assert "finishing the cycle" in err
-            store = StateStore(str(state))
-            assert store.last_processed("heat") in (now_bar - H, now_bar - 2 * H)  # the cycle completed
-            store.close()
+            taken = read_until(proc.stderr, "finishing the cycle")  # the runner has the signal ...
+            live_market.release()  # ... and only now do its fetches get their answers
+            _, rest = proc.communicate()
+        finally:
+            watchdog.cancel()
+        assert proc.returncode == 0, taken + rest
+        assert "finishing the cycle" in taken
+        store = StateStore(str(state))
+        assert store.last_processed("heat") == T0 - H  # the cycle in flight completed
+        store.close()
 
 
 def test_default_source_and_symbols(tmp_path, monkeypatch):
