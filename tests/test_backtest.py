@@ -254,7 +254,8 @@ def test_data_problems_are_clear(tiny, tmp_path):
         load_history([str(data)], "4h", ["SOL"])
     with pytest.raises(PerpwatchError, match="no such file"):
         load_history([str(tmp_path / "nope")], "4h", None)
-    assert s.interval == "4h"
+    good = load_history([str(data)], s.interval, ["BTC"])  # the folder's good file still loads
+    assert list(good.frames) == ["BTC"] and good.frames["BTC"].columns["price.close"].tolist() == CLOSE
 
 
 def test_statistics_with_no_trades_are_well_defined():
@@ -454,7 +455,7 @@ def test_html_is_self_contained(tiny, tmp_path):
 @pytest.mark.skipif(
     not (SNAPSHOTS / "20250529").is_dir(), reason=f"CoinGlass snapshots not found at {SNAPSHOTS}"
 )
-def test_derivatives_state_on_the_real_btc_4h_year(tmp_path, capsys):
+def test_derivatives_state_on_the_real_btc_4h_year(tmp_path):
     """Nov 2024 -> Nov 2025, snapshots 20250529 + 20251114 joined, at 4h (the data's interval)."""
     out_json, out_html = tmp_path / "ds.json", tmp_path / "ds.html"
     args = [
@@ -472,8 +473,6 @@ def test_derivatives_state_on_the_real_btc_4h_year(tmp_path, capsys):
     if _has_plotly():
         args += ["--html", out_html]
     result = invoke(*args)
-    with capsys.disabled():
-        print("\n" + result.output)
     assert result.exit_code == 0, result.output
     doc = json.loads(out_json.read_text())
     st = doc["stats"]
