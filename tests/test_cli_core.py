@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import STRATEGIES, invoke
 
 from perpwatch.cli.main import cli
 
@@ -106,32 +106,23 @@ risk:                                # optional; checked before any order reache
 
 
 @pytest.fixture
-def runner():
-    return CliRunner()
-
-
-@pytest.fixture
 def heat(tmp_path: Path) -> Path:
     (tmp_path / "funding-heat.yaml").write_text(FUNDING_HEAT)
     (tmp_path / "funding-heat.test.yaml").write_text(SPEC_TEST)
     return tmp_path
 
 
-def invoke(runner, *args):
-    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
 # --- validate -------------------------------------------------------------------------------------
 
 
-def test_validate_ok(runner, heat):
-    result = invoke(runner, "validate", heat / "funding-heat.yaml")
+def test_validate_ok(heat):
+    result = invoke("validate", heat / "funding-heat.yaml")
     assert result.exit_code == 0
     assert result.stdout == f"{heat / 'funding-heat.yaml'}: ok (1 rules, 0 lets)\n"
 
 
-def test_validate_verbose_prints_metrics_and_warmup(runner, heat):
-    result = invoke(runner, "validate", "--verbose", heat / "funding-heat.yaml")
+def test_validate_verbose_prints_metrics_and_warmup(heat):
+    result = invoke("validate", "--verbose", heat / "funding-heat.yaml")
     assert result.exit_code == 0
     out = result.stdout
     assert "name:     funding-heat  interval: 1h" in out
@@ -140,10 +131,10 @@ def test_validate_verbose_prints_metrics_and_warmup(runner, heat):
     assert "rule hot_funding: severity info, for 1 bars; uses funding.close, oi.close" in out
 
 
-def test_validate_the_spec_example_strategy(runner, tmp_path):
+def test_validate_the_spec_example_strategy(tmp_path):
     path = tmp_path / "short-squeeze.yaml"
     path.write_text(SPEC_STRATEGY)
-    result = invoke(runner, "validate", "-v", path)
+    result = invoke("validate", "-v", path)
     assert result.exit_code == 0, result.stderr
     assert "ok (1 rules, 7 lets)" in result.stdout
     assert (
@@ -155,12 +146,12 @@ def test_validate_the_spec_example_strategy(runner, tmp_path):
     assert "cooldown 240m" in result.stdout
 
 
-def test_validate_reports_errors_with_locations_and_exit_2(runner, tmp_path):
+def test_validate_reports_errors_with_locations_and_exit_2(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text(FUNDING_HEAT)
     bad = tmp_path / "bad.yaml"
     bad.write_text(FUNDING_HEAT.replace("funding.close > 0.1", "fundng.close > 0.1"))
-    result = invoke(runner, "validate", good, bad)
+    result = invoke("validate", good, bad)
     assert result.exit_code == 2
     assert f"{good}: ok" in result.stdout  # the good file is still checked
     assert result.stderr.startswith(f"{bad}:6:11: error: 'fundng.close'")
@@ -180,27 +171,27 @@ rules:
 """
 
 
-def test_validate_param_override(runner, tmp_path):
+def test_validate_param_override(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(PARAM_STRATEGY)
-    assert "warm-up:  23 bars" in invoke(runner, "validate", "-v", path).stdout
-    result = invoke(runner, "validate", "-v", "--param", "window=48", "--param", "limit=3", path)
+    assert "warm-up:  23 bars" in invoke("validate", "-v", path).stdout
+    result = invoke("validate", "-v", "--param", "window=48", "--param", "limit=3", path)
     assert result.exit_code == 0
     assert "warm-up:  47 bars" in result.stdout
-    result = invoke(runner, "validate", "--param", "windw=48", path)
+    result = invoke("validate", "--param", "windw=48", path)
     assert result.exit_code == 2
     assert "unknown param 'windw'" in result.stderr and "did you mean: window" in result.stderr
-    result = invoke(runner, "validate", "--param", "window=-3", path)
+    result = invoke("validate", "--param", "window=-3", path)
     assert result.exit_code == 2 and "lookahead" in result.stderr
-    result = invoke(runner, "validate", "--param", "window", path)
+    result = invoke("validate", "--param", "window", path)
     assert result.exit_code == 2 and "NAME=VALUE" in result.output
 
 
 # --- test -----------------------------------------------------------------------------------------
 
 
-def test_the_spec_section_7_example_passes(runner, heat):
-    result = invoke(runner, "test", heat / "funding-heat.test.yaml")
+def test_the_spec_section_7_example_passes(heat):
+    result = invoke("test", heat / "funding-heat.test.yaml")
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-2:] == [
         f"{heat / 'funding-heat.test.yaml'}: 1 passed, 0 failed  ok",
@@ -208,13 +199,13 @@ def test_the_spec_section_7_example_passes(runner, heat):
     ]
 
 
-def test_a_failing_expectation_exits_1_with_a_readable_diff(runner, heat):
+def test_a_failing_expectation_exits_1_with_a_readable_diff(heat):
     wrong = SPEC_TEST.replace("fired: [hot_funding]         #", "fired: []                    #").replace(
         "      - at: 4                        # bar index, or a time\n        fired: []",
         "      - at: 4                        # bar index, or a time\n        fired: [hot_funding]",
     )
     (heat / "wrong.test.yaml").write_text(wrong)
-    result = invoke(runner, "test", heat / "wrong.test.yaml")
+    result = invoke("test", heat / "wrong.test.yaml")
     assert result.exit_code == 1
     out = result.stdout
     # bar 4: expected a fire that did not happen; the inputs of the rule at that bar are shown
@@ -226,10 +217,10 @@ def test_a_failing_expectation_exits_1_with_a_readable_diff(runner, heat):
     assert out.splitlines()[-1] == "0 passed, 1 failed"
 
 
-def test_a_failing_value_shows_expected_and_actual(runner, heat):
+def test_a_failing_value_shows_expected_and_actual(heat):
     wrong = SPEC_TEST.replace("values: {funding.close: 0.12}", "values: {funding.close: 0.13, oi.close: _}")
     (heat / "values.test.yaml").write_text(wrong)
-    result = invoke(runner, "test", heat / "values.test.yaml")
+    result = invoke("test", heat / "values.test.yaml")
     assert result.exit_code == 1
     assert (
         "at bar 5 (2024-08-05T05:00:00Z): value of funding.close\n    expected: 0.13\n    actual:   0.12"
@@ -239,34 +230,34 @@ def test_a_failing_value_shows_expected_and_actual(runner, heat):
     assert "    inputs at this bar: funding.close=0.12, oi.close=105" in result.stdout
 
 
-def test_tolerance(runner, heat):
+def test_tolerance(heat):
     text = SPEC_TEST.replace("values: {funding.close: 0.12}", "values: {funding.close: 0.1200001}")
     (heat / "tol.test.yaml").write_text(text)
-    assert invoke(runner, "test", heat / "tol.test.yaml").exit_code == 1
+    assert invoke("test", heat / "tol.test.yaml").exit_code == 1
     (heat / "tol.test.yaml").write_text(
         text.replace("    symbol: BTC\n", "    symbol: BTC\n    tolerance: 0.001\n")
     )
-    assert invoke(runner, "test", heat / "tol.test.yaml").exit_code == 0
+    assert invoke("test", heat / "tol.test.yaml").exit_code == 0
 
 
-def test_times_as_at(runner, heat):
+def test_times_as_at(heat):
     text = SPEC_TEST.replace("- at: 5 ", "- at: 2024-08-05T05:00:00Z")
     (heat / "times.test.yaml").write_text(text)
-    assert invoke(runner, "test", heat / "times.test.yaml").exit_code == 0
+    assert invoke("test", heat / "times.test.yaml").exit_code == 0
 
 
-def test_bad_test_files_exit_2(runner, heat):
+def test_bad_test_files_exit_2(heat):
     (heat / "bad.test.yaml").write_text(SPEC_TEST.replace("fired: [hot_funding]", "fired: [hot_fundng]"))
-    result = invoke(runner, "test", heat / "bad.test.yaml")
+    result = invoke("test", heat / "bad.test.yaml")
     assert result.exit_code == 2
     assert "no rule named 'hot_fundng' (did you mean: hot_funding?)" in result.stderr
     (heat / "bad2.test.yaml").write_text(SPEC_TEST.replace('"100+1x7"', '"100+1x"'))
-    result = invoke(runner, "test", heat / "bad2.test.yaml")
+    result = invoke("test", heat / "bad2.test.yaml")
     assert result.exit_code == 2
     assert "bad2.test.yaml:9:" in result.stderr and "'100+1x' is not expanding notation" in result.stderr
 
 
-def test_test_with_params_unknown_values_and_labels(runner, tmp_path):
+def test_test_with_params_unknown_values_and_labels(tmp_path):
     (tmp_path / "p.yaml").write_text(
         PARAM_STRATEGY.replace("rules:", "let:\n  zs: zscore(funding.close, window)\nrules:").replace(
             "when: zscore(funding.close, window) > limit",
@@ -298,15 +289,15 @@ def test_test_with_params_unknown_values_and_labels(runner, tmp_path):
     )
     # bar 2: zscore of 1,2,3 = (3-2)/1 = 1 > 0.5 -> fired; bar 3: exchange unknown -> resolved;
     # bar 4: 3,3,3 is flat -> zscore unknown
-    result = invoke(runner, "test", tmp_path / "p.test.yaml")
+    result = invoke("test", tmp_path / "p.test.yaml")
     assert result.exit_code == 0, result.output
 
 
 # --- explain --------------------------------------------------------------------------------------
 
 
-def test_explain_shows_values_and_rule_states(runner, heat):
-    result = invoke(runner, "explain", heat / "funding-heat.test.yaml", "--at", "5")
+def test_explain_shows_values_and_rule_states(heat):
+    result = invoke("explain", heat / "funding-heat.test.yaml", "--at", "5")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert (
@@ -317,15 +308,15 @@ def test_explain_shows_values_and_rule_states(runner, heat):
     assert "  oi.close = 105" in lines
     assert "  hot_funding: True (fired)" in lines
     assert "       True  funding.close > 0.1 and pct_change(oi.close, 1) > 0" in lines
-    result = invoke(runner, "explain", heat / "funding-heat.test.yaml", "--at", "2024-08-05T02:00:00Z")
+    result = invoke("explain", heat / "funding-heat.test.yaml", "--at", "2024-08-05T02:00:00Z")
     assert "  hot_funding: False (not firing)" in result.stdout.splitlines()
     # bar 0 has no pct_change yet (unknown), but 0.05 > 0.1 is False, and False and unknown is False
-    result = invoke(runner, "explain", heat / "funding-heat.test.yaml", "--at", "0")
+    result = invoke("explain", heat / "funding-heat.test.yaml", "--at", "0")
     assert "  hot_funding: False (not firing)" in result.stdout.splitlines()
 
 
-def test_explain_bad_bar_exits_2(runner, heat):
-    result = invoke(runner, "explain", heat / "funding-heat.test.yaml", "--at", "99")
+def test_explain_bad_bar_exits_2(heat):
+    result = invoke("explain", heat / "funding-heat.test.yaml", "--at", "99")
     assert result.exit_code == 2
     assert "outside the series (bars 0..7)" in result.stderr
 
@@ -334,16 +325,16 @@ def test_explain_bad_bar_exits_2(runner, heat):
 
 
 @pytest.mark.parametrize("name", ["strategy", "strategy-test", "config"])
-def test_schema_is_valid_json(runner, name):
-    result = invoke(runner, "schema", name)
+def test_schema_is_valid_json(name):
+    result = invoke("schema", name)
     assert result.exit_code == 0
     schema = json.loads(result.stdout)
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert schema["type"] == "object"
 
 
-def test_schema_default_is_the_strategy_schema(runner):
-    schema = json.loads(invoke(runner, "schema").stdout)
+def test_schema_default_is_the_strategy_schema():
+    schema = json.loads(invoke("schema").stdout)
     assert {"version", "name", "rules"} <= set(schema["required"])
     assert schema["additionalProperties"] is False
 
@@ -398,8 +389,8 @@ def clashing(tmp_path: Path) -> Iterator[list[str]]:
     cli.commands.pop("hello", None)  # plugin commands join the group object, which tests share
 
 
-STRATEGY_FILE = Path(__file__).resolve().parents[1] / "strategies" / "derivatives-monitor.yaml"
-TEST_FILE = STRATEGY_FILE.parent / "tests" / "derivatives-monitor.test.yaml"
+STRATEGY_FILE = STRATEGIES / "derivatives-monitor.yaml"
+TEST_FILE = STRATEGIES / "tests" / "derivatives-monitor.test.yaml"
 
 
 @pytest.mark.parametrize(
@@ -415,28 +406,28 @@ TEST_FILE = STRATEGY_FILE.parent / "tests" / "derivatives-monitor.test.yaml"
     ],
     ids=lambda args: args[0],
 )
-def test_a_plugin_name_conflict_fails_every_command_that_loads_plugins(runner, clashing, args):
-    result = invoke(runner, *clashing, *args)
+def test_a_plugin_name_conflict_fails_every_command_that_loads_plugins(clashing, args):
+    result = invoke(*clashing, *args)
     assert result.exit_code == 2, result.output
     assert result.stderr == CLASH + "\n"
     assert result.stdout == ""
 
 
-def test_plugins_lists_then_fails_on_a_conflict(runner, clashing):
+def test_plugins_lists_then_fails_on_a_conflict(clashing):
     for args in (["plugins"], ["plugins", "--json"]):
-        result = invoke(runner, *clashing, *args)
+        result = invoke(*clashing, *args)
         assert result.exit_code == 2, result.output
         assert result.stderr == CLASH + "\n"
         assert "second" in result.stdout and "coinglass" in result.stdout
 
 
-def test_a_command_that_needs_no_plugin_ignores_a_conflict(runner, clashing):
-    result = invoke(runner, *clashing, "schema")
+def test_a_command_that_needs_no_plugin_ignores_a_conflict(clashing):
+    result = invoke(*clashing, "schema")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["type"] == "object"
 
 
-def test_a_plugin_cannot_replace_a_builtin_command(runner, tmp_path):
+def test_a_plugin_cannot_replace_a_builtin_command(tmp_path):
     (tmp_path / "usurper.py").write_text(
         textwrap.dedent(
             """
@@ -454,7 +445,7 @@ def test_a_plugin_cannot_replace_a_builtin_command(runner, tmp_path):
         )
     )
     plugin = ["--plugin", tmp_path / "usurper.py"]
-    listed = invoke(runner, *plugin, "plugins")
+    listed = invoke(*plugin, "plugins")
     assert "  error: register_commands failed: ValueError: 'schema' is a built-in command" in listed.stdout
-    assert json.loads(invoke(runner, *plugin, "schema").stdout)["type"] == "object"
-    assert "Print a JSON Schema" in invoke(runner, *plugin, "--help").stdout
+    assert json.loads(invoke(*plugin, "schema").stdout)["type"] == "object"
+    assert "Print a JSON Schema" in invoke(*plugin, "--help").stdout
