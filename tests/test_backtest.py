@@ -18,32 +18,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import COINGLASS_REPORT, ROOT, H, invoke
+from helpers import write_csv as write_rows
 
 from perpwatch.api.registry import Registry
 from perpwatch.backtest.history import History, load_history, symbols_for
 from perpwatch.backtest.report import format_text, to_json
 from perpwatch.backtest.result import BacktestOptions
 from perpwatch.backtest.walk import run_backtest
-from perpwatch.cli.main import cli
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.evaluation.frame import Frame
 from perpwatch.language.compiler import load_strategy
 
-H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
-REPO = Path(__file__).resolve().parents[1]
-SNAPSHOTS = Path(
-    os.environ.get(
-        "PERPWATCH_COINGLASS_DATA", REPO.parent / "shared" / "data" / "coinglass-v4-liquidity-report"
-    )
-)
+SNAPSHOTS = COINGLASS_REPORT
 
 TINY = """
 version: 1
@@ -66,14 +59,8 @@ FUNDING = [0.01, 0.01, 0.01, 0.02, 0.01, 0.01, 0.01, 0.01]
 
 
 def write_csv(path: Path, rows: dict[str, list], start: int = T0, step: int = 4 * H) -> Path:
-    names = list(rows)
-    n = len(rows[names[0]])
-    lines = ["time," + ",".join(names)]
-    for i in range(n):
-        cells = ["" if rows[c][i] is None else repr(float(rows[c][i])) for c in names]
-        lines.append(f"{start + i * step}," + ",".join(cells))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    """A replay CSV, 4h bars from T0 unless said."""
+    return write_rows(path, rows, start, step)
 
 
 @pytest.fixture
@@ -273,10 +260,6 @@ def test_statistics_with_no_trades_are_well_defined():
 # --- the command line ---------------------------------------------------------------------------------
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
 def test_cli_prints_the_report_and_writes_json(tiny, tmp_path):
     strat, data = tiny
     out = tmp_path / "bt.json"
@@ -460,7 +443,7 @@ def test_derivatives_state_on_the_real_btc_4h_year(tmp_path):
     out_json, out_html = tmp_path / "ds.json", tmp_path / "ds.html"
     args = [
         "backtest",
-        REPO / "strategies" / "derivatives-state.yaml",
+        ROOT / "strategies" / "derivatives-state.yaml",
         "--data",
         SNAPSHOTS / "20250529",
         "--data",
