@@ -13,10 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import COINGLASS_REPORT, invoke
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext
-from perpwatch.cli.main import cli
 from perpwatch.common.clock import FakeClock
 from perpwatch.common.timeutil import HOUR, format_time, parse_time
 from perpwatch.evaluation.frame import Frame
@@ -26,8 +25,7 @@ from perpwatch.plugins.replay import ReplaySource, load_replay_file
 
 pytest.importorskip("pyarrow")
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-REPORT = DATA / "coinglass-v4-liquidity-report"
+REPORT = COINGLASS_REPORT
 NOV, MAY, OLD = REPORT / "20251114", REPORT / "20250529", REPORT / "20250512-old-v2"
 H4 = 4 * HOUR
 CRASH = parse_time("2025-10-10T20:00:00Z")
@@ -166,9 +164,7 @@ def test_same_mapping_as_the_live_source(nov: Frame) -> None:
 
 def test_convert_command_writes_replay_files(tmp_path: Path, year: Frame) -> None:
     out = tmp_path / "data"
-    result = CliRunner().invoke(
-        cli, ["convert-coinglass", str(NOV), str(MAY), "--symbol", "BTC,eth", "--out", str(out)], obj={}
-    )
+    result = invoke("convert-coinglass", NOV, MAY, "--symbol", "BTC,eth", "--out", out)
     assert result.exit_code == 0, result.output
     assert (
         f"wrote {out / 'BTC_4h.csv'}: 2099 bars 2024-11-29T20:00:00Z .. 2025-11-14T12:00:00Z, 23 metrics"
@@ -187,19 +183,10 @@ def test_convert_command_writes_replay_files(tmp_path: Path, year: Frame) -> Non
 
 
 def test_convert_command_errors(tmp_path: Path) -> None:
-    runner = CliRunner()
-    empty = runner.invoke(
-        cli, ["convert-coinglass", str(tmp_path), "--symbol", "BTC", "--out", str(tmp_path / "o")], obj={}
-    )
+    empty = invoke("convert-coinglass", tmp_path, "--symbol", "BTC", "--out", tmp_path / "o")
     assert empty.exit_code == 2
     assert f"error: no 4h data for BTC in {tmp_path}" in empty.stderr
-    missing = runner.invoke(
-        cli, ["convert-coinglass", str(tmp_path / "nope"), "--symbol", "BTC", "--out", "o"], obj={}
-    )
+    missing = invoke("convert-coinglass", tmp_path / "nope", "--symbol", "BTC", "--out", "o")
     assert missing.exit_code == 2 and "does not exist" in missing.stderr
-    daily = runner.invoke(
-        cli,
-        ["convert-coinglass", str(NOV), "--symbol", "BTC", "--interval", "1d", "--out", str(tmp_path)],
-        obj={},
-    )
+    daily = invoke("convert-coinglass", NOV, "--symbol", "BTC", "--interval", "1d", "--out", tmp_path)
     assert daily.exit_code == 2 and "its bars are 4h apart, not 1d" in daily.stderr

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from fakes.market import FakeMarket
+from helpers import invoke
 
 from perpwatch.api.interfaces import FetchRequest
-from perpwatch.cli.main import cli
 from perpwatch.common.timeutil import HOUR, parse_time
 from perpwatch.evaluation.frame import Frame
 from perpwatch.plugins import replay_fetch as fetchcmd
@@ -50,7 +50,7 @@ def config(tmp_path: Path, market: FakeMarket, monkeypatch: pytest.MonkeyPatch) 
 
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["fetch", *args], obj={})
+    return invoke("fetch", *args)
 
 
 def test_fetch_writes_replay_files_equal_to_the_source(

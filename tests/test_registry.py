@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
+from helpers import invoke
 
 from perpwatch.api.interfaces import Notifier, Source
 from perpwatch.api.registry import load_registry
@@ -58,10 +59,6 @@ def plugin_file(folder: Path, name: str, body: str) -> Path:
 
 def source_plugin(folder: Path, name: str, source: str, version: str = "1.0") -> Path:
     return plugin_file(folder, name, SOURCE_PLUGIN.format(version=version, source=source, prefix=name))
-
-
-def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), obj={}, env=env)
 
 
 def rows(result: Result) -> dict[str, dict]:

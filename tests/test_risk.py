@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import H, invoke
 
 from perpwatch.api.interfaces import PluginContext
-from perpwatch.cli.main import cli
 from perpwatch.common.clock import FakeClock
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.events import Event, OrderIntent
@@ -28,7 +27,6 @@ from perpwatch.live.state import StateStore
 from perpwatch.live.trading import Trading
 from perpwatch.plugins.paper import PaperExecutor
 
-H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 
 STRATEGY = """
@@ -308,9 +306,8 @@ def test_rule_inputs_cover_condition_and_signal_metrics(desk):
 
 
 def test_halt_resume_commands_and_events_shows_rejections(tmp_path, desk):
-    runner = CliRunner()
     db = str(tmp_path / "state.db")
-    out = runner.invoke(cli, ["halt", "--state", db, "--reason", "manual"])
+    out = invoke("halt", "--state", db, "--reason", "manual")
     assert out.exit_code == 0 and "trading halted" in out.output
     store = StateStore(db)
     assert store.get_flag(HALT_FLAG).endswith(": manual")
@@ -321,8 +318,8 @@ def test_halt_resume_commands_and_events_shows_rejections(tmp_path, desk):
     for e in d.bar(0):
         store.record_event(e)
     store.close()
-    shown = runner.invoke(cli, ["events", "--state", db])
+    shown = invoke("events", "--state", db)
     assert "REJECTED" in shown.output and "trading is halted" in shown.output
-    assert runner.invoke(cli, ["resume", "--state", db]).exit_code == 0
-    again = runner.invoke(cli, ["resume", "--state", db])
+    assert invoke("resume", "--state", db).exit_code == 0
+    again = invoke("resume", "--state", db)
     assert again.exit_code == 2 and "not halted" in again.output
