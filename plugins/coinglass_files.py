@@ -205,6 +205,10 @@ def describe_gaps(times: np.ndarray, step: int, limit: int = 5) -> list[str]:
     return lines
 
 
+def _has_numbers(col: np.ndarray | Cat | None) -> bool:
+    return isinstance(col, np.ndarray) and not np.isnan(col).all()
+
+
 class SnapshotReader(HistoryReader):
     """``--data`` as one or more snapshot folders, joined (the newer wins where they overlap).
 
@@ -229,9 +233,7 @@ class SnapshotReader(HistoryReader):
                     raise PerpwatchError(f"--data: no CoinGlass responses for {sym} in {', '.join(paths)}")
                 continue
             frame = load_snapshots(paths, sym, interval)
-            has_price = all(
-                c in frame.columns and not np.isnan(frame.columns[c]).all() for c in PRICE_COLUMNS
-            )
+            has_price = all(_has_numbers(frame.columns.get(c)) for c in PRICE_COLUMNS)
             if not has_price:
                 if symbols:
                     raise PerpwatchError(f"--data: the snapshots hold no {interval} price bars for {sym}")

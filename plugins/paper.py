@@ -470,7 +470,7 @@ class PaperExecutor(Executor):
         payments = []
         for t in range(first, until + 1, step):
             notional = trade.qty * mark
-            amount = -trade.sign * notional * rate / 100 if known else 0.0
+            amount = -trade.sign * notional * rate / 100 if rate is not None and known else 0.0
             payments.append(FundingPayment(trade.id, t, rate if known else None, notional, amount))
         self.conn.executemany(
             "INSERT INTO paper_funding (trade_id, time, account, strategy, symbol, rate, notional, amount) "

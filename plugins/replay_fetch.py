@@ -123,11 +123,12 @@ def fetch(
     """
     first = time_option(start, "--from")
     stop = time_option(end, "--to") if end else int(time.time() * 1000)
+    assert first is not None and stop is not None  # --from is required; --to is given or now
     if stop <= first:
         raise click.BadParameter(f"--to must be after --from ({format_time(first)})", param_hint="--to")
     step = interval_ms(interval)
     source, cfg = build_source(source_name, config_path)
-    provided = source.provides()
+    provided = source.provides(source.options)
     wanted = _split(metrics)
     for name in wanted:
         if name not in provided:
@@ -190,7 +191,7 @@ async def _fetch_all(
 ) -> dict[str, SymbolResult]:
     """Every (symbol, window) in turn, with a progress bar; a chunk that fails outright stops that symbol."""
     results = {coin: SymbolResult() for coin in coins}
-    expected = metrics & source.provides()
+    expected = metrics & source.provides(source.options)
     try:
         with click.progressbar(
             length=len(coins) * len(windows),

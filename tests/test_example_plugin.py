@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "perpwatch-example-plugin"
 STRATEGY = EXAMPLE / "strategies" / "synthetic-midrange.yaml"
+TRADING = EXAMPLE / "strategies" / "synthetic-trend.yaml"
 
 
 def _site_dirs() -> list[str]:
@@ -62,9 +63,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def perpwatch(bindir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def perpwatch(bindir: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     exe = bindir / ("perpwatch.exe" if os.name == "nt" else "perpwatch")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=_env(), timeout=60)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=_env(), timeout=60, cwd=cwd)
 
 
 def test_installed_from_the_venv_itself(env_bin: Path) -> None:
@@ -83,12 +84,18 @@ def test_plugins_lists_synthetic_with_version_and_origin(env_bin: Path) -> None:
     assert synthetic["version"] == "0.2.0"
     assert synthetic["origin"] == "entry point (perpwatch-example-plugin)"
     assert synthetic["error"] is None
-    assert synthetic["registers"] == {"sources": ["synthetic"], "functions": ["midrange"], "commands": []}
+    assert synthetic["registers"] == {
+        "sources": ["synthetic"],
+        "notifiers": ["eventfile"],
+        "executors": ["fixedfee"],
+        "functions": ["midrange"],
+        "commands": [],
+    }
     assert rows["replay"]["origin"] == "entry point (perpwatch)"
     text = perpwatch(env_bin, "plugins").stdout
     assert (
-        "synthetic 0.2.0  [entry point (perpwatch-example-plugin)]  sources: synthetic; functions: midrange"
-        in text
+        "synthetic 0.2.0  [entry point (perpwatch-example-plugin)]  sources: synthetic; notifiers: eventfile; "
+        "executors: fixedfee; functions: midrange" in text
     )
 
 
@@ -137,4 +144,74 @@ def test_the_example_s_own_tests_pass_once_installed(env_bin: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout  # the entry-point test runs (it skips when not installed)
+    assert "6 passed" in result.stdout  # the entry-point test runs (it skips when not installed)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(env_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three months of synthetic BTC 4h bars, fetched from the plugin's source into replay files."""
+    home = tmp_path_factory.mktemp("synthetic")
+    result = perpwatch(
+        env_bin, "fetch", "--source", "synthetic", "--symbols", "BTC", "--interval", "4h",
+        "--from", "2024-01-01", "--to", "2024-04-01", "--out", "data", cwd=home,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote data/BTC_4h.csv: 546 bars" in result.stdout
+    return home / "data"
+
+
+def test_backtest_trades_on_the_plugin_executor(env_bin: Path, synthetic_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bt.json"
+    args = ["backtest", str(TRADING), "--data", str(synthetic_data), "--executor", "fixedfee"]
+    result = perpwatch(env_bin, *args, "--json", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "the fixedfee executor's own (a plugin; its options: fee_usd=1)" in result.stdout
+    doc = json.loads(out.read_text())
+    trades, stats = doc["trades"], doc["stats"]
+    assert stats["trades"] == len(trades) > 5 and stats["starting_balance_usd"] == 10_000
+    assert all(t["fees"] == (2 if t["status"] == "closed" else 1) for t in trades)  # 1 USD a fill
+    assert stats["fees_usd"] == pytest.approx(sum(t["fees"] for t in trades))
+    assert stats["net_pnl_usd"] == pytest.approx(sum(t["net_pnl"] for t in trades))
+    assert {t["entry_rule"] for t in trades} == {"enter"}  # linked through the fills' trade_id
+    assert {t["exit_rule"] for t in trades if t["status"] == "closed"} == {"leave"}
+    config = tmp_path / "cheap.yaml"
+    config.write_text("executors:\n  cheap: {plugin: fixedfee, fee_usd: 0, balance_usd: 2500}\n")
+    cheap = perpwatch(env_bin, *args[:-1], "cheap", "--config", str(config), "--json", str(out), cwd=tmp_path)
+    assert cheap.returncode == 0, cheap.stderr
+    doc = json.loads(out.read_text())
+    assert doc["stats"]["fees_usd"] == 0 and doc["stats"]["starting_balance_usd"] == 2500
+    refused = perpwatch(env_bin, *args, "--fee-bps", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "the fixedfee executor has no fee_bps option" in refused.stderr
+
+
+def test_simulated_run_notifies_the_plugin_notifier_as_the_backtest_fires(
+    env_bin: Path, synthetic_data: Path, tmp_path: Path
+) -> None:
+    """``run --simulate-from`` over the same replay files: the eventfile notifier receives exactly the
+    events the backtest fires (the strategy's source name, synthetic, is served from the files)."""
+    out, events = tmp_path / "bt.json", tmp_path / "events.txt"
+    backtest = perpwatch(env_bin, "backtest", str(TRADING), "--data", str(synthetic_data), "--json", str(out))
+    assert backtest.returncode == 0, backtest.stderr
+    (tmp_path / "perpwatch.yaml").write_text(
+        "state: state.db\n"
+        f"sources:\n  synthetic: {{plugin: replay, path: '{synthetic_data}'}}\n"
+        f"notifiers:\n  eventfile: {{path: '{events}'}}\n"
+    )
+    run = perpwatch(
+        env_bin,
+        "run",
+        str(TRADING),
+        "--simulate-from",
+        "2024-01-01",
+        "--simulate-to",
+        "2024-04-01",
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stderr
+    lines = events.read_text().splitlines()
+    assert lines[0].startswith("2024-01-04T04:00:00Z medium synthetic-trend/enter BTC fired: BTC: close ")
+    notified = [(line.split()[0], line.split()[2]) for line in lines]
+    fired = json.loads(out.read_text())["events"]
+    assert notified == [
+        (e["time_iso"], f"{e['strategy']}/{e['rule']}") for e in fired if e["kind"] == "fired"
+    ]

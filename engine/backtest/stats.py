@@ -3,7 +3,6 @@ printed with every report, and the events per rule."""
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -80,10 +79,12 @@ def assumptions(r: BacktestResult) -> list[str]:
             f"One paper account of {o.balance_usd:,.2f} USD for all strategies; fixed USD sizes (no compounding).",
         ]
     else:
-        shown = {k: v for k, v in o.executor_options.items() if k not in ACCOUNT_OPTIONS}
+        shown = ", ".join(
+            f"{k}={v}" for k, v in sorted(o.executor_options.items()) if k not in ACCOUNT_OPTIONS
+        )
         account = [
             f"Fills, fees, slippage, funding and sizing are the {o.executor} executor's own (a plugin; "
-            f"options {json.dumps(shown, sort_keys=True, default=str)}); it is handed each order at the "
+            f"{'its options: ' + shown if shown else 'no other options'}); it is handed each order at the "
             "price above.",
             f"One {o.executor} account for all strategies, starting at {o.balance_usd:,.2f} USD (its equity "
             f"before the first bar); {r.funding_skipped} funding settlement(s) skipped, as it reports them.",

@@ -29,7 +29,7 @@ from perpwatch.api.interfaces import Accounting, Executor, PluginContext
 from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import Registry, load_registry
 from perpwatch.backtest.history import History, symbols_for
-from perpwatch.backtest.result import BacktestOptions, BacktestResult, TradeRecord
+from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestOptions, BacktestResult, TradeRecord
 from perpwatch.backtest.stats import assumptions, compute_stats
 from perpwatch.common.clock import FakeClock
 from perpwatch.common.errors import PerpwatchError, did_you_mean
@@ -79,9 +79,7 @@ async def run_backtest_async(
     clock = FakeClock(int(grid[i0]) / 1000)
     executor = build_executor(opts, PluginContext(clock=clock, store=store), registry)
     account, ledger = _books(executor, opts.executor)
-    start_equity = await account.equity()
-    if start_equity != opts.balance_usd:
-        opts = replace(opts, balance_usd=start_equity)
+    opts = _as_built(opts, executor, await account.equity())
     trading = Trading(store, {opts.executor: executor}, clock)
     runs = [replace(s, execute=opts.executor) for s in strategies]
     watched = {tuple(ref.split("/", 1)) for s in strategies for ref in s.risk.inhibited_by}
@@ -90,7 +88,7 @@ async def run_backtest_async(
     for s in runs:
         for sym in symbols[s.name]:
             ev = _slim(evaluate(s, frames[sym], sym), s)
-            truths = [ev.series(rule.cond) for rule in s.rules]
+            truths = [cast(np.ndarray, ev.series(rule.cond)) for rule in s.rules]  # conditions: numbers
             states = [RuleState() for _ in s.rules]
             keep = [(s.name, rule.name) in watched for rule in s.rules]
             jobs.append((s, sym, ev, truths, states, keep))
@@ -181,6 +179,16 @@ def build_executor(opts: BacktestOptions, ctx: PluginContext, registry: Registry
         return cls(options, ctx)
     except Exception as e:
         raise PerpwatchError(f"executor {opts.executor!r}: {e}") from None
+
+
+def _as_built(opts: BacktestOptions, executor: Executor, start_equity: float) -> BacktestOptions:
+    """The options as the executor took them: its starting equity, and every other option it declares
+    (configured or default; the account options stay in their own fields)."""
+    declared = executor.options_schema.get("properties", {})
+    others = {k: executor.option(k) for k in declared if k not in ACCOUNT_OPTIONS}
+    if start_equity == opts.balance_usd and others == opts.executor_options:
+        return opts
+    return replace(opts, balance_usd=start_equity, executor_options=others)
 
 
 def _books(executor: Executor, name: str) -> tuple[Accounting, Ledger]:

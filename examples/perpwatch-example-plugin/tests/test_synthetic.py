@@ -1,4 +1,5 @@
-"""The example plugin's own tests: the source, the function, and the plugin as perpwatch loads it."""
+"""The example plugin's own tests: the source, the function, the executor, the notifier, and the
+plugin as perpwatch loads it."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from perpwatch.api.interfaces import FetchRequest, PluginContext
+from perpwatch.api.interfaces import Accounting, FetchRequest, PluginContext
+from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import load_registry
 from perpwatch.common.clock import FakeClock
 from perpwatch.common.timeutil import HOUR, parse_time
+from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.language.compiler import load_strategy
 
-from perpwatch_example import SyntheticSource, midrange
+from perpwatch_example import EventFileNotifier, FixedFeeExecutor, SyntheticSource, midrange
 
 STRATEGY = Path(__file__).resolve().parents[1] / "strategies" / "synthetic-midrange.yaml"
 H4 = 4 * HOUR
@@ -57,6 +60,41 @@ def test_midrange_is_causal_and_unknown_aware() -> None:
     assert np.isnan(midrange(x[:1], 3)).all()
 
 
+def test_fixedfee_fills_at_the_price_for_a_fixed_fee_and_keeps_the_books() -> None:
+    ex = FixedFeeExecutor({"balance_usd": 1000, "fee_usd": 2})
+    assert isinstance(ex, Accounting) and isinstance(ex, Ledger)  # what the trading layer and backtests read
+
+    def submit(side: str, size: float | None, price: float, time: int) -> list:
+        return asyncio.run(ex.submit("s", "BTC", OrderIntent(side, size), price, time))
+
+    (fill,) = submit("long", 500, 100, T0)
+    assert (fill.side, fill.qty, fill.price, fill.fee_usd) == ("buy", 5.0, 100, 2)
+    assert fill.info == {"action": "open", "trade_id": 1, "strategy": "s"}
+    assert submit("long", 500, 101, T0 + H4) == []  # a signal is a target: long already held
+    asyncio.run(ex.update("s", "BTC", 110, None, T0 + 2 * H4))
+    assert asyncio.run(ex.equity()) == 1000 - 2 + 5 * 10
+    close, reopen = submit("short", 220, 110, T0 + 2 * H4)  # a reversal: close, then open
+    assert (close.info["action"], close.info["pnl"], reopen.side, reopen.qty) == ("close", 50.0, "sell", 2.0)
+    (flat,) = submit("flat", None, 120, T0 + 3 * H4)
+    assert flat.info["pnl"] == -20.0 and asyncio.run(ex.positions()) == []
+    assert asyncio.run(ex.pnl("s")) == 50 - 20 - 4 * 2 == asyncio.run(ex.equity()) - 1000
+    long_trade, short_trade = ex.trade_summaries()
+    assert (long_trade.net_pnl, long_trade.fees, short_trade.exit_price) == (46.0, 4.0, 120)
+    assert ex.funding_counts() == (0, 0)
+
+
+def test_eventfile_appends_one_line_per_event(tmp_path: Path) -> None:
+    path = tmp_path / "events.txt"
+    notifier = EventFileNotifier({"path": str(path)})
+    event = Event("fired", "s", "enter", "BTC", T0, "medium", "BTC: above the midrange")
+    asyncio.run(notifier.send(event))
+    asyncio.run(notifier.send(event))
+    line = "2024-03-01T00:00:00Z medium s/enter BTC fired: BTC: above the midrange\n"
+    assert path.read_text() == line * 2
+    picky = EventFileNotifier({"path": str(path), "min_severity": "high"})
+    assert notifier.accepts(event) and not picky.accepts(event)
+
+
 def test_perpwatch_loads_the_installed_plugin() -> None:
     try:
         importlib.metadata.distribution("perpwatch-example-plugin")
@@ -66,6 +104,7 @@ def test_perpwatch_loads_the_installed_plugin() -> None:
     info = next(p for p in reg.plugins if p.name == "synthetic")
     assert info.error is None
     assert info.registers["sources"] == ["synthetic"] and info.registers["functions"] == ["midrange"]
+    assert info.registers["notifiers"] == ["eventfile"] and info.registers["executors"] == ["fixedfee"]
     assert reg.functions["midrange"].windows == (1,)
     strategy = load_strategy(str(STRATEGY), functions=reg.functions, extra_metrics=reg.metric_kinds())
     assert "synthetic.noise" in strategy.metrics

@@ -11,19 +11,31 @@ from collections.abc import Callable
 
 import click
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import FetchRequest, Source, SourceError
+from perpwatch.api.interfaces import Executor, FetchRequest, Notifier, Source, SourceError
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 
+from .executor import FixedFeeExecutor
 from .functions import midrange
+from .notifier import EventFileNotifier
 from .source import NOISE, SyntheticSource
 
 __version__ = "0.2.0"
-__all__ = ["SyntheticSource", "midrange"]
+__all__ = ["EventFileNotifier", "FixedFeeExecutor", "SyntheticSource", "midrange"]
 
 
 @hookimpl
 def register_sources(register: Callable[[type[Source]], None]) -> None:
     register(SyntheticSource)
+
+
+@hookimpl
+def register_notifiers(register: Callable[[type[Notifier]], None]) -> None:
+    register(EventFileNotifier)
+
+
+@hookimpl
+def register_executors(register: Callable[[type[Executor]], None]) -> None:
+    register(FixedFeeExecutor)
 
 
 @hookimpl
