@@ -11,12 +11,18 @@ methods out cannot be registered. All I/O methods are async.
 * :mod:`perpwatch.api.notifiers`: :class:`Notifier` (``send``; ``accepts`` and ``min_severity``
   given), :class:`NotifierError`;
 * :mod:`perpwatch.api.executors`: :class:`Executor` (``submit``, ``positions``), :class:`Fill`,
-  :class:`Position`, :class:`ExecutorError` and the :class:`Accounting` protocol.
+  :class:`Position`, :class:`ExecutorError` and the :class:`Accounting` protocol;
+* :mod:`perpwatch.api.ledger`: the :class:`Ledger` protocol and :class:`TradeSummary` (what a
+  backtest reads from its executor);
+* :mod:`perpwatch.api.history`: :class:`HistoryReader` (``accepts``, ``load``) and :class:`History`
+  (what ``backtest --data`` reads).
 """
 
 from __future__ import annotations
 
 from perpwatch.api.executors import Accounting, Executor, ExecutorError, Fill, Position
+from perpwatch.api.history import History, HistoryReader
+from perpwatch.api.ledger import Ledger, TradeSummary
 from perpwatch.api.notifiers import Notifier, NotifierError
 from perpwatch.api.plugin import Plugin, PluginContext, PluginError
 from perpwatch.api.sources import FetchRequest, Source, SourceError
@@ -27,6 +33,9 @@ __all__ = [
     "ExecutorError",
     "FetchRequest",
     "Fill",
+    "History",
+    "HistoryReader",
+    "Ledger",
     "Notifier",
     "NotifierError",
     "Plugin",
@@ -35,4 +44,5 @@ __all__ = [
     "Position",
     "Source",
     "SourceError",
+    "TradeSummary",
 ]
