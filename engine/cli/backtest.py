@@ -46,7 +46,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     required=True,
     metavar="PATH",
     help="Replay folder or file (<SYMBOL>_<interval>.csv|.parquet), or CoinGlass snapshot "
-    "folder(s); repeat --data to join several snapshots.",
+    "folder(s); repeat --data to join several snapshots. Read by the plugins' history readers.",
 )
 @click.option("--from", "start", metavar="TIME", help="First bar traded (earlier bars only warm up).")
 @click.option("--to", "end", metavar="TIME", help="Last bar traded.")
