@@ -4,14 +4,12 @@ has a test file and a commented param block (issue 6)."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT, console_script
 
-ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = sorted((ROOT / "strategies").glob("*.yaml"))
 TESTS = sorted((ROOT / "strategies" / "tests").glob("*.test.yaml"))
 EXPECTED = {
@@ -27,9 +25,7 @@ EXPECTED = {
 
 def perpwatch(*args: str) -> subprocess.CompletedProcess:
     """Run the installed ``perpwatch`` command (the console script next to this interpreter)."""
-    exe = Path(sys.executable).with_name("perpwatch")
-    cmd = [str(exe)] if exe.exists() else [shutil.which("perpwatch") or "perpwatch"]
-    return subprocess.run([*cmd, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*console_script(), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_the_library_is_complete():

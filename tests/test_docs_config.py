@@ -8,11 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from perpwatch.api.registry import load_registry
 from perpwatch.live.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "config.md").read_text()
 BUILTIN = {
     "sources": ("coinglass", "binance", "replay"),

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
+from perpwatch.common.timeutil import HOUR
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.language.compiler import load_strategy
 from perpwatch.language.functions import BUILTINS
 from perpwatch.language.metrics import CATALOGUE
 
-HOUR = 3_600_000
 _ = None  # unknown, in expected lists
 NAN = float("nan")
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import H
 
 from perpwatch.api.registry import load_registry
 from perpwatch.backtest.history import load_history
@@ -42,7 +43,6 @@ from perpwatch.live.config import Config, Instance
 from perpwatch.live.runner import Runner, RunnerOptions
 from perpwatch.live.state import StateStore
 
-H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 N = 400
 FIRST = 60  # the first bar live processes (past every warm-up)

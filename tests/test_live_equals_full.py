@@ -9,17 +9,17 @@ same float64 bits (or both unknown), and every categorical the same label.
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARED_DATA
 
 from perpwatch.evaluation.evaluate import evaluate, evaluate_last
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.language.compiler import load_strategy
 from perpwatch.language.functions import BUILTINS
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 KLINES = DATA / "binance-perp-klines-1h-emanuel-goldman" / "BTCUSDT_1h.csv"
 COINGLASS = DATA / "coinglass-v4-liquidity-report" / "20251114" / "futures"
 

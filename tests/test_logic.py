@@ -12,13 +12,13 @@ import textwrap
 import numpy as np
 import pytest
 
+from perpwatch.common.timeutil import HOUR
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.evaluation.rules import RuleState, walk
 from perpwatch.language.compiler import load_strategy
 from perpwatch.language.metrics import CATALOGUE
 
-HOUR = 3_600_000
 _ = None
 T, F = True, False
 TRUTH = {T: 1.0, F: -1.0, _: None}  # the metric value that makes "metric > 0" that truth value

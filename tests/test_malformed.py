@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import console_script
 
 from perpwatch.common.errors import ErrorList, LocatedError
 from perpwatch.language.compiler import load_strategy
@@ -52,17 +51,6 @@ rules:
 """
 
 
-def perpwatch_command() -> list[str]:
-    """The ``perpwatch`` console script of this interpreter's environment."""
-    beside = Path(sys.executable).with_name("perpwatch")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("perpwatch")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from perpwatch.cli.main import main; main()"]
-
-
 def validate(name: str, cwd: Path) -> tuple[int, str, str, float]:
     """Run ``perpwatch validate name``; return exit code, stdout, stderr and the child's CPU seconds.
 
@@ -71,7 +59,7 @@ def validate(name: str, cwd: Path) -> tuple[int, str, str, float]:
     up there), not how long it waited for a core.
     """
     proc = subprocess.Popen(
-        [*perpwatch_command(), "validate", name],
+        [*console_script(), "validate", name],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -179,10 +167,10 @@ def test_validate_reports_one_located_error(path, results, baseline):
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
 def test_in_process_error_is_fast_and_the_same(path, results):
     """The same error from the library call, and the time spent in perpwatch itself (< 1 s)."""
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time, as for the subprocess: a busy machine does not count
     with pytest.raises((ErrorList, LocatedError)) as info:
         load_strategy(str(path))
-    assert time.perf_counter() - start < EXTRA_SECONDS
+    assert time.process_time() - start < EXTRA_SECONDS
     errors = info.value.errors if isinstance(info.value, ErrorList) else [info.value]
     assert len(errors) == 1
     _, _, err, _ = results[path.name]

@@ -19,6 +19,7 @@ import jsonschema
 import numpy as np
 import pluggy
 import pytest
+from fakes.hooks import FakeHooks, check_markdown_v2
 
 from perpwatch.api import hookspecs
 from perpwatch.api.interfaces import NotifierError, PluginContext
@@ -36,9 +37,6 @@ from perpwatch.plugins.telegram import (
     split_atoms,
 )
 from perpwatch.plugins.webhook import WebhookNotifier, discord_payload, slack_payload
-
-sys.path.insert(0, str(Path(__file__).parent))
-from fakes.hooks import FakeHooks, check_markdown_v2  # noqa: E402
 
 TOKEN = "123456:AAF-secretTOKENvalue_xyz"
 ALL_SPECIAL = "_*[]()~`>#+-=|{}.!\\"

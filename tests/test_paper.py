@@ -10,6 +10,7 @@ import math
 
 import jsonschema
 import pytest
+from helpers import H
 
 from perpwatch.api.interfaces import PluginContext
 from perpwatch.api.registry import load_registry
@@ -17,7 +18,6 @@ from perpwatch.evaluation.events import OrderIntent
 from perpwatch.live.state import StateStore
 from perpwatch.plugins.paper import PaperExecutor
 
-H = 3_600_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00Z
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ROOT, H
 
 from perpwatch.backtest.history import History
 from perpwatch.backtest.html_report import write_html
@@ -35,8 +36,6 @@ from perpwatch.language.compiler import load_strategy
 pytest.importorskip("plotly", reason="the HTML report needs plotly (perpwatch[report])")
 
 CHROMIUM = os.environ.get("PERPWATCH_CHROMIUM", "/usr/bin/chromium")
-REPO = Path(__file__).resolve().parents[1]
-H = 3_600_000
 T0 = 1_735_689_600_000  # 2025-01-01T00:00Z
 FLAGS = [
     "--headless",
@@ -260,7 +259,7 @@ def test_report_renders_offline_without_errors_and_is_screenshotted(tmp_path):
     width, png_height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, png_height) == (1400, height)
     if os.environ.get("PERPWATCH_REPORT_SCREENSHOT"):
-        out = REPO / "out"
+        out = ROOT / "out"
         out.mkdir(exist_ok=True)
         shutil.copyfile(shot, out / "report.png")
         shutil.copyfile(page, out / "report.html")

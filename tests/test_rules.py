@@ -11,12 +11,12 @@ import random
 import numpy as np
 import pytest
 
+from perpwatch.common.timeutil import HOUR
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.frame import Frame
 from perpwatch.evaluation.rules import FIRING, INACTIVE, PENDING, RuleState, step, walk
 from perpwatch.language.compiler import load_strategy
 
-HOUR = 3_600_000
 T, F, _ = True, False, None
 
 

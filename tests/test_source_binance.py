@@ -13,6 +13,7 @@ import jsonschema
 import numpy as np
 import pluggy
 import pytest
+from helpers import H
 
 from perpwatch.api import hookspecs
 from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
@@ -21,7 +22,6 @@ from perpwatch.plugins import binance
 from perpwatch.plugins._http import NO_OBSERVATION, RateLimiter
 from perpwatch.plugins.binance import BinanceSource, data_period, klines_weight
 
-H = 3_600_000
 T0 = 1763136000000  # 2025-11-14 16:00 UTC
 NOW = (T0 + H // 2) / 1000  # half an hour into the T0 bar
 

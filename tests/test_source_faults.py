@@ -6,22 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from fakes.market import FakeMarket
+from helpers import H
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext, SourceError
 from perpwatch.common.clock import FakeClock
 from perpwatch.plugins.binance import BinanceSource
 from perpwatch.plugins.coinglass import CoinGlassSource
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fakes.market import FakeMarket  # noqa: E402
-
-H = 3_600_000
 OPEN_BAR = 1763136000000  # the bar that is still open at NOW
 NOW = (OPEN_BAR + H // 2) / 1000
 START = OPEN_BAR - 47 * H  # 48 bars served, 47 of them closed

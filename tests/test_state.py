@@ -15,13 +15,6 @@ def ev(kind: str = "fired", t: int = 3_600_000, rule: str = "r", symbol: str = "
     return Event(kind=kind, strategy="s", rule=rule, symbol=symbol, time=t, **kw)
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = StateStore(str(tmp_path / "state.db"))
-    yield s
-    s.close()
-
-
 def test_wal_and_schema_version(store, tmp_path):
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(

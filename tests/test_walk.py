@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perpwatch.common.timeutil import HOUR
 from perpwatch.evaluation.rules import FIRING, RuleState, step, transitions
-
-HOUR = 3_600_000
 
 
 def _reference(truth, times, for_bars, cooldown):
