@@ -202,7 +202,8 @@ def test_cache_per_path_and_mtime(tmp_path: Path) -> None:
 
 
 def test_csv_speed_100k_rows(tmp_path: Path) -> None:
-    """100k bars x 12 columns (real-looking numbers) load in well under the bound; the time is printed."""
+    """100k bars x 12 columns (real-looking numbers) load in well under the bound (CPU seconds: a busy
+    machine does not count)."""
     n = 100_000
     rng = np.random.default_rng(0)
     times = T0 + np.arange(n) * HOUR
@@ -220,12 +221,9 @@ def test_csv_speed_100k_rows(tmp_path: Path) -> None:
     }
     path = tmp_path / "BTC_1h.csv"
     write_replay_csv(path, Frame(times, cols))
-    t = time.perf_counter()
+    t = time.process_time()
     frame = load_replay_file(path)
-    took = time.perf_counter() - t
-    print(
-        f"\nreplay CSV: {n} rows x {len(cols)} metrics ({path.stat().st_size / 1e6:.1f} MB) in {took:.2f} s"
-    )
+    took = time.process_time() - t
     assert len(frame) == n and np.array_equal(frame.columns["price.close"], price)
     assert took < 10
 
