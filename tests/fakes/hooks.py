@@ -96,6 +96,7 @@ class FakeHooks:
         self.host = host
         self.port = port
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified at every request
         self._requests: list[Recorded] = []
         self._plans: list[_Plan] = []
         self._delays: list[float] = []
@@ -184,13 +185,10 @@ class FakeHooks:
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[Recorded]:
         """Wait until at least ``count`` requests arrived; AssertionError on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.requests
-            if len(got) >= count:
-                return got
-            time.sleep(0.01)
-        raise AssertionError(f"expected {count} requests, got {len(self.requests)}")
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self._requests) >= count, timeout):
+                raise AssertionError(f"expected {count} requests, got {len(self._requests)}")
+            return list(self._requests)
 
     def reset(self) -> None:
         """Forget requests, programmed failures and delays."""
@@ -353,8 +351,9 @@ class FakeHooks:
                     body=body,
                     time=time.time(),
                 )
-                with fake._lock:
+                with fake._arrived:
                     fake._requests.append(record)
+                    fake._arrived.notify_all()
                 status, headers, data = fake._answer(record)
                 self.send_response(status)
                 for name, value in headers.items():
