@@ -37,7 +37,7 @@ class Fetcher:
         self.sources = sources
         self.options = options
         self.redact = redact
-        self.provides = {name: frozenset(src.provides()) for name, src in sources.items()}
+        self.provides = {name: frozenset(src.provides(src.options)) for name, src in sources.items()}
         self._sem: asyncio.Semaphore | None = None
 
     async def fetch_all(self, plans: list[Plan], report: CycleReport) -> dict[FetchKey, Fetched]:

@@ -35,6 +35,7 @@ from typing import Any
 from perpwatch.api.interfaces import Executor, Notifier, PluginContext, Source
 from perpwatch.api.registry import Registry
 from perpwatch.common.clock import Clock
+from perpwatch.common.redact import redact as redact_secrets
 from perpwatch.language.compiler import Strategy
 from perpwatch.live import loop
 from perpwatch.live.assembly import assemble
@@ -104,9 +105,7 @@ class Runner:
         all_secrets = frozenset({*cfg.secrets, *secrets})
 
         def redact(text: str) -> str:
-            for s in sorted(all_secrets, key=len, reverse=True):
-                text = text.replace(s, "***")
-            return text
+            return redact_secrets(text, all_secrets)
 
         ctx = PluginContext(
             clock=clock, transport=transport, state_path=store.path, secrets=all_secrets, store=store

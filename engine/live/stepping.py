@@ -14,7 +14,7 @@ from typing import Any
 
 from perpwatch.api.interfaces import Notifier
 from perpwatch.evaluation.evaluate import Evaluation, evaluate, evaluate_last
-from perpwatch.evaluation.events import Event, severity_rank
+from perpwatch.evaluation.events import Event
 from perpwatch.evaluation.frame import Frame
 from perpwatch.evaluation.rules import RuleState, build_event, step
 from perpwatch.language.compiler import Rule
@@ -35,17 +35,6 @@ class Stepped:
     end: int  # open time of the newest bar
     ev: Evaluation
     events: list[Event]  # the newest bar's events
-
-
-def accepts(notifier: Notifier, event: Event) -> bool:
-    """Whether ``notifier`` takes ``event`` (its own ``accepts`` or its ``min_severity`` option)."""
-    own = getattr(notifier, "accepts", None)
-    if callable(own):
-        return bool(own(event))
-    try:
-        return severity_rank(event.severity) >= severity_rank(notifier.options.get("min_severity", "info"))
-    except ValueError:
-        return True
 
 
 class Stepper:
@@ -152,7 +141,7 @@ class Stepper:
             return []
         if self.store.is_muted(event.strategy, event.rule, event.symbol, now):
             return []
-        return [n for n in job.notify if accepts(self.notifiers[n], event)]
+        return [n for n in job.notify if self.notifiers[n].accepts(event)]
 
     async def trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
         """Second phase: the trading layer acts on each executing strategy's newest bar, each
