@@ -505,7 +505,8 @@ class SlowSource(Source):
         self.entered = asyncio.Event()
         self.requests: list[FetchRequest] = []
 
-    def provides(self):
+    @classmethod
+    def provides(cls, options):
         return frozenset({"funding.close", "price.close"})
 
     async def fetch(self, request):
