@@ -19,8 +19,8 @@ import venv
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "perpwatch-example-plugin"
 STRATEGY = EXAMPLE / "strategies" / "synthetic-midrange.yaml"
 TRADING = EXAMPLE / "strategies" / "synthetic-trend.yaml"

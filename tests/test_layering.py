@@ -10,8 +10,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 ENGINE = ROOT / "engine"
 
 #: Engine packages from the bottom up: a module may import its own package or a lower one.
