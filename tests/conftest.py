@@ -1,5 +1,6 @@
 """Shared test set-up: the guard that the code under test is this checkout, ``tests/`` on
-``sys.path`` (for ``helpers`` and ``fakes``), and the fixtures several test files use.
+``sys.path`` (for ``helpers`` and ``fakes``), and a state-database fixture. Plain shared
+constants and functions are in ``helpers.py``.
 
 Nothing from perpwatch is imported at module level, so a missing or foreign install gets the
 guard's message rather than an import error.
