@@ -111,7 +111,7 @@ class HistoryEndpoint:
     scope: str  # "pair": exchange + <COIN>USDT; "coin": <COIN>; "coin_exchanges": <COIN> + exchange_list
     fields: Mapping[str, str]
     params: Mapping[str, str] = field(default_factory=dict)
-    derived: Mapping[str, Callable[[Mapping[str, np.ndarray]], np.ndarray]] = field(default_factory=dict)
+    derived: Mapping[str, Callable[[Mapping[str, Any]], np.ndarray]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -357,7 +357,7 @@ class CoinGlassSource(HttpSource):
         aligned = align(rows, "time", endpoint.fields, grid)
         cols: dict[str, np.ndarray | Cat] = dict(aligned.columns)
         for name, derive in endpoint.derived.items():
-            cols[name] = derive(cols)  # type: ignore[arg-type]
+            cols[name] = derive(cols)
         return Columns(cols)
 
     async def _funding_list(self, coin: str, grid: np.ndarray, newest: bool) -> Columns:

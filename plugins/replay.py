@@ -316,7 +316,11 @@ def _build(
             frame.columns[name] = Cat.from_values(_text(cells))[order]
             continue
         try:
-            values = _parse_numbers(cells, lambda i, m, j=j: err(i, j, f"column {names[j]}: {m}"))
+
+            def cell_error(i: int, message: str, j: int = j) -> LocatedError:
+                return err(i, j, f"column {names[j]}: {message}")
+
+            values = _parse_numbers(cells, cell_error)
         except LocatedError:
             if kind is not None:
                 raise

@@ -43,6 +43,13 @@ class Evaluation:
             return Cat.constant(v, self.n)
         return np.full(self.n, float(v))
 
+    def truths(self, node_id: int) -> np.ndarray:
+        """A condition's values as a full-length float array: 1 true, 0 false, NaN unknown."""
+        v = self.series(node_id)
+        if isinstance(v, Cat):
+            raise TypeError(f"node {node_id} is text, not a condition")
+        return v
+
     def value(self, node_id: int, i: int) -> Any:
         """The node's value at bar ``i`` as a Python value; None for unknown."""
         v = self.values[node_id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -183,14 +184,14 @@ def join_frames(frames: Sequence[Frame]) -> Frame:
 
 
 def frame_from_records(
-    records: Iterable[Mapping[str, object]], time_key: str, fields: Mapping[str, str]
+    records: Iterable[Mapping[str, Any]], time_key: str, fields: Mapping[str, str]
 ) -> Frame:
     """Rows of ``{time_key: ms, field: value}`` -> a Frame with ``fields`` mapped to metric names.
 
     Values may be numbers or numeric strings; anything unparsable is unknown. Duplicate times keep
     the last row; rows may come in any order.
     """
-    by_time: dict[int, Mapping[str, object]] = {}
+    by_time: dict[int, Mapping[str, Any]] = {}
     for rec in records:
         by_time[int(rec[time_key])] = rec
     times = np.asarray(sorted(by_time), dtype=np.int64)

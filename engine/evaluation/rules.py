@@ -112,7 +112,7 @@ def walk(strategy: Strategy, ev: Evaluation, states: dict[str, RuleState], start
     for order, rule in enumerate(strategy.rules):
         state = states.setdefault(rule.name, RuleState())
         for i, kind in transitions(
-            state, ev.series(rule.cond), times, start, rule.for_bars, rule.cooldown_ms
+            state, ev.truths(rule.cond), times, start, rule.for_bars, rule.cooldown_ms
         ):
             found.append((i, order, kind))
     found.sort()

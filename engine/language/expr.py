@@ -305,7 +305,8 @@ class ExprCompiler:
 
     def _n_Compare(self, node: ast.Compare) -> int:
         parts = []
-        left_node, left = node.left, self._node(node.left)
+        left_node: ast.expr = node.left
+        left: int | None = self._node(node.left)
         for op, right_node in zip(node.ops, node.comparators, strict=True):
             if isinstance(op, ast.In | ast.NotIn):
                 parts.append(self._membership(left, left_node, op, right_node))
@@ -359,9 +360,10 @@ class ExprCompiler:
             raise self._err(rnode, '\'in\' needs a literal list of strings, such as ["BTC", "ETH"]')
         if self.plan.nodes[left].kind != "str":
             raise self._err(lnode, "'in' applies to text values (categoricals, symbol, interval)")
-        labels = tuple(sorted({e.value for e in rnode.elts}))
+        elts = [e for e in rnode.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        labels = tuple(sorted({str(e.value) for e in elts}))
         node = self.plan.nodes[left]
-        for e in rnode.elts:
+        for e in elts:
             if node.labels is not None and node.op != "const" and e.value not in node.labels:
                 raise self._err(
                     e, f"{e.value!r} is never a value here; possible values: {', '.join(sorted(node.labels))}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,9 +97,12 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
             return _explain(best, doc, file, root)
     path = list(err.absolute_path)
     where = _path_text(path, root)
-    v, inst = err.validator, err.instance
+    v = err.validator
+    inst: Any = err.instance
+    schema: Mapping[str, Any] = err.schema if isinstance(err.schema, Mapping) else {}
+    value: Any = err.validator_value
     if v == "additionalProperties" and isinstance(inst, dict):
-        known = list(err.schema.get("properties", {}))
+        known = list(schema.get("properties", {}))
         listing = ", ".join(known)
         return [
             LocatedError(
@@ -111,29 +114,25 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
         ]
     loc = locate(doc, path, file)
     if v == "required":
-        missing = [k for k in err.validator_value if k not in inst]
+        missing = [k for k in value if k not in inst]
         msg = f"{where} is missing the required key {', '.join(map(repr, missing))}"
     elif v == "type":
-        want = (
-            err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
-        )
+        want = value if isinstance(value, str) else " or ".join(value)
         msg = f"{where} must be {_article(want)}, not {_show(inst)}"
     elif v == "enum":
-        msg = (
-            f"{where}: {_show(inst)} is not valid; choose one of: {', '.join(map(str, err.validator_value))}"
-        )
+        msg = f"{where}: {_show(inst)} is not valid; choose one of: {', '.join(map(str, value))}"
     elif v == "const":
-        msg = f"{where}: {_show(inst)} is not valid; it must be {_show(err.validator_value)}"
+        msg = f"{where}: {_show(inst)} is not valid; it must be {_show(value)}"
     elif v == "pattern":
-        desc = err.schema.get("description")
+        desc = schema.get("description")
         msg = f"{where}: {_show(inst)} is not valid" + (
-            f"; expected {desc}" if desc else f" (must match {err.validator_value})"
+            f"; expected {desc}" if desc else f" (must match {value})"
         )
     elif v == "propertyNames":
         msg = f"{where}: name {_show(inst)} is not valid; names are letters, digits and _, not starting with a digit"
     elif v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         op = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}[v]
-        msg = f"{where}: {_show(inst)} is out of range; it must be {op} {err.validator_value}"
+        msg = f"{where}: {_show(inst)} is out of range; it must be {op} {value}"
     elif v in ("minItems", "minProperties"):
         msg = f"{where} must not be empty"
     elif v == "uniqueItems":
@@ -141,7 +140,7 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
     elif v == "oneOf" and isinstance(inst, dict) and "when" in inst:
         msg = f"{where} needs exactly one of 'then' (a literal) or 'value' (an expression)"
     elif v in ("anyOf", "oneOf"):
-        desc = err.schema.get("description")
+        desc = schema.get("description")
         msg = f"{where}: {_show(inst)} is not valid" + (f"; expected {desc}" if desc else "")
     else:
         msg = f"{where}: {err.message}"

@@ -82,7 +82,7 @@ def compile_template(text: str, loc: Loc, kind_of: Callable[[str], str | None], 
                 f"{{{field}}} in the message is not a known name "
                 f"(metric path, let name, param, symbol, rule, severity or time){did_you_mean(field, known)}",
             )
-        widest = max((int(d) for d in re.findall(r"\d+", spec)), default=0)
+        widest = max((int(d) for d in re.findall(r"\d+", spec or "")), default=0)
         if widest > MAX_SPEC_NUMBER:
             raise LocatedError(
                 loc,
@@ -95,5 +95,5 @@ def compile_template(text: str, loc: Loc, kind_of: Callable[[str], str | None], 
                 raise LocatedError(
                     loc, f"{{{field}:{spec}}}: format spec does not suit a {kind} value ({e})"
                 ) from None
-        parts.append((literal, field, spec))
+        parts.append((literal, field, spec or ""))
     return Template(tuple(parts))

@@ -65,11 +65,12 @@ def _loc(file: str, node: yaml.Node) -> Loc:
 def load_yaml(text: str | bytes, file: str) -> Any:
     """Parse one YAML document into plain values, LDicts and LLists; raise LocatedError."""
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = text.count(b"\n", 0, e.start) + 1
-            col = e.start - (text.rfind(b"\n", 0, e.start) + 1) + 1
+            line = raw.count(b"\n", 0, e.start) + 1
+            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
             raise LocatedError(Loc(file, line, col), f"file is not UTF-8 text (byte {e.start})") from None
     if len(text) > MAX_BYTES:
         raise LocatedError(Loc(file), f"file is larger than {MAX_BYTES} bytes")

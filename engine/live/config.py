@@ -98,7 +98,7 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
         secrets=frozenset(secrets),
     )
     for kind in ("sources", "notifiers", "executors"):
-        section = doc.get(kind) or {}
+        section: LDict = doc.get(kind) or LDict()
         for name, raw in section.items():
             options = {k: v for k, v in raw.items() if k != "plugin"}
             getattr(cfg, kind)[name] = Instance(name, raw.get("plugin", name), options, section.key_loc(name))
@@ -140,9 +140,9 @@ def _substitute(value: Any, secrets: set[str], loc: Loc) -> Any:
         out.loc, out.key_locs, out.val_locs = value.loc, value.key_locs, value.val_locs
         return out
     if isinstance(value, LList):
-        out = LList(_substitute(v, secrets, value.item_loc(i)) for i, v in enumerate(value))
-        out.loc, out.locs = value.loc, value.locs
-        return out
+        items = LList(_substitute(v, secrets, value.item_loc(i)) for i, v in enumerate(value))
+        items.loc, items.locs = value.loc, value.locs
+        return items
     if isinstance(value, str) and "${" in value:
 
         def repl(m: re.Match) -> str:

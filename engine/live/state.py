@@ -259,7 +259,7 @@ class StateStore:
 
     def events(self, strategy: str | None = None, kind: str | None = None) -> list[Event]:
         """Every stored event in the order recorded (optionally of one strategy and/or kind)."""
-        sql, args = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1", []
+        sql, args = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1", list[str]()
         if strategy is not None:
             sql, args = sql + " AND strategy = ?", [*args, strategy]
         if kind is not None:

@@ -105,7 +105,7 @@ class Stepper:
                 held = True
                 continue  # held: its data did not come this cycle
             st = states.get((rule.name, symbol)) or RuleState()
-            truths = ev.series(rule.cond)
+            truths = ev.truths(rule.cond)
             first = last_i if st.last_bar is None else max(0, len(times) - k)
             for i in range(first, len(times)):
                 before = st.episode_suppressed

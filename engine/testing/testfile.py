@@ -126,7 +126,7 @@ def run_case(doc: LDict, path: str, case: LDict, loc: Loc, functions=None, extra
     symbol = case.get("symbol") or (strategy.symbols[0] if strategy.symbols else "BTC")
     ev = evaluate(strategy, frame, symbol)
     states = {rule.name: RuleState() for rule in strategy.rules}
-    truths = {rule.name: ev.series(rule.cond) for rule in strategy.rules}
+    truths = {rule.name: ev.truths(rule.cond) for rule in strategy.rules}
     bars = []
     for i, t in enumerate(frame.times.tolist()):
         res = BarResult()
