@@ -30,7 +30,11 @@ def main() -> int:
         cmd = [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "-p", "perpwatch"]
         done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True)
         for line in (done.stdout + done.stderr).splitlines():
-            line = line.replace("perpwatch/plugins/", "plugins/", 1) if line.startswith("perpwatch/plugins/") else line
+            line = (
+                line.replace("perpwatch/plugins/", "plugins/", 1)
+                if line.startswith("perpwatch/plugins/")
+                else line
+            )
             print(line.replace("perpwatch/", "engine/", 1) if line.startswith("perpwatch/") else line)
         return done.returncode
 

@@ -466,4 +466,3 @@ def test_weighted_limiter_waits_for_weight_to_expire_and_honours_pauses():
         return stamps
 
     assert asyncio.run(go()) == [0.0, 0.0, 60.0, 60.0, 90.0]
-

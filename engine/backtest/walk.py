@@ -18,6 +18,7 @@ must keep accounts (:class:`~perpwatch.api.interfaces.Accounting`) and a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -266,22 +267,10 @@ def _trades(ledger: Ledger, trading_events: list[Event]) -> list[TradeRecord]:
     out = []
     for t in ledger.trade_summaries():
         o, c = opened.get(t.id), closed.get(t.id)
+        summary = {k: v for k, v in dataclasses.asdict(t).items() if k != "id"}
         out.append(
             TradeRecord(
-                strategy=t.strategy,
-                symbol=t.symbol,
-                side=t.side,
-                size_usd=t.size_usd,
-                qty=t.qty,
-                entry_time=t.entry_time,
-                entry_price=t.entry_price,
-                exit_time=t.exit_time,
-                exit_price=t.exit_price,
-                fees=t.fees,
-                funding=t.funding,
-                pnl=t.pnl,
-                net_pnl=t.net_pnl,
-                status=t.status,
+                **summary,
                 entry_rule=o.rule if o else None,
                 exit_rule=c.rule if c else None,
                 entry_bar=o.time if o else None,
