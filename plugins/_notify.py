@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import numbers
-import re
 import traceback
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping
@@ -26,6 +25,7 @@ from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext
 from perpwatch.common.jsonsafe import jsonable
 from perpwatch.common.redact import REDACTED, redact
 from perpwatch.common.retry_after import retry_after_seconds
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event, OrderIntent
 
@@ -126,12 +126,9 @@ def signal_text(signal: OrderIntent | None) -> str | None:
     return f"{side} {size}"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
-
-
 def one_line(text: str) -> str:
-    """``text`` on one line: each run of control characters (newlines too) becomes a space."""
-    return _CONTROL.sub(" ", text).strip()
+    """``text`` on one line and printable (:func:`perpwatch.common.text.printable`), stripped."""
+    return printable(text).strip()
 
 
 def u16len(text: str) -> int:

@@ -19,6 +19,7 @@ from perpwatch.api.history import HistoryReader
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.cli.common import report_errors
 from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 
 from .replay import metric_order, replay_file_name, write_replay_csv
@@ -64,7 +65,7 @@ def convert_coinglass(
     step = interval_ms(interval)
     for coin, frame in frames.items():
         for note in dict.fromkeys(frame.problems):
-            click.echo(f"note: {coin}: {note}", err=True)
+            click.echo(printable(f"note: {coin}: {note}"), err=True)
         for line in describe_gaps(frame.times, step):
             click.echo(f"warning: {coin}: {line}", err=True)
         path = os.path.join(out_dir, replay_file_name(coin, interval))

@@ -12,10 +12,11 @@ from typing import TextIO
 
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import NotifierError
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
-from ._notify import BaseNotifier, is_resolved, notifier_schema, one_line, signal_text, where
+from ._notify import BaseNotifier, is_resolved, notifier_schema, signal_text, where
 
 RESET = "\x1b[0m"
 COLORS = {
@@ -69,8 +70,9 @@ class ConsoleNotifier(BaseNotifier):
         parts = [format_time(event.time), paint(severity, COLORS.get(event.severity)) + pad]
         if is_resolved(event):
             parts.append(paint("RESOLVED", RESOLVED_COLOR))
-        message = one_line(event.message)
-        parts.append(f"{one_line(where(event))}:" if message else one_line(where(event)))
+        message = printable(event.message).strip()
+        place = printable(where(event)).strip()
+        parts.append(f"{place}:" if message else place)
         if message:
             parts.append(message)
         line = " ".join(parts)

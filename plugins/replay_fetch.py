@@ -22,6 +22,7 @@ import numpy as np
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 from perpwatch.evaluation.frame import Frame, join_frames
 
@@ -148,9 +149,9 @@ def fetch(
     for coin in coins:
         res = results[coin]
         for note in dict.fromkeys(res.notes):
-            click.echo(f"note: {coin}: {note}", err=True)
+            click.echo(printable(f"note: {coin}: {note}"), err=True)
         for failure in dict.fromkeys(res.failures):
-            click.echo(f"error: {coin}: {failure}", err=True)
+            click.echo(printable(f"error: {coin}: {failure}"), err=True)
         failed |= bool(res.failures)
         if not res.frames:
             continue

@@ -11,6 +11,7 @@ import numpy as np
 
 from perpwatch.backtest.result import BacktestResult
 from perpwatch.backtest.stats import rule_counts
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
 
@@ -165,7 +166,9 @@ def format_text(r: BacktestResult, max_trades: int = 20) -> str:
     rejected = [e for e in r.trading if e.kind == "rejected"]
     if rejected:
         lines += ["", f"Rejected orders ({len(rejected)}; the first 10)"]
-        lines += [f"  {_t(e.time)} {e.strategy}/{e.rule} {e.symbol}: {e.message}" for e in rejected[:10]]
+        lines += [
+            printable(f"  {_t(e.time)} {e.strategy}/{e.rule} {e.symbol}: {e.message}") for e in rejected[:10]
+        ]
     lines += ["", "Assumptions"]
     lines += [f"  - {a}" for a in r.assumptions]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from perpwatch.common.errors import ErrorList, LocatedError, PerpwatchError
+from perpwatch.common.text import printable
 
 if TYPE_CHECKING:
     from perpwatch.api.registry import Registry
@@ -29,11 +30,11 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ErrorList as e:
             for err in e.errors:
-                click.echo(err.format(), err=True)
+                click.echo(printable(err.format(), multiline=True), err=True)
         except LocatedError as e:
-            click.echo(e.format(), err=True)
+            click.echo(printable(e.format(), multiline=True), err=True)
         except PerpwatchError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(printable(f"error: {e}", multiline=True), err=True)
         except click.exceptions.Exit:
             raise
         except (click.ClickException, click.Abort):
@@ -44,7 +45,8 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("PERPWATCH_DEBUG"):
                 raise
             click.echo(
-                f"internal error: {type(e).__name__}: {e} (set PERPWATCH_DEBUG=1 for a traceback)", err=True
+                printable(f"internal error: {type(e).__name__}: {e} (set PERPWATCH_DEBUG=1 for a traceback)"),
+                err=True,
             )
             raise SystemExit(3) from None
         raise SystemExit(EXIT_BAD_INPUT)

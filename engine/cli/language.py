@@ -16,6 +16,7 @@ from perpwatch.cli.common import (
     strategy_kwargs,
 )
 from perpwatch.common.errors import ErrorList, LocatedError
+from perpwatch.common.text import printable
 
 
 def register(cli: click.Group) -> None:
@@ -48,7 +49,7 @@ def validate(files: tuple[str, ...], verbose: bool, source: str | None, params: 
         except (ErrorList, LocatedError) as e:
             errors = e.errors if isinstance(e, ErrorList) else [e]
             for err in errors:
-                click.echo(err.format(), err=True)
+                click.echo(printable(err.format(), multiline=True), err=True)
             bad += 1
             continue
         click.echo(f"{path}: ok ({len(s.rules)} rules, {len(s.lets)} lets)")
@@ -93,7 +94,7 @@ def test_cmd(files: tuple[str, ...]) -> None:
             result = run_test_file(path, **strategy_kwargs())
         except (ErrorList, LocatedError) as e:
             for err in e.errors if isinstance(e, ErrorList) else [e]:
-                click.echo(err.format(), err=True)
+                click.echo(printable(err.format(), multiline=True), err=True)
             bad_input = True
             continue
         for failure in result.failures:

@@ -30,6 +30,7 @@ from perpwatch.cli.common import (
 )
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time, parse_duration
 
 if TYPE_CHECKING:  # the live engine (asyncio, sqlite3, the runner) is imported when a command runs
@@ -49,20 +50,32 @@ def register(cli: click.Group) -> None:
 
 
 class RedactFilter(logging.Filter):
-    """Replaces every secret in a log record's final message with ***."""
+    """Replaces every secret in a log record's final message with ***, and makes it printable: one
+    line (a message or error body cannot forge the next log line or drive the terminal), followed
+    by the traceback's lines when there is one."""
 
     def __init__(self, secrets: frozenset[str]):
         super().__init__()
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        clean = redact(record.getMessage(), self.secrets)
+        if getattr(record, "perpwatch_clean", False):  # the record passed another handler's filter
+            return True
+        clean = printable(redact(record.getMessage(), self.secrets))
+        traces = []
         if record.exc_info:
             import traceback
 
-            clean = redact(clean + "\n" + "".join(traceback.format_exception(*record.exc_info)), self.secrets)
-            record.exc_info = None
+            traces.append("".join(traceback.format_exception(*record.exc_info)))
+        elif record.exc_text:  # formatted by a handler that saw the record first
+            traces.append(record.exc_text)
+        if record.stack_info:
+            traces.append(record.stack_info)
+        for trace in traces:
+            clean += "\n" + printable(redact(trace, self.secrets).rstrip("\n"), multiline=True)
         record.msg, record.args = clean, None
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.perpwatch_clean = True
         return True
 
 
@@ -325,12 +338,12 @@ def events(
         text = f"{format_time(row['time'])} {kind:<10} {row['severity']:<8} {row['strategy']}/{row['rule']} {row['symbol']}"
         if row["message"]:
             text += f": {row['message']}"
-        click.echo(text)
+        click.echo(printable(text))  # messages and errors hold data and server text: one line each
         for d in row["deliveries"]:
             status = d["status"]
             if status == "retrying":
                 status += f" ({d['attempts']} tries, next {format_time(int(d['next_try'] * 1000))}): {d['last_error']}"
-            click.echo(f"    {d['notifier']}: {status}")
+            click.echo(printable(f"    {d['notifier']}: {status}"))
 
 
 def resolve_target(store: StateStore, target: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from perpwatch.common.errors import LocatedError
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.language.compiler import Strategy
@@ -71,7 +72,7 @@ def report(s: Strategy, ev: Evaluation, i: int, bar: BarResult, origin: str) -> 
         lines.append(f"  {rule.name}: {_fmt(ev.value(rule.cond, i))} ({state})")
         for text, node in rule.parts:
             lines.append(f"    {_fmt(ev.value(node, i)):>7}  {text}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # text metrics are data: one line each
 
 
 def _fmt(v: Any) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time, parse_time
 from perpwatch.evaluation.evaluate import Evaluation, evaluate
 from perpwatch.evaluation.frame import Cat, Frame
@@ -82,7 +83,7 @@ class Failure:
             lines.append(
                 "    inputs at this bar: " + ", ".join(f"{k}={_show(v)}" for k, v in self.inputs.items())
             )
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # labels and messages are data: one line each
 
 
 @dataclass
