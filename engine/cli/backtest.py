@@ -11,6 +11,7 @@ import click
 
 from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
+    check_state_option,
     get_registry,
     load_strategies,
     param_option,
@@ -211,7 +212,13 @@ def _options(
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
 )
-@click.option("--state", "state_opt", type=click.Path(dir_okay=False), help="State database.")
+@click.option(
+    "--state",
+    "state_opt",
+    type=click.Path(dir_okay=False),
+    callback=check_state_option,
+    help="State database.",
+)
 @report_errors
 def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
     """Kill switch: open no new positions (closing stays allowed) until `perpwatch resume`."""
@@ -219,7 +226,7 @@ def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
     from perpwatch.live.risk import halt as set_halt
     from perpwatch.live.state import StateStore
 
-    path = state_opt or load_config(find_config(config_path)).state
+    path = load_config(find_config(config_path)).state if state_opt is None else state_opt
     store = StateStore(path)  # created when absent: halting before the first run must work
     try:
         set_halt(store, reason)
@@ -233,7 +240,13 @@ def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
 )
-@click.option("--state", "state_opt", type=click.Path(dir_okay=False), help="State database.")
+@click.option(
+    "--state",
+    "state_opt",
+    type=click.Path(dir_okay=False),
+    callback=check_state_option,
+    help="State database.",
+)
 @report_errors
 def resume(config_path: str | None, state_opt: str | None) -> None:
     """Lift the kill switch: new positions may open again."""

@@ -1,5 +1,5 @@
 """What the command modules share: exit codes, error reporting, the plugin registry of this
-invocation, ``--param`` parsing, strategy loading and time options."""
+invocation, ``--param`` parsing, strategy loading, time options and the ``--state`` check."""
 
 from __future__ import annotations
 
@@ -127,3 +127,13 @@ def time_option(value: str | None, hint: str) -> int | None:
         return parse_time(value)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=hint) from None
+
+
+def check_state_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The ``--state`` callback: refuse a value that cannot name a database file (empty, a directory)."""
+    from perpwatch.live.state import state_path_problem
+
+    problem = None if value is None else state_path_problem(value)
+    if problem:
+        raise click.BadParameter(problem, ctx=ctx, param=param)
+    return value

@@ -21,6 +21,7 @@ import click
 from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    check_state_option,
     get_registry,
     load_strategies,
     param_option,
@@ -102,7 +103,8 @@ def env_secrets() -> frozenset[str]:
 
 
 def state_path(cli_state: str | None, cfg: Config) -> str:
-    return cli_state or cfg.state
+    """``--state`` when given (even an empty one is not "not given"), else the config's."""
+    return cfg.state if cli_state is None else cli_state
 
 
 def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str:
@@ -155,7 +157,11 @@ def simulated_start(runner: Runner, start: float) -> float:
     "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ./perpwatch.yaml)."
 )
 @click.option(
-    "--state", "state_opt", type=click.Path(dir_okay=False), help="State database (default from config)."
+    "--state",
+    "state_opt",
+    type=click.Path(dir_okay=False),
+    callback=check_state_option,
+    help="State database (default from config).",
 )
 @param_option
 @click.option("--simulate-from", "sim_from", metavar="TIME", help="Replay history as if live, from TIME.")
@@ -180,6 +186,7 @@ def run(
     from perpwatch.common.clock import Clock, FakeClock
     from perpwatch.live.config import find_config, load_config
     from perpwatch.live.runner import RunnerOptions
+    from perpwatch.live.state import StateLost
 
     start_ms = time_option(sim_from, "--simulate-from")
     stop_ms = time_option(sim_to, "--simulate-to")
@@ -200,6 +207,9 @@ def run(
     handlers = setup_logging(secrets, log_file, verbose)
     try:
         code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
+    except StateLost as e:  # the run stopped, having failed (not bad input): one line, exit 1
+        click.echo(printable(f"error: {redact(str(e), secrets)}"), err=True)
+        code = EXIT_FAILED
     except PerpwatchError as e:
         raise PerpwatchError(redact(str(e), secrets)) from None
     finally:
@@ -226,7 +236,7 @@ def _run(
 
     from perpwatch.live.state import StateStore
 
-    store = StateStore(state)
+    store = StateStore(state, run_lock=True)  # one run per database: a second one stops here
     try:
         return asyncio.run(
             _main(strategies, cfg, registry, store, clock, options, secrets, once, start, stop_at)
@@ -291,7 +301,13 @@ state_options = [
     click.option(
         "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
     ),
-    click.option("--state", "state_opt", type=click.Path(dir_okay=False), help="State database."),
+    click.option(
+        "--state",
+        "state_opt",
+        type=click.Path(dir_okay=False),
+        callback=check_state_option,
+        help="State database.",
+    ),
 ]
 
 
@@ -306,7 +322,7 @@ def open_state(config_path: str | None, state_opt: str | None) -> StateStore:
     from perpwatch.live.config import find_config, load_config
     from perpwatch.live.state import StateStore
 
-    path = state_opt or load_config(find_config(config_path)).state
+    path = load_config(find_config(config_path)).state if state_opt is None else state_opt
     if path != ":memory:" and not os.path.exists(path):
         raise PerpwatchError(f"no state database at {path} (perpwatch run creates it; or pass --state)")
     return StateStore(path)

@@ -19,6 +19,7 @@ from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
 from perpwatch.common.redact import redact
 from perpwatch.language.schemas import locate, validate, validate_with
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
+from perpwatch.live.state import state_path_problem
 
 DEFAULT_PATH = "perpwatch.yaml"
 DEFAULT_STATE = "perpwatch.db"
@@ -93,7 +94,7 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
     cfg = Config(
         file=path,
         symbols=list(doc.get("symbols", DEFAULT_SYMBOLS)),
-        state=doc.get("state", DEFAULT_STATE),
+        state=_state(doc, path),
         runner=dict(doc.get("runner") or {}),
         secrets=frozenset(secrets),
     )
@@ -105,6 +106,15 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
     if registry is not None:
         check_instances(cfg, doc, registry)
     return cfg
+
+
+def _state(doc: LDict, path: str) -> str:
+    """The ``state:`` path, refused where it is written when it cannot name a database file."""
+    state = doc.get("state", DEFAULT_STATE)
+    problem = state_path_problem(state)
+    if problem:
+        raise LocatedError(doc.val_loc("state") if "state" in doc else Loc(path, 1, 1), problem)
+    return state
 
 
 def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:

@@ -48,6 +48,8 @@ class Delivery:
 
     def kick(self) -> None:
         """Start a delivery task for each idle notifier with something due."""
+        if self.store.file_problem():  # the database is gone: deliver nothing more (the loop stops)
+            return
         now = self.clock.time()
         for name in self.notifiers:
             task = self.tasks.get(name)
@@ -94,6 +96,8 @@ class Delivery:
                 if not items:
                     return
                 for item in items:
+                    if self.store.file_problem():  # gone: its delivery could never be recorded
+                        return
                     tried.add(item.event_id)
                     error = await self._send(notifier, item.event)
                     now = self.clock.time()

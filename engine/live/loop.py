@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import format_time
 from perpwatch.live.jobs import CycleReport
+from perpwatch.live.state import StateLost
 
 if TYPE_CHECKING:
     from perpwatch.live.runner import Runner
@@ -87,9 +88,12 @@ async def run_forever(
                 now = runner.clock.time()
                 if until is not None and now > until:
                     break
+                runner.store.check_file()  # a deleted or replaced database ends the run (StateLost)
                 if runner.has_work(now):
                     try:
                         report = await runner.run_cycle(now)
+                    except StateLost:  # retrying cannot help: everything recorded would be lost
+                        raise
                     except Exception as e:  # rolled back whole: try again shortly, never exit
                         log.error(
                             "cycle at %s failed and was rolled back (retrying in %gs): %s",

@@ -151,6 +151,7 @@ class Runner:
     async def run_cycle(self, now: float | None = None) -> CycleReport:
         """Process every strategy with a newly closed bar at ``now`` (default: the clock's time)."""
         now = self.clock.time() if now is None else float(now)
+        self.store.check_file()  # StateLost when the database was deleted or replaced: stop, lose nothing more
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         report = CycleReport(time=now)
         plans = self.schedule.plans(now)
@@ -170,6 +171,7 @@ class Runner:
                     self.schedule.processed(plan.job, plan.end, held, now)
                 if self.trading is not None:
                     await self.stepper.trade(self.trading, newest, now, report)
+                self.store.check_file()  # gone during the cycle: roll back and stop
                 t2 = time.perf_counter()
         report.commit_wall = time.perf_counter() - t2
         report.process_wall = time.perf_counter() - t1

@@ -24,12 +24,19 @@ signal_json, interval, recorded_at)``
 
 Writes outside ``with store.transaction():`` commit at once; inside, they commit together at the
 end of the outermost block (nested blocks join it), or none do.
+
+Only one ``perpwatch run`` may use a database: it opens the store with ``run_lock=True``, which
+holds :class:`RunLock` on ``<db>.lock`` for the process's life. The short commands (``mute``,
+``halt``, ``events``, …) take no run-lock; SQLite's own locking serialises their transactions with
+the run's. :meth:`StateStore.check_file` tells a run that its file was deleted or replaced.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -79,6 +86,98 @@ class StateError(PerpwatchError):
     """The state database cannot be opened or is of an unknown schema version."""
 
 
+class StateBusy(StateError):
+    """Another process holds the run-lock of the state database."""
+
+
+class StateLost(StateError):
+    """The state database was deleted or replaced under the process that has it open."""
+
+
+MEMORY = ":memory:"  # SQLite's private in-memory database: nothing kept, nothing to lock
+
+
+def state_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot name a state database (empty, a directory, a NUL), or None.
+
+    Whether its directory exists is left to opening it (the config may be read elsewhere)."""
+    if not path.strip():
+        return "the state path is empty; name a database file, such as perpwatch.db"
+    if "\0" in path:
+        return f"the state path {path!r} contains a NUL character"
+    if path == MEMORY:
+        return None
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        inside = os.path.join(path, "perpwatch.db")
+        return f"the state path {path} is a directory; name a database file in it, such as {inside}"
+    return None
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<db>.lock`` (next to the database's real path), held until
+    :meth:`release` or the process's end, however it ends: the kernel drops the lock with the last
+    descriptor, so a SIGKILLed run leaves nothing stuck. The file holds the holder's PID, for the
+    refusal message. It is never deleted: a process that had opened the old file would hold a lock
+    no one else sees. (``flock`` is POSIX; perpwatch runs on Linux and macOS.)"""
+
+    def __init__(self, db_path: str):
+        self.db_path = db_path
+        self.path = os.path.realpath(db_path) + ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`StateBusy` naming the database and the holder's PID."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX
+            raise StateError("perpwatch run needs flock() to lock its state database") from None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StateError(f"cannot create the lock file {self.path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise StateError(f"cannot lock {self.path}: {e.strerror}") from None
+            holder = _read_pid(self.path)
+            raise StateBusy(
+                f"the state database {os.path.abspath(self.db_path)} is in use by another perpwatch run"
+                f"{f' (pid {holder})' if holder else ''}; stop that run, or give this one its own --state"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def problem(self) -> str | None:
+        """Why the lock no longer guards the database (its file deleted or replaced), or None."""
+        if self.fd is None:
+            return None
+        held = os.fstat(self.fd)
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            return f"its lock file {self.path} was deleted, so another run could start on it"
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            return f"its lock file {self.path} was replaced, so another run could start on it"
+        return None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the only descriptor drops the flock
+            self.fd = None
+
+
+def _read_pid(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
 @dataclass
 class OutboxItem:
     """One pending delivery: an event and the notifier that must receive it."""
@@ -106,8 +205,30 @@ def backoff(attempts: int) -> float:
 class StateStore:
     """Rule states, events, the notification outbox, mutes, flags and run progress."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, run_lock: bool = False):
+        """Open (or create) the database at ``path``; with ``run_lock``, first take the run-lock
+        (:class:`StateBusy` when another run holds it), kept until :meth:`close`."""
+        problem = state_path_problem(path)
+        if problem:
+            raise StateError(problem)
+        folder = os.path.dirname(os.path.abspath(path))
+        if path != MEMORY and not os.path.isdir(folder):
+            raise StateError(f"cannot create the state database {path}: no directory {folder}")
         self.path = path
+        self.lock: RunLock | None = None
+        if run_lock and path != MEMORY:
+            self.lock = RunLock(path)
+            self.lock.acquire()
+        try:
+            self._open(path)
+        except BaseException:
+            self.close()
+            raise
+        # The file's identity, for check_file: SQLite keeps the file open, so its inode cannot be
+        # reused for another file while this store lives.
+        self._identity = _identity(path) if path != MEMORY else None
+
+    def _open(self, path: str) -> None:
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA busy_timeout = 10000")
@@ -135,7 +256,42 @@ class StateStore:
             raise StateError(f"cannot open the state database {path}: {e}") from None
 
     def close(self) -> None:
-        self.conn.close()
+        """Close the database, then release the run-lock (if held)."""
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            conn.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def check_file(self) -> None:
+        """Raise :class:`StateLost` when :meth:`file_problem` finds one."""
+        problem = self.file_problem()
+        if problem:
+            raise StateLost(problem)
+
+    def file_problem(self) -> str | None:
+        """Why this store can no longer keep what it writes, or None: ``path`` no longer names the
+        file it has open (deleted, moved away or replaced), or the run-lock's file went (another run
+        could start). One ``stat`` (two with the run-lock): cheap enough for every cycle."""
+        if self._identity is None:
+            return None
+        where = os.path.abspath(self.path)
+        try:
+            now = _identity(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return (
+                f"the state database {where} was moved or deleted while perpwatch had it open; "
+                "stopping (everything recorded since would be lost)"
+            )
+        except OSError as e:
+            return f"the state database {where} cannot be looked at any more ({e.strerror}); stopping"
+        if now != self._identity:
+            return (
+                f"the state database {where} was replaced by another file while perpwatch had it open; "
+                "stopping (everything recorded since would be lost)"
+            )
+        problem = self.lock.problem() if self.lock is not None else None
+        return f"the state database {where}: {problem}; stopping" if problem else None
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -474,6 +630,11 @@ def _plain(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return f if math.isfinite(f) else None
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
 
 
 def _dumps(value: Any) -> str:
