@@ -1,7 +1,8 @@
 """What the built-in notifiers share: event routing, rendering helpers, redaction and HTTP errors.
 
 Subclasses of :class:`BaseNotifier` implement ``deliver(event)``; ``send`` wraps it so that only a
-:class:`NotifierError` with a redacted message ever comes out.
+:class:`NotifierError` with a redacted message ever comes out. A server's answer is redacted
+before it is cut to a snippet, so a cut never leaves the start of a secret behind.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import numbers
 import traceback
 from abc import abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import jsonschema
 import numpy as np
 
 from perpwatch import __version__
-from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext
+from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext, secret_values
 from perpwatch.common.jsonsafe import jsonable
 from perpwatch.common.redact import REDACTED, redact
 from perpwatch.common.retry_after import retry_after_seconds
@@ -178,24 +179,19 @@ class BaseNotifier(Notifier):
     """Options checking, routing (only fired and resolved events, by severity), redaction and the
     ``send`` error contract.
 
-    ``secret_options`` name options whose values (or, for a mapping, whose values' values) are
-    never shown: in errors, httpx log lines, ``repr`` or ``self.options`` (read them with
-    ``secret(name)``). Everything in ``ctx.secrets`` is redacted from errors and ``repr`` too.
+    Options the ``options_schema`` marks ``"x-secret": true`` (``secret_options()``) are never
+    shown, nor the parts of them a server may echo (a URL's path and query): not in errors, httpx
+    log lines, ``repr`` or ``self.options`` (read them with ``secret(name)``). Everything in
+    ``ctx.secrets`` is redacted from errors and ``repr`` too.
     """
-
-    secret_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        hidden: set[str] = set()
-        for key in self.secret_options:
-            value = self.options.get(key)
-            values = value.values() if isinstance(value, Mapping) else [value]
-            hidden.update(str(v) for v in values if v is not None)
+        hidden = secret_values(self.options_schema, self.options)
         self._secrets = frozenset(s for s in {*self.ctx.secrets, *hidden} if s)
         _LOG_FILTER.secrets.update(hidden)
         self._check_options()
-        self._secret_values = {k: self.options[k] for k in self.secret_options if k in self.options}
+        self._secret_values = {k: self.options[k] for k in self.secret_options() if k in self.options}
         self.options.update(dict.fromkeys(self._secret_values, REDACTED))
 
     def _check_options(self) -> None:
@@ -205,7 +201,7 @@ class BaseNotifier(Notifier):
             path = list(error.absolute_path)
             at = "/".join(str(p) for p in path) or "options"
             # A message can quote the value (repr-escaped, so redaction might miss it): not for secrets.
-            hidden = bool(path) and path[0] in self.secret_options
+            hidden = bool(path) and path[0] in self.secret_options()
             message = f"invalid value ({error.validator} check failed)" if hidden else error.message
             raise ValueError(self.redact(f"{self.name} notifier: {at}: {message}"))
 
@@ -215,6 +211,10 @@ class BaseNotifier(Notifier):
 
     def redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    def snippet(self, text: str, limit: int = 200) -> str:
+        """``text`` (a server's answer) redacted, on one line, then cut to ``limit``."""
+        return clip(one_line(self.redact(text)), limit)
 
     def accepts(self, event: Event) -> bool:
         """Whether this notifier takes ``event``: a fired or resolved event at ``min_severity`` or above.
@@ -245,7 +245,7 @@ class BaseNotifier(Notifier):
         """Deliver ``event`` (``send`` turns every failure into a redacted NotifierError)."""
 
     def __repr__(self) -> str:
-        shown = {k: v for k, v in self.options.items() if k not in self.secret_options}
+        shown = {k: v for k, v in self.options.items() if k not in self.secret_options()}
         return self.redact(f"<{type(self).__name__} {shown!r}>")
 
     __str__ = __repr__
@@ -255,21 +255,14 @@ class BaseNotifier(Notifier):
 
 
 def short_url(url: str) -> str:
-    """``scheme://host[:port]/…``: enough to tell which service failed, never a path credential."""
+    """``scheme://host[:port]/***``: enough to tell which service failed, never a path or query
+    credential (nor a user or password)."""
     try:
         parsed = httpx.URL(url)
     except Exception:
         return "<invalid url>"
     port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.scheme}://{parsed.host}{port}/…"
-
-
-def body_snippet(response: httpx.Response, limit: int = 200) -> str:
-    try:
-        text = response.text
-    except Exception:
-        return ""
-    return clip(one_line(text), limit)
+    return f"{parsed.scheme}://{parsed.host}{port}/{REDACTED}"
 
 
 #: The ``timeout`` option of the HTTP notifiers.
@@ -329,6 +322,14 @@ class HttpNotifier(BaseNotifier):
         except httpx.TransportError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise NotifierError(f"{self.name}: {shown}: {detail}", retryable=True) from None
+
+    def body_snippet(self, response: httpx.Response, limit: int = 200) -> str:
+        """The start of ``response``'s body, redacted (servers echo the request path), one line."""
+        try:
+            text = response.text
+        except Exception:
+            return ""
+        return self.snippet(text, limit)
 
     def status_error(self, response: httpx.Response, shown: str, detail: str = "") -> NotifierError:
         """The error for a non-2xx answer: 408, 429 and 5xx are retryable, other statuses are not."""

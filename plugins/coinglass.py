@@ -230,6 +230,7 @@ class CoinGlassSource(HttpSource):
         {
             "api_key": {
                 "type": "string",
+                "x-secret": True,
                 "description": "default: the COINGLASS_API_KEY environment variable",
             },
             "plan": {

@@ -23,7 +23,6 @@ from perpwatch.evaluation.events import Event
 from ._notify import (
     TIMEOUT_OPTION,
     HttpNotifier,
-    body_snippet,
     format_value,
     is_resolved,
     label,
@@ -103,13 +102,13 @@ class TelegramNotifier(HttpNotifier):
     """Sends each event to one chat through a Telegram bot."""
 
     name = "telegram"
-    secret_options = ("token",)
     options_schema = notifier_schema(
         {
             "token": {
                 "type": "string",
                 "pattern": "^[A-Za-z0-9:_-]+$",
-                "description": "Bot token from @BotFather.",
+                "x-secret": True,
+                "description": "Bot token from @BotFather (secret).",
             },
             "chat_id": {
                 "type": ["integer", "string"],
@@ -178,7 +177,8 @@ class TelegramNotifier(HttpNotifier):
     def _error(self, response: httpx.Response, data: dict[str, Any], where: str) -> NotifierError:
         error_code, parameters = data.get("error_code"), data.get("parameters")
         code = error_code if isinstance(error_code, int) else response.status_code
-        description = str(data.get("description") or body_snippet(response) or response.reason_phrase)
+        description = self.snippet(str(data.get("description") or "")) or self.body_snippet(response)
+        description = description or response.reason_phrase
         params: dict[str, Any] = parameters if isinstance(parameters, dict) else {}
         text = f"telegram: {self.shown}{where}: error {code}: {description}"
         if code == 429 or response.status_code == 429:

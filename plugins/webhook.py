@@ -4,8 +4,10 @@ raw is the event record (``event.to_dict()`` plus ``time_iso``); slack is an inc
 message (``text`` fallback plus Block Kit ``blocks``); discord is an execute-webhook message
 (``content`` plus one embed) within Discord's limits, with mentions disabled.
 2xx is delivered; 408, 429 (``Retry-After`` honoured) and 5xx, timeouts and connection errors are
-retryable; any other status is not. Errors show the URL as ``scheme://host/…`` only: Slack and Discord
-webhook URLs carry their credential in the path, so the URL and header values are secret options.
+retryable; any other status is not. Errors show the URL as ``scheme://host/***`` only: Slack and
+Discord webhook URLs carry their credential in the path, so ``url`` and ``headers`` are secret
+options (``"x-secret": true``): their values, and the URL's path, query and token-like segments,
+are redacted wherever they appear, also from a server's answer that quotes the request path.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from perpwatch.evaluation.events import Event
 from ._notify import (
     TIMEOUT_OPTION,
     HttpNotifier,
-    body_snippet,
     clip,
     clip_atoms,
     event_record,
@@ -212,12 +213,22 @@ class WebhookNotifier(HttpNotifier):
     """Sends each event as JSON to ``url``."""
 
     name = "webhook"
-    secret_options = ("url", "headers")  # webhook URLs and header values are credentials
-    options_schema = notifier_schema(
+    options_schema = notifier_schema(  # webhook URLs and header values are credentials: x-secret
         {
-            "url": {"type": "string", "pattern": "^https?://", "description": "Endpoint (http or https)."},
+            "url": {
+                "type": "string",
+                "pattern": "^https?://",
+                "x-secret": True,
+                "description": "Endpoint (http or https); secret: shown as scheme://host/***.",
+            },
             "format": {"enum": list(FORMATS), "default": "raw"},
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {}},
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "default": {},
+                "x-secret": True,
+                "description": "Extra HTTP headers; their values are secret.",
+            },
             "timeout": TIMEOUT_OPTION,
             "method": {"enum": ["POST", "PUT", "PATCH"], "default": "POST"},
         },
@@ -239,7 +250,7 @@ class WebhookNotifier(HttpNotifier):
         response = await self.request(self.method, url, self.payload(event), self.shown, headers)
         if response.is_success:
             return
-        error = self.status_error(response, self.shown, body_snippet(response))
+        error = self.status_error(response, self.shown, self.body_snippet(response))
         if response.status_code == 429 and error.retry_after is None:
             error.retry_after = _discord_retry_after(response)
         raise error

@@ -61,7 +61,8 @@ notifiers:
     assert (history.plugin, history.options) == ("replay", {"path": "data/"})
     assert cfg.notifiers["ops"].plugin == "telegram" and cfg.notifiers["ops"].options["token"] == TG_TOKEN
     assert cfg.notifiers["hook"].options["url"] == "https://hooks.example.net/perpwatch"
-    assert cfg.secrets == {CG_KEY, TG_TOKEN, "hooks.example.net"}  # every value read from the environment
+    # every value read from the environment, and every option marked secret (the webhook's url)
+    assert cfg.secrets == {CG_KEY, TG_TOKEN, "hooks.example.net", "https://hooks.example.net/perpwatch"}
     assert cfg.redact(f"GET /x?key={CG_KEY} token {TG_TOKEN}") == "GET /x?key=*** token ***"
     assert str(cfg.sources["history"].loc) == f"{path}:5:3"
     assert cfg.source("binance").plugin == "binance"  # an instance named like a plugin needs no entry

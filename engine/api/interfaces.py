@@ -5,7 +5,8 @@ Every plugin class has a ``name`` (the default instance name in a config), an ``
 as ``cls(options, ctx)``. The base classes are abstract: a class that leaves one of their abstract
 methods out cannot be registered. All I/O methods are async.
 
-* :mod:`perpwatch.api.plugin`: :class:`PluginContext`, :class:`PluginError`, :class:`Plugin`;
+* :mod:`perpwatch.api.plugin`: :class:`PluginContext`, :class:`PluginError`, :class:`Plugin`,
+  :data:`SECRET_MARKERS` and :func:`secret_values` (options marked secret in a schema);
 * :mod:`perpwatch.api.sources`: :class:`Source` (``provides``, ``fetch``), :class:`FetchRequest`,
   :class:`SourceError`;
 * :mod:`perpwatch.api.notifiers`: :class:`Notifier` (``send``; ``accepts`` and ``min_severity``
@@ -24,7 +25,7 @@ from perpwatch.api.executors import Accounting, Executor, ExecutorError, Fill, P
 from perpwatch.api.history import History, HistoryReader
 from perpwatch.api.ledger import Ledger, TradeSummary
 from perpwatch.api.notifiers import Notifier, NotifierError
-from perpwatch.api.plugin import Plugin, PluginContext, PluginError
+from perpwatch.api.plugin import SECRET_MARKERS, Plugin, PluginContext, PluginError, secret_values
 from perpwatch.api.sources import FetchRequest, Source, SourceError
 
 __all__ = [
@@ -42,7 +43,9 @@ __all__ = [
     "PluginContext",
     "PluginError",
     "Position",
+    "SECRET_MARKERS",
     "Source",
     "SourceError",
     "TradeSummary",
+    "secret_values",
 ]

@@ -1,4 +1,5 @@
-"""What every plugin class shares: the context the engine hands it, its errors and its base class."""
+"""What every plugin class shares: the context the engine hands it, its errors, its base class, and
+the options its ``options_schema`` marks secret."""
 
 from __future__ import annotations
 
@@ -11,6 +12,12 @@ from typing import Any, ClassVar
 import httpx
 
 from perpwatch.common.clock import Clock
+from perpwatch.common.redact import secret_parts
+
+#: Keywords that mark an option of an ``options_schema`` as a secret (``"x-secret": true``, or JSON
+#: Schema's own ``"writeOnly": true``): its value is never shown, nor the parts of it a server
+#: may echo (a URL's path and query, a token in ``Bearer <token>``).
+SECRET_MARKERS = ("x-secret", "writeOnly")
 
 
 @dataclass
@@ -19,7 +26,8 @@ class PluginContext:
 
     ``transport`` replaces httpx's network transport (tests use ``httpx.MockTransport``);
     ``clock`` is the engine's clock (fake in tests); ``state_path`` is the SQLite state database;
-    ``secrets`` are config values that came from ``${ENV}`` and must never be shown;
+    ``secrets`` are config values that came from ``${ENV}`` or from options marked secret (with
+    the parts of them a server may echo) and must never be shown;
     ``store`` is the engine's state store (``perpwatch.live.state.StateStore``) when one is open, so an
     executor can write inside the cycle's transaction.
     """
@@ -56,6 +64,11 @@ class Plugin:
     name: ClassVar[str] = ""
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False}
 
+    @classmethod
+    def secret_options(cls) -> tuple[str, ...]:
+        """The options ``options_schema`` marks secret (:data:`SECRET_MARKERS`)."""
+        return secret_option_names(cls.options_schema)
+
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         self.options = dict(options or {})
         self.ctx = ctx or PluginContext()
@@ -72,3 +85,38 @@ class Plugin:
 
     async def aclose(self) -> None:
         """Release connections; called once when the engine stops."""
+
+
+def secret_option_names(schema: Mapping[str, Any]) -> tuple[str, ...]:
+    """The top-level properties of ``schema`` marked ``"x-secret": true`` or ``"writeOnly": true``."""
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping):
+        return ()
+    return tuple(
+        name
+        for name, spec in properties.items()
+        if isinstance(spec, Mapping) and any(spec.get(marker) is True for marker in SECRET_MARKERS)
+    )
+
+
+def secret_values(schema: Mapping[str, Any], options: Mapping[str, Any]) -> set[str]:
+    """Every text and number inside the options ``schema`` marks secret (in mappings and lists
+    too), with the parts of each that a server may echo (``secret_parts``)."""
+    found: set[str] = set()
+    for name in secret_option_names(schema):
+        if name in options:
+            for leaf in _leaves(options[name]):
+                found |= secret_parts(leaf)
+    return found
+
+
+def _leaves(value: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [leaf for v in value.values() for leaf in _leaves(v)]
+    if isinstance(value, list | tuple):
+        return [leaf for v in value for leaf in _leaves(v)]
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [str(value)]
+    return []
