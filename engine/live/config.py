@@ -1,8 +1,11 @@
 """The optional config file (``perpwatch.yaml``): symbols, state file, named plugin instances.
 
 ``${ENV_VAR}`` in a string value is read from the environment; every value read that way is a
-secret and is redacted from logs, errors, events and output. Each instance's options are checked
-against its plugin's ``options_schema`` with the same located errors as strategies.
+secret, and so is every option its plugin's ``options_schema`` marks ``"x-secret": true`` or
+``"writeOnly": true`` (webhook URLs, tokens): they are redacted from logs, errors, events and
+output, with the parts a server may echo on their own (a URL's path and query). Each instance's
+options are checked against its plugin's ``options_schema`` with the same located errors as
+strategies.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ from typing import Any
 
 import jsonschema
 
+from perpwatch.api.plugin import secret_values
 from perpwatch.api.registry import Registry
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
-from perpwatch.common.redact import redact
+from perpwatch.common.redact import redact, secret_parts
 from perpwatch.language.schemas import locate, validate, validate_with
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
 from perpwatch.live.state import state_path_problem
@@ -117,8 +121,23 @@ def _state(doc: LDict, path: str) -> str:
     return state
 
 
+def instance_secrets(cfg: Config, registry: Registry) -> frozenset[str]:
+    """The values of the options each instance's plugin marks secret, with their echoable parts."""
+    found: set[str] = set()
+    for kind in ("sources", "notifiers", "executors"):
+        table = getattr(registry, kind)
+        for inst in getattr(cfg, kind).values():
+            cls = table.get(inst.plugin)
+            if cls is not None:
+                found |= secret_values(cls.options_schema, inst.options)
+    return frozenset(found)
+
+
 def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:
-    """Each instance names a known plugin and its options fit that plugin's schema."""
+    """Each instance names a known plugin and its options fit that plugin's schema.
+
+    The options its plugin marks secret join ``cfg.secrets`` first, so no error quotes them."""
+    cfg.secrets = cfg.secrets | instance_secrets(cfg, registry)
     errors: list[LocatedError] = []
     for kind in ("sources", "notifiers", "executors"):
         table = getattr(registry, kind)
@@ -160,8 +179,7 @@ def _substitute(value: Any, secrets: set[str], loc: Loc) -> Any:
             if var not in os.environ:
                 raise LocatedError(loc, f"environment variable {var} is not set (it is used as ${{{var}}})")
             secret = os.environ[var]
-            if secret:
-                secrets.add(secret)
+            secrets.update(secret_parts(secret))
             return secret
 
         return _ENV.sub(repl, value)

@@ -39,7 +39,7 @@ from perpwatch.common.redact import redact as redact_secrets
 from perpwatch.language.compiler import Strategy
 from perpwatch.live import loop
 from perpwatch.live.assembly import assemble
-from perpwatch.live.config import Config
+from perpwatch.live.config import Config, instance_secrets
 from perpwatch.live.delivery import Delivery
 from perpwatch.live.fetching import Fetcher
 from perpwatch.live.jobs import TRADING_METRICS, CycleReport, Job, RunnerOptions
@@ -102,7 +102,7 @@ class Runner:
     ) -> Runner:
         """Plugin instances for the strategies, from the config (raises PerpwatchError, redacted)."""
         clock = clock or Clock()
-        all_secrets = frozenset({*cfg.secrets, *secrets})
+        all_secrets = frozenset({*cfg.secrets, *secrets, *instance_secrets(cfg, registry)})
 
         def redact(text: str) -> str:
             return redact_secrets(text, all_secrets)
