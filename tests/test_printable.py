@@ -224,3 +224,16 @@ def test_console_notifier_uses_the_same_helper(capsys: pytest.CaptureFixture[str
     assert out.count("\n") == 1
     assert_clean(out.rstrip("\n"))
     assert "funding max on red over gnp.exe next" in out
+
+
+def test_plugin_load_errors_are_printable(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('bad \\x1b]0;pwned\\x07\\x1b[2Jplugin\\nforged line')\n")
+    for args in (("plugins",), ("plugins", "-v")):
+        text = invoke("--plugin", str(broken), *args)
+        assert text.exit_code == 0, text.output
+        lines = text.stdout.splitlines()
+        for line in lines:
+            assert_clean(line)
+        assert "  error: failed to load: RuntimeError: bad plugin forged line" in lines
+        assert not any(line.startswith("forged") for line in lines)

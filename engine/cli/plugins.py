@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from perpwatch.cli.common import get_registry, report_errors
+from perpwatch.common.text import printable
 
 
 def register(cli: click.Group) -> None:
@@ -37,9 +38,10 @@ def plugins(as_json: bool, verbose: bool) -> None:
             )
             click.echo(f"{row['name']} {row['version']}  [{row['origin']}]  {what}")
             if row["error"]:
-                click.echo(f"  error: {row['error']}")
+                click.echo(printable(f"  error: {row['error']}"))
             if row.get("traceback"):
-                click.echo("\n".join(f"    {line}" for line in row["traceback"].rstrip().splitlines()))
+                trace = printable(row["traceback"].rstrip(), multiline=True)
+                click.echo("\n".join(f"    {line}" for line in trace.splitlines()))
     get_registry()  # after the listing, two plugins registering one name: each conflict, exit 2
 
 
