@@ -38,12 +38,13 @@ def secret_parts(secret: str) -> set[str]:
     as ``/alerts`` does not): its path with query, its path, its query, each without its leading
     slash, each percent-encoded, decoded and with JSON-escaped slashes (``\\/``); each path
     segment and query value that looks like a credential; the user info and password. For other
-    text, each whitespace-separated word that looks like a credential (``Bearer <token>``). Every
-    part also in its ``repr`` form (what an error message quoting it with ``%r`` shows).
+    text, each whitespace-separated word that looks like a credential (``Bearer <token>``). The
+    secret itself, and every part, also percent-encoded (``:`` as ``%3A``), decoded and with
+    JSON-escaped slashes, and in its ``repr`` form (what an error quoting it with ``%r`` shows).
     """
     if not secret:
         return set()
-    parts = {secret}
+    parts = {secret} | _forms(secret)
     try:
         url = urlsplit(secret)
     except ValueError:
@@ -75,5 +76,6 @@ def _forms(text: str) -> set[str]:
     those with JSON-escaped slashes; nothing when ``text`` is too short to carry a credential."""
     if len(text) < MIN_PART:
         return set()
-    forms = {text, unquote(text), unquote_plus(text), quote(unquote(text), safe="/:@!$&'()*+,;=?~")}
+    plain = unquote(text)
+    forms = {text, plain, unquote_plus(text), quote(plain, safe="/:@!$&'()*+,;=?~"), quote(plain, safe="/")}
     return forms | {f.replace("/", "\\/") for f in forms}
