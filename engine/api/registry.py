@@ -264,4 +264,5 @@ def _function_spec(
         returns=returns,
         lookback=lookback,
         origin=origin,
+        doc=inspect.getdoc(func.func if isinstance(func, functools.partial) else func) or "",
     )

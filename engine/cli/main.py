@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "schema": "language",
     "plugins": "plugins",
     "metrics": "plugins",
+    "functions": "functions",
     "run": "run",
     "events": "run",
     "mute": "run",

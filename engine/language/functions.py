@@ -9,6 +9,7 @@ the bars its window needs (the live path).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,6 +33,13 @@ class FunctionSpec:
     lookback: Callable[..., int] | None = None  # bars of history needed, from the windows
     variadic: bool = False
     origin: str = "perpwatch"
+    doc: str = ""  # its documentation; empty: the docstring of ``func`` (see ``documentation``)
+
+    @property
+    def documentation(self) -> str:
+        """The reference text: ``doc``, else the callable's docstring (``perpwatch functions``)."""
+        own = inspect.getdoc(self.func) if self.func is not None else None
+        return inspect.cleandoc(self.doc or own or "")
 
     def bars_back(self, windows: list[int]) -> int:
         if self.lookback is not None:
@@ -113,19 +121,59 @@ def truth(mask: np.ndarray, unknown: np.ndarray) -> np.ndarray:
 
 
 def f_lag(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """lag(x, n=1) -> same kind as x
+
+    The value of x n bars earlier. Works on numbers, conditions and text series alike.
+
+    Unit: the unit of x.
+    Lookback: n bars.
+    Unknown: on the first n bars, and wherever x was unknown n bars earlier.
+    Example: price.close > rolling_max(lag(price.high, 1), 24)
+    """
     return lagged(x, n)
 
 
 def f_change(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """change(x, n=1) -> number
+
+    How much x moved over the last n bars: x - lag(x, n).
+
+    Unit: the unit of x.
+    Lookback: n bars.
+    Unknown: on the first n bars, and wherever x is unknown now or n bars earlier.
+    Example: change(oi.close, 1) > 0
+    """
     return x - lagged(x, n)
 
 
 def f_pct_change(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """pct_change(x, n=1) -> number
+
+    The change of x over the last n bars, in percent. It is (x / lag(x, n) - 1) * 100, relative
+    to the value n bars earlier. For a series that crosses zero, such as funding, the percentage
+    is meaningless (from -0.01 to 0.01 is -200); use change() there.
+
+    Unit: percent (5 means +5 %).
+    Lookback: n bars.
+    Unknown: on the first n bars, wherever x is unknown now or n bars earlier, and where x was 0 n
+    bars earlier.
+    Example: pct_change(oi.close, 4) > 3
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         return finite((x / lagged(x, n) - 1.0) * 100.0)
 
 
 def f_sma(x: np.ndarray, n: int) -> np.ndarray:
+    """sma(x, n) -> number
+
+    Simple moving average: the mean of the last n values of x, bar t included. On n equal values it
+    is exactly that value.
+
+    Unit: the unit of x.
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, and wherever one of the last n values is unknown.
+    Example: sma(price.close, 20) > sma(price.close, 60)
+    """
     out = window_sum(x, n) / n
     flat = flat_window(x, n)
     out[flat] = x[flat]  # the mean of n equal values is that value, exactly
@@ -146,11 +194,33 @@ def _sq_dev_sum(x: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
 
 
 def f_stdev(x: np.ndarray, n: int) -> np.ndarray:
+    """stdev(x, n) -> number
+
+    Sample standard deviation of the last n values of x, bar t included. The denominator is
+    n - 1 and n is at least 2; on n equal values it is exactly 0.
+
+    Unit: the unit of x.
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, and wherever one of the last n values is unknown.
+    Example: stdev(funding.close, 24) < 0.002
+    """
     mean = f_sma(x, n)
     return np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
 
 
 def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
+    """zscore(x, n) -> number
+
+    How many standard deviations x lies above the mean of its last n values. It is
+    (x - sma(x, n)) / stdev(x, n), n at least 2. Bar t is part of its own window, so the z-score
+    can never exceed (n - 1) / sqrt(n) in size: 4.69 for n = 24, 2.04 for n = 6.
+
+    Unit: standard deviations (no unit).
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, wherever one of the last n values is unknown, and where the n
+    values are all equal (the standard deviation is 0).
+    Example: zscore(liq.total_usd, 24) > 3
+    """
     mean = f_sma(x, n)  # exact on a flat window, so its deviations (and stdev) are exactly 0
     sd = np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -160,7 +230,19 @@ def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def f_ema(x: np.ndarray, n: int) -> np.ndarray:
-    """alpha = 2/(n+1) over the last 4n bars, seeded with the first of them."""
+    """ema(x, n) -> number
+
+    Exponential moving average of x over the last 4n bars, with alpha = 2 / (n + 1). It
+    starts from x at bar t - 4n + 1 and applies e = alpha * x + (1 - alpha) * e for each later bar
+    up to t. The bars before that window would carry a weight under 0.05 % in an average started at
+    the beginning of the history; leaving them out makes the value the same live and in a backtest.
+    On 4n equal values it is exactly that value.
+
+    Unit: the unit of x.
+    Lookback: 4n - 1 bars.
+    Unknown: until 4n values exist, and wherever one of the last 4n values is unknown.
+    Example: price.close > ema(price.close, 50)
+    """
     span = 4 * n
     t = len(x)
     out = np.full(t, NAN)
@@ -178,9 +260,17 @@ def f_ema(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def f_rsi(x: np.ndarray, n: int) -> np.ndarray:
-    """Wilder's RSI over the last 4n bars: seeded with the mean of the first n changes, then 1/n smoothing.
+    """rsi(x, n) -> number
 
-    Where both averages are 0 (a flat window) the RSI is 50; where only losses are 0 it is 100.
+    Wilder's relative strength index of x, computed over the last 4n bars only. The average gain
+    and the average loss start as the plain means of the window's first n bar-to-bar changes, then
+    each later change is smoothed in as avg = (avg * (n - 1) + change) / n; the result is
+    100 - 100 / (1 + gain / loss). A window without losses gives 100, a flat window 50.
+
+    Unit: index points, 0 to 100.
+    Lookback: 4n - 1 bars.
+    Unknown: until 4n values exist, and wherever one of the last 4n values is unknown.
+    Example: rsi(price.close, 14) < 30
     """
     span = 4 * n
     t = len(x)
@@ -214,14 +304,42 @@ def f_rsi(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def f_rolling_max(x: np.ndarray, n: int) -> np.ndarray:
+    """rolling_max(x, n) -> number
+
+    The highest of the last n values of x, bar t included. To compare x with the high before this
+    bar, lag the series: rolling_max(lag(price.high, 1), 24).
+
+    Unit: the unit of x.
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, and wherever one of the last n values is unknown.
+    Example: price.close > rolling_max(lag(price.high, 1), 24)
+    """
     return _window_reduce(x, n, np.maximum)
 
 
 def f_rolling_min(x: np.ndarray, n: int) -> np.ndarray:
+    """rolling_min(x, n) -> number
+
+    The lowest of the last n values of x, bar t included.
+
+    Unit: the unit of x.
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, and wherever one of the last n values is unknown.
+    Example: price.close < rolling_min(lag(price.low, 1), 24)
+    """
     return _window_reduce(x, n, np.minimum)
 
 
 def f_rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """rolling_sum(x, n) -> number
+
+    The sum of the last n values of x, bar t included.
+
+    Unit: the unit of x (a total over n bars).
+    Lookback: n - 1 bars.
+    Unknown: until n values exist, and wherever one of the last n values is unknown.
+    Example: rolling_sum(liq.long_usd, 4) > 50e6
+    """
     return window_sum(x, n)
 
 
@@ -261,27 +379,83 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def f_crosses_above(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """crosses_above(a, b) -> condition
+
+    True on the bar where a goes above b: a > b now and a <= b one bar earlier.
+
+    Unit: none (a condition).
+    Lookback: 1 bar.
+    Unknown: on the first bar, and wherever a or b is unknown now or one bar earlier.
+    Example: crosses_above(sma(price.close, 20), sma(price.close, 60))
+    """
     return _cross(a, b)
 
 
 def f_crosses_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """crosses_below(a, b) -> condition
+
+    True on the bar where a goes below b: a < b now and a >= b one bar earlier.
+
+    Unit: none (a condition).
+    Lookback: 1 bar.
+    Unknown: on the first bar, and wherever a or b is unknown now or one bar earlier.
+    Example: crosses_below(funding.close, 0)
+    """
     return _cross(b, a)
 
 
 def f_rising(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """rising(x, n=1) -> condition
+
+    True where x is higher than n bars earlier: x > lag(x, n) (equal is False).
+
+    Unit: none (a condition).
+    Lookback: n bars.
+    Unknown: on the first n bars, and wherever x is unknown now or n bars earlier.
+    Example: rising(oi.close, 4)
+    """
     return _gt(x, lagged(x, n))
 
 
 def f_falling(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """falling(x, n=1) -> condition
+
+    True where x is lower than n bars earlier: x < lag(x, n) (equal is False).
+
+    Unit: none (a condition).
+    Lookback: n bars.
+    Unknown: on the first n bars, and wherever x is unknown now or n bars earlier.
+    Example: falling(oi.close, 4) and rising(price.close, 4)
+    """
     return _gt(lagged(x, n), x)
 
 
 def f_count_true(c: np.ndarray, n: int) -> np.ndarray:
+    """count_true(c, n) -> number
+
+    On how many of the last n bars, bar t included, the condition c was True.
+
+    Unit: bars (0 to n).
+    Lookback: n - 1 bars.
+    Unknown: until n bars exist, and wherever c is unknown on one of the last n bars; write
+    count_true(fill(c, False), n) to count unknown bars as not True.
+    Example: count_true(funding.close > 0.05, 24) >= 20
+    """
     return window_sum(c, n)
 
 
 def f_bars_since(c: np.ndarray, n: int) -> np.ndarray:
-    """Bars since c was last True within the last n bars (0 = this bar); unknown if none was."""
+    """bars_since(c, n) -> number
+
+    How many bars ago the condition c was last True, within the last n bars. The window includes
+    bar t: 0 when c is True now, at most n - 1.
+
+    Unit: bars.
+    Lookback: n - 1 bars.
+    Unknown: until n bars exist, wherever c is unknown on one of the last n bars, and where c was not
+    True on any of them.
+    Example: bars_since(zscore(liq.total_usd, 24) > 3, 12) <= 3
+    """
     t = len(c)
     out = np.full(t, NAN)
     if n > t:
@@ -302,10 +476,29 @@ def f_bars_since(c: np.ndarray, n: int) -> np.ndarray:
 
 
 def f_abs(x: np.ndarray) -> np.ndarray:
+    """abs(x) -> number
+
+    The absolute value of x.
+
+    Unit: the unit of x.
+    Lookback: 0 bars.
+    Unknown: wherever x is unknown.
+    Example: abs(funding.close) > 0.05
+    """
     return np.abs(x)
 
 
 def f_min(*xs: np.ndarray) -> np.ndarray:
+    """min(a, b, ...) -> number
+
+    The smallest of two or more numbers or series, bar by bar. For the lowest value over time, use
+    rolling_min.
+
+    Unit: the unit of the arguments.
+    Lookback: 0 bars.
+    Unknown: wherever one of the arguments is unknown.
+    Example: min(ls.global_long_pct, ls.top_long_pct) > 60
+    """
     out = xs[0]
     for x in xs[1:]:
         out = np.minimum(out, x)
@@ -313,6 +506,16 @@ def f_min(*xs: np.ndarray) -> np.ndarray:
 
 
 def f_max(*xs: np.ndarray) -> np.ndarray:
+    """max(a, b, ...) -> number
+
+    The largest of two or more numbers or series, bar by bar. For the highest value over time, use
+    rolling_max.
+
+    Unit: the unit of the arguments.
+    Lookback: 0 bars.
+    Unknown: wherever one of the arguments is unknown.
+    Example: max(liq.long_usd, liq.short_usd) > 10e6
+    """
     out = xs[0]
     for x in xs[1:]:
         out = np.maximum(out, x)
@@ -320,11 +523,29 @@ def f_max(*xs: np.ndarray) -> np.ndarray:
 
 
 def f_clip(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """clip(x, lo, hi) -> number
+
+    x kept within lo and hi: min(max(x, lo), hi) (hi when lo > hi).
+
+    Unit: the unit of x.
+    Lookback: 0 bars.
+    Unknown: wherever x, lo or hi is unknown.
+    Example: 1000 * clip(zscore(oi.close, 24), 0, 2)
+    """
     return np.minimum(np.maximum(x, lo), hi)
 
 
 def _win(
-    name, func, params, windows=(1,), defaults=None, kinds="n", returns="num", lookback=None, required=None
+    name,
+    func,
+    params,
+    windows=(1,),
+    defaults=None,
+    kinds="n",
+    returns="num",
+    lookback=None,
+    required=None,
+    doc="",
 ):
     return FunctionSpec(
         name=name,
@@ -336,7 +557,34 @@ def _win(
         arg_kinds=kinds,
         returns=returns,
         lookback=lookback,
+        doc=doc,
     )
+
+
+#: ``fill`` and ``is_missing`` are computed by the evaluator (they take text series too): their
+#: documentation is given here.
+_FILL_DOC = """fill(x, v) -> same kind as x
+
+x where it is known, v where it is unknown. It is the one explicit way to turn unknown into a
+value; v is of x's kind: a number or numeric series for numbers, True, False or a condition for
+conditions, a quoted label or a text series for text.
+
+Unit: the unit of x.
+Lookback: 0 bars.
+Unknown: only where x is unknown and v is unknown too (v can be a series).
+Example: count_true(fill(funding.close > 0.05, False), 24)
+"""
+
+_IS_MISSING_DOC = """is_missing(x) -> condition
+
+True where x is unknown, False where it is known. Unknown means missing, not yet computable or
+older than risk.max_data_age; it works on numbers, conditions and text series alike.
+
+Unit: none (a condition).
+Lookback: 0 bars.
+Unknown: never.
+Example: is_missing(liq.total_usd)
+"""
 
 
 #: Built-ins that need the evaluator's help (categorical arguments, fill values) are handled there:
@@ -365,8 +613,10 @@ BUILTINS: dict[str, FunctionSpec] = {
         FunctionSpec("min", f_min, ("a", "b"), 2, lookback=lambda: 0, variadic=True),
         FunctionSpec("max", f_max, ("a", "b"), 2, lookback=lambda: 0, variadic=True),
         _win("clip", f_clip, ("x", "lo", "hi"), windows=(), lookback=lambda: 0),
-        _win("fill", None, ("x", "v"), windows=(), kinds="a", returns="same", lookback=lambda: 0),
-        _win("is_missing", None, ("x",), windows=(), kinds="a", returns="bool", lookback=lambda: 0),
+        _win("fill", None, ("x", "v"), (), kinds="a", returns="same", lookback=lambda: 0, doc=_FILL_DOC),
+        _win(
+            "is_missing", None, ("x",), (), kinds="a", returns="bool", lookback=lambda: 0, doc=_IS_MISSING_DOC
+        ),
     ]
 }
 
