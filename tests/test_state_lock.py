@@ -293,11 +293,30 @@ def test_the_store_knows_its_file(tmp_path: Path) -> None:
     StateStore(":memory:").check_file()  # nothing to lose
 
 
+def test_a_run_stops_when_its_lock_file_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without its lock file a second run could start: the first one stops instead."""
+    db = tmp_path / "state.db"
+    store = StateStore(str(db), run_lock=True)
+    monkeypatch.chdir(tmp_path.parent)  # checked by the absolute names, whatever the cwd
+    store.check_file()
+    Path(f"{db}.lock").unlink()
+    with pytest.raises(StateLost, match="lock file .* was deleted"):
+        store.check_file()
+    second = StateStore(str(db), run_lock=True)  # what the missing lock file let happen
+    with pytest.raises(StateLost, match="lock file .* was replaced"):
+        store.check_file()
+    second.check_file()  # the new holder's lock is sound
+    second.close()
+    store.close()
+
+
 def test_run_cycle_refuses_a_lost_database(tmp_path: Path) -> None:
     """In process: the cycle checks before it writes; ``run_forever`` stops instead of retrying."""
     data = tmp_path / "data"
     data.mkdir()
-    lines = ["time,price.close"] + [f"{START + i * H},{100 + i}" for i in range(BARS)]
+    lines = ["time,price.close"] + [
+        f"{START + i * H},{100 + i % 2}" for i in range(BARS)
+    ]  # up every other bar
     (data / "BTC_1h.csv").write_text("\n".join(lines) + "\n")
     (tmp_path / "s.yaml").write_text(STRATEGY.replace("[BTC, ETH]", "[BTC]"))
     cfg = Config(
@@ -316,25 +335,34 @@ def test_run_cycle_refuses_a_lost_database(tmp_path: Path) -> None:
         clock,
         options=RunnerOptions(settle_seconds=0),
     )
-    cycles: list[int] = []
+    jsonl = tmp_path / "events.jsonl"
 
-    def on_cycle(report) -> None:
-        cycles.append(1)
-        if len(cycles) == 3:
-            remove_database(db)
+    def lines() -> list[str]:
+        return jsonl.read_text().splitlines() if jsonl.exists() else []
 
     async def go() -> None:
         try:
-            with pytest.raises(StateLost):
-                await runner.run_forever(
-                    until=(START + 80 * H) / 1000, handle_signals=False, on_cycle=on_cycle
-                )
+            for bar in range(48, 80):  # whole cycles, each delivered in full, until one leaves some queued
+                clock.now = (START + bar * H) / 1000
+                report = await runner.run_cycle()
+                if report.queued and bar > 52:
+                    break
+                await runner.flush(10)
+            else:
+                raise AssertionError("no cycle queued a notification")
+            sent = lines()
+            assert sent and store.pending_count() >= report.queued > 0  # their delivery tasks not yet run
+            remove_database(db)
+            with pytest.raises(StateLost, match="moved or deleted"):
+                await runner.run_cycle()  # checked before anything is fetched or written
+            with pytest.raises(StateLost):  # stops instead of retrying the cycle
+                await runner.run_forever(until=(START + 80 * H) / 1000, handle_signals=False)
+            assert lines() == sent  # nothing delivered from the lost database: it could not be recorded
         finally:
             await runner.aclose()
 
     asyncio.run(go())
     store.close()
-    assert len(cycles) == 3
 
 
 # --- the state path ----------------------------------------------------------------------------------

@@ -226,7 +226,8 @@ class StateStore:
             raise
         # The file's identity, for check_file: SQLite keeps the file open, so its inode cannot be
         # reused for another file while this store lives.
-        self._identity = _identity(path) if path != MEMORY else None
+        self._where = os.path.abspath(path)  # checked by this name, whatever the cwd becomes
+        self._identity = _identity(self._where) if path != MEMORY else None
 
     def _open(self, path: str) -> None:
         try:
@@ -275,9 +276,9 @@ class StateStore:
         could start). One ``stat`` (two with the run-lock): cheap enough for every cycle."""
         if self._identity is None:
             return None
-        where = os.path.abspath(self.path)
+        where = self._where
         try:
-            now = _identity(self.path)
+            now = _identity(where)
         except (FileNotFoundError, NotADirectoryError):
             return (
                 f"the state database {where} was moved or deleted while perpwatch had it open; "
