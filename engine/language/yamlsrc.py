@@ -1,33 +1,72 @@
-"""YAML with a location for every node.
+"""YAML with a location for every node, for every perpwatch YAML file (strategies, test files, the config).
 
-``yaml.safe_load`` semantics (no Python tags), plus: duplicate keys are errors, mapping keys are
-text, only true/false are booleans (YAML 1.2: ``yes``/``no``/``on``/``off`` stay text), alias expansion
-and nesting depth are capped (alias bombs and pathological nesting fail fast), NUL bytes are
-refused, and timestamps stay strings. Mappings load as :class:`LDict` and sequences as
-:class:`LList`, which remember where each key and item stood.
+``yaml.safe_load`` semantics (no Python tags), plus:
+
+* plain values resolve as in YAML 1.2's core schema: only true/false are booleans (``yes``/``no``/
+  ``on``/``off`` stay text), numbers are ``12``, ``-2``, ``0.1``, ``1e-3``, ``0x1F``, ``0o17``
+  (``1_000`` and ``1:30`` are text), and timestamps stay text;
+* every number is finite and an integer is at most :data:`~perpwatch.common.numbers.MAX_INT` in
+  size: ``.nan``, ``.inf``, ``1e309`` and a 5,000-digit integer are located errors;
+* duplicate keys are errors and mapping keys are text;
+* a file is at most :data:`MAX_BYTES` bytes (larger is an error, never a truncated read), NUL
+  bytes are refused, nesting is at most :data:`MAX_DEPTH` levels, and aliases may expand to at
+  most :data:`MAX_ALIAS_NODES` nodes in all (an alias bomb fails fast; plain nodes are bounded
+  by the file size alone).
+
+Mappings load as :class:`LDict` and sequences as :class:`LList`, which remember where each key
+and item stood. libyaml's parser is used when PyYAML has it (the same documents, several times
+faster), else PyYAML's own.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 import yaml
 
 from perpwatch.common.errors import Loc, LocatedError
+from perpwatch.common.numbers import int_from_digits, shown, too_large_float, too_large_int
 
-MAX_NODES = 50_000  # nodes after alias expansion
-MAX_DEPTH = 64
-MAX_BYTES = 2_000_000
+MAX_BYTES = 2_000_000  # bytes of one file
+MAX_DEPTH = 64  # levels of nesting
+MAX_ALIAS_NODES = 100_000  # nodes reached again through aliases, in one document
 
-_BOOLS = {"true", "True", "TRUE", "false", "False", "FALSE"}  # YAML 1.2's booleans
-_SCALAR_TAGS = {
-    "tag:yaml.org,2002:str",
-    "tag:yaml.org,2002:int",
-    "tag:yaml.org,2002:float",
-    "tag:yaml.org,2002:bool",
-    "tag:yaml.org,2002:null",
-    "tag:yaml.org,2002:timestamp",
-}
+_STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_BOOL = "tag:yaml.org,2002:bool"
+_NULL = "tag:yaml.org,2002:null"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_SCALAR_TAGS = {_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP}
+
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+_DECIMAL = re.compile(r"[-+]?[0-9]+\Z")
+_HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
+_OCTAL = re.compile(r"0o[0-7]+\Z")
+_FLOAT_TEXT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?\Z")
+_NOT_FINITE = re.compile(r"[-+]?\.(?:inf|Inf|INF)\Z|\.(?:nan|NaN|NAN)\Z")
+
+
+def loader_class(base: type[yaml.SafeLoader] | type[yaml.CSafeLoader]) -> type:
+    """``base`` (PyYAML's safe loader, in Python or libyaml) resolving plain values by YAML 1.2's core schema."""
+
+    class Loader(base):  # type: ignore[valid-type, misc]
+        yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+    for tag, regexp, first in [
+        (_BOOL, r"(?:true|True|TRUE|false|False|FALSE)\Z", "tTfF"),
+        (_NULL, r"(?:~|null|Null|NULL|)\Z", ["~", "n", "N", ""]),
+        (_INT, r"(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)\Z", "-+0123456789"),
+        (_FLOAT, rf"{_FLOAT_TEXT.pattern}|{_NOT_FINITE.pattern}", "-+.0123456789"),
+        ("tag:yaml.org,2002:merge", r"<<\Z", "<"),
+    ]:
+        Loader.add_implicit_resolver(tag, re.compile(regexp), list(first))
+    return Loader
+
+
+_Loader = loader_class(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
 
 
 class LDict(dict):
@@ -62,27 +101,38 @@ def _loc(file: str, node: yaml.Node) -> Loc:
     return Loc(file, m.line + 1, col)
 
 
+def _byte_loc(file: str, raw: bytes, offset: int) -> Loc:
+    """Line and column (in characters) of byte ``offset`` of ``raw``."""
+    start = raw.rfind(b"\n", 0, offset) + 1
+    col = len(raw[start:offset].decode("utf-8", "replace")) + 1
+    return Loc(file, raw.count(b"\n", 0, offset) + 1, col)
+
+
 def load_yaml(text: str | bytes, file: str) -> Any:
     """Parse one YAML document into plain values, LDicts and LLists; raise LocatedError."""
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_BYTES:
+        raise LocatedError(
+            _byte_loc(file, raw, MAX_BYTES), f"file larger than {MAX_BYTES} bytes (the limit for a YAML file)"
+        )
     if isinstance(text, bytes):
-        raw = text
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = raw.count(b"\n", 0, e.start) + 1
-            col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-            raise LocatedError(Loc(file, line, col), f"file is not UTF-8 text (byte {e.start})") from None
-    if len(text) > MAX_BYTES:
-        raise LocatedError(Loc(file), f"file is larger than {MAX_BYTES} bytes")
+            raise LocatedError(
+                _byte_loc(file, raw, e.start), f"file is not UTF-8 text (byte {e.start})"
+            ) from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise LocatedError(Loc(file, line, 1), "file contains a NUL byte")
     try:
         _check_depth(text, file)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         loc = Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file)
+        if "maximum nesting depth" in str(e.problem):  # libyaml's own limit (1000), met while scanning ahead
+            raise LocatedError(loc, f"nested more than {MAX_DEPTH} levels deep") from None
         raise LocatedError(loc, f"invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise LocatedError(Loc(file), f"invalid YAML: {e}") from None
@@ -105,7 +155,7 @@ _CLOSE = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToke
 def _check_depth(text: str, file: str) -> None:
     """Refuse pathological nesting from the token stream, before the (recursive) composer runs."""
     depth = 0
-    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+    for token in yaml.scan(text, Loader=_Loader):
         if isinstance(token, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
@@ -118,27 +168,33 @@ def _check_depth(text: str, file: str) -> None:
 
 
 def load_yaml_file(path: str) -> Any:
-    """Read and parse a YAML file; an unreadable file is a LocatedError too."""
+    """Read and parse a YAML file; an unreadable or oversize file is a LocatedError too."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+            data = f.read(MAX_BYTES + 1)  # one byte more than allowed: enough to know it is too large
     except OSError as e:
         raise LocatedError(Loc(path), f"cannot read file: {e.strerror}") from None
     return load_yaml(data, path)
 
 
 class _Builder:
+    """Plain values from the node graph; a node reached a second time came through an alias."""
+
     def __init__(self, file: str):
         self.file = file
-        self.count = 0
-        self.scalars = yaml.SafeLoader("")
+        self.seen: set[int] = set()
+        self.expanded = 0
 
     def build(self, node: yaml.Node, depth: int) -> Any:
-        self.count += 1
-        if self.count > MAX_NODES:
-            raise LocatedError(
-                _loc(self.file, node), f"document expands to more than {MAX_NODES} nodes (an alias bomb?)"
-            )
+        if id(node) in self.seen:
+            self.expanded += 1
+            if self.expanded > MAX_ALIAS_NODES:
+                raise LocatedError(
+                    _loc(self.file, node),
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)",
+                )
+        else:
+            self.seen.add(id(node))
         if depth > MAX_DEPTH:
             raise LocatedError(_loc(self.file, node), f"nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, yaml.ScalarNode):
@@ -160,15 +216,50 @@ class _Builder:
             raise LocatedError(_loc(self.file, node), f"YAML tag {node.tag!r} is not allowed here")
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
-        if node.tag not in _SCALAR_TAGS:
+        tag, text = node.tag, node.value
+        if tag not in _SCALAR_TAGS:
             raise LocatedError(
-                _loc(self.file, node), f"YAML tag {node.tag!r} is not allowed (only plain YAML values are)"
+                _loc(self.file, node), f"YAML tag {tag!r} is not allowed (only plain YAML values are)"
             )
-        if node.tag in ("tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"):
-            return node.value
-        if node.tag == "tag:yaml.org,2002:bool" and node.value not in _BOOLS:
-            return node.value  # YAML 1.2: yes/no/on/off are text (a label OFF must not become False)
-        return self.scalars.construct_object(node)
+        if tag == _INT:
+            return self.integer(node)
+        if tag == _FLOAT:
+            return self.float(node)
+        if tag == _BOOL:
+            return _BOOLS.get(text, text)  # !!bool yes stays text: a label OFF must not become False
+        if tag == _NULL:
+            return None
+        return text  # str, and timestamps stay text
+
+    def integer(self, node: yaml.ScalarNode) -> int:
+        text = node.value.strip()
+        if _DECIMAL.match(text):
+            value = int_from_digits(text)
+        elif _HEX.match(text) or _OCTAL.match(text):
+            value = int_from_digits(text[2:], 16 if text[1] == "x" else 8)
+        else:
+            raise LocatedError(_loc(self.file, node), f"{shown(text)} is not an integer")
+        if value is None:
+            raise LocatedError(_loc(self.file, node), too_large_int(text))
+        return value
+
+    def float(self, node: yaml.ScalarNode) -> float:
+        text = node.value.strip()
+        if _NOT_FINITE.match(text):
+            raise LocatedError(
+                _loc(self.file, node),
+                f"{text} is not a finite number: NaN and infinities are not allowed "
+                "(an unknown value in a test file is _ or null)",
+            )
+        try:
+            value = float(text) if _FLOAT_TEXT.match(text) else math.nan
+        except ValueError:
+            value = math.nan
+        if value != value:
+            raise LocatedError(_loc(self.file, node), f"{shown(text)} is not a number")
+        if math.isinf(value):
+            raise LocatedError(_loc(self.file, node), too_large_float(text))
+        return value
 
     def mapping(self, node: yaml.MappingNode, depth: int) -> LDict:
         self.check_tag(node, "tag:yaml.org,2002:map")
@@ -181,9 +272,10 @@ class _Builder:
             if isinstance(key, LDict | LList):
                 raise LocatedError(_loc(self.file, key_node), "a mapping key must be a plain value")
             if not isinstance(key, str):
-                shown = key_node.value or "null"
+                shown_key = key_node.value or "null"
                 raise LocatedError(
-                    _loc(self.file, key_node), f"a mapping key must be text, not {shown}; quote it: '{shown}'"
+                    _loc(self.file, key_node),
+                    f"a mapping key must be text, not {shown_key}; quote it: '{shown_key}'",
                 )
             if key in out:
                 first = out.key_locs[key]

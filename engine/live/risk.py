@@ -11,12 +11,17 @@ guard *new* positions only, in this order, the first that fails giving the recor
 4. ``max_open_positions``: fewer positions of the strategy are open on other symbols;
 5. ``max_position_usd``: a larger size is clipped to the limit (noted on the order), not rejected.
 
+Belt and braces: the compiler refuses a limit that is not a finite number, so only a bug can bring
+one here; the gate then refuses to open (with that reason) rather than compare against it, as it
+does for a size, PnL or equity that is not a finite number. A NaN never switches a check off.
+
 Data freshness (``max_data_age``) applies to every action, closing included: the trading layer
 never acts when the price or a metric the rule used is unknown or stale at the bar.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from perpwatch.common.numbers import is_number
 from perpwatch.common.timeutil import DAY, format_time
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.language.compiler import Rule, Strategy
@@ -141,7 +147,10 @@ class RiskGate:
         store.conn.execute(_SCHEMA)
 
     def note_day_start(self, strategy: str, day: int, equity: float, pnl: float) -> None:
-        """Remember the account equity and the strategy's PnL at the start of UTC day ``day`` (once)."""
+        """Remember the account equity and the strategy's PnL at the start of UTC day ``day`` (once;
+        not when either is not a finite number: the day's check then refuses to open)."""
+        if not (_finite(equity) and _finite(pnl)):
+            return
         self.store.conn.execute(
             "INSERT INTO risk_days (strategy, day, equity, pnl) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (strategy, day) DO NOTHING",
@@ -175,6 +184,11 @@ class RiskGate:
     ) -> Verdict:
         """Whether ``strategy`` may open ``size_usd`` on ``symbol`` at ``bar_time`` (see the module doc)."""
         risk = strategy.risk
+        bad = bad_limit(risk)
+        if bad is not None:
+            return Verdict(size_usd, bad)
+        if not _finite(size_usd):
+            return Verdict(size_usd, f"size_usd is {size_usd!r}, not a finite number; not opening")
         note = halted(self.store)
         if note is not None:
             return Verdict(
@@ -204,6 +218,11 @@ class RiskGate:
     ) -> str | None:
         if pnl_now is None or equity_now is None:
             return "max_daily_loss_pct is set but the executor does not report PnL; not opening"
+        if not (_finite(pnl_now) and _finite(equity_now)):
+            return (
+                f"max_daily_loss_pct: the executor reports PnL {pnl_now!r} and equity {equity_now!r}, "
+                "not finite numbers; not opening"
+            )
         day = bar_time // DAY
         start = self.day_start(strategy, day)
         if start is None:  # first look at this day: now is its start
@@ -220,3 +239,24 @@ class RiskGate:
                 f"equity {equity0:,.2f}) on {format_time(day * DAY)[:10]}; no new positions until the next UTC day"
             )
         return None
+
+
+def bad_limit(risk: Any) -> str | None:
+    """Why a limit of ``risk`` cannot be checked (not a finite number of its kind), or None."""
+    for name, whole in (
+        ("max_position_usd", False),
+        ("max_open_positions", True),
+        ("max_daily_loss_pct", False),
+    ):
+        value = getattr(risk, name)
+        if value is not None and (not is_number(value) or (whole and not isinstance(value, int))):
+            kind = "whole number" if whole else "number"
+            return f"risk limit {name} is {value!r}, not a finite {kind}; not opening"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
