@@ -6,10 +6,14 @@
 * :class:`HttpSource`: the base class of those sources (client wiring from the options, ``aclose``).
 * :class:`HttpClient`: GET with retries (exponential backoff with jitter, ``Retry-After``
   honoured), timeouts and connection errors mapped to :class:`RequestError`, an IP-ban gate
-  (Binance HTTP 418) and secret redaction in every message.
-* Bar helpers: the closed-bar grid of a request, range chunking for pagination, and
-  :func:`run_jobs`, which runs one job per endpoint concurrently and assembles the frame: a failed
-  endpoint leaves its metrics absent with one reason in ``frame.problems``.
+  (Binance HTTP 418) and secret redaction in every message. Each response is streamed with a
+  byte limit (``max_response_bytes``, raw and decompressed: ``_http_body``) and must arrive whole
+  within ``timeout``; a large body is decoded (JSON parsed) in a worker thread, off the event loop.
+* Bar helpers: the closed-bar grid of a request, range chunking for pagination, rows onto the
+  grid (:func:`align_job`, with the checks of ``_rows``: times in seconds or in the future,
+  missing fields, impossible values, each named once per endpoint), and :func:`run_jobs`, which
+  runs one job per endpoint concurrently and assembles the frame: a failed endpoint leaves its
+  metrics absent with one reason in ``frame.problems``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,17 @@ import numpy as np
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.common.clock import Clock
-from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.common.redact import redact
 from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import floor_to_bar, interval_ms
-from perpwatch.evaluation.frame import Cat, Frame, frame_from_records
+from perpwatch.evaluation.frame import Cat, Frame
+
+from ._http_body import ACCEPT_ENCODING, BodyError, read_body
+from ._rows import align as align
+from ._rows import align_rows, span
+from ._rows import check_times as check_times
+from ._rows import drop_impossible as drop_impossible
+from ._rows import to_ms as to_ms
 
 T = TypeVar("T")
 
@@ -41,6 +51,8 @@ T = TypeVar("T")
 NO_OBSERVATION = np.iinfo(np.int64).min
 #: HTTP statuses (and CoinGlass body codes) worth another attempt.
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: A body larger than this is decoded in a worker thread, so parsing it never blocks the event loop.
+PARSE_INLINE_BYTES = 64 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +224,18 @@ class RetryPolicy:
 
 #: Options every HTTP source accepts (merged into each plugin's schema by :func:`http_options_schema`).
 COMMON_OPTIONS: dict[str, Any] = {
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "default": 10, "description": "seconds per request"},
+    "timeout": {
+        "type": "number",
+        "exclusiveMinimum": 0,
+        "default": 10,
+        "description": "seconds per request, until its whole response has arrived",
+    },
+    "max_response_bytes": {
+        "type": "integer",
+        "minimum": 1,
+        "default": 32 * 1024 * 1024,
+        "description": "largest response body, in bytes, on the wire and decompressed",
+    },
     "retries": {
         "type": "integer",
         "minimum": 0,
@@ -265,6 +288,7 @@ class HttpClient:
         policy: RetryPolicy,
         timeout: float,
         max_connections: int,
+        max_response_bytes: int,
         transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
         auth: httpx.Auth | None = None,
@@ -278,6 +302,8 @@ class HttpClient:
         self.policy = policy
         self.secrets = tuple(s for s in secrets if s)
         self.log = log or logging.getLogger(f"perpwatch.{name}")
+        self.timeout = float(timeout)
+        self.max_response_bytes = int(max_response_bytes)
         self._observe = observe
         self._rng = rng or random.Random()
         self._blocked_until = float("-inf")
@@ -290,7 +316,7 @@ class HttpClient:
             transport=transport,
             timeout=httpx.Timeout(timeout),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            headers=dict(headers or {}),
+            headers={"accept-encoding": ACCEPT_ENCODING, **(headers or {})},
             auth=auth,
         )
 
@@ -356,21 +382,41 @@ class HttpClient:
         for limiter, cost in limits:
             await limiter.acquire(cost)
         self._check_blocked()
-        try:
-            async with self._in_flight:
-                response = await self._client.get(path, params=dict(params))
-        except httpx.TimeoutException as exc:
-            raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
-        except httpx.TransportError as exc:
-            raise RequestError(f"connection failed ({type(exc).__name__})", retryable=True) from None
+        async with self._in_flight:
+            response = await self._whole_response(path, params)
         if self._observe is not None:
             self._observe(response)
         try:
+            if len(response.content) > PARSE_INLINE_BYTES:
+                return await asyncio.to_thread(decode, response)
             return decode(response)
         except RequestError as err:
             if err.retry_after is None:
                 err.retry_after = retry_after_seconds(response.headers.get("retry-after"), self.clock.time())
             raise
+
+    async def _whole_response(self, path: str, params: Mapping[str, Any]) -> httpx.Response:
+        """One GET, its body read within ``max_response_bytes`` and the whole of it within ``timeout``.
+
+        httpx's own timeouts bound each read, not the response: a server sending a byte now and
+        then would hold the request forever. Returns a response whose content is the decoded body.
+        """
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._client.stream("GET", path, params=dict(params)) as streamed:
+                    body = await read_body(streamed, self.max_response_bytes)
+        except TimeoutError:
+            raise RequestError(
+                f"timed out: no whole response within {self.timeout:g} s", retryable=True
+            ) from None
+        except BodyError as exc:
+            raise RequestError(str(exc), retryable=exc.retryable) from None
+        except httpx.TimeoutException as exc:
+            raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
+        except httpx.TransportError as exc:
+            raise RequestError(f"connection failed ({type(exc).__name__})", retryable=True) from None
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+        return httpx.Response(streamed.status_code, headers=headers, content=body, request=streamed.request)
 
     def _block(self, seconds: float, reason: str) -> None:
         """Send nothing for ``seconds`` (an IP ban): requests fail at once instead of hammering."""
@@ -390,6 +436,10 @@ class HttpClient:
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         message = self.safe(f"{error}{tries}")
         return RequestError(message, retryable=error.retryable, retry_after=error.retry_after, ban=error.ban)
+
+
+#: Headers that described the body as sent, not as decoded.
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
 class HeaderAuth(httpx.Auth):
@@ -456,36 +506,43 @@ def chunks(first: int, last: int, step: int, limit: int) -> list[tuple[int, int,
     return out
 
 
-def to_ms(value: object) -> int | None:
-    """A timestamp (int, numeric string, integral float) in ms, or None."""
-    f = finite_or_none(value)
-    return int(f) if f is not None and f == int(f) else None
-
-
 def rows_with_time(data: object, time_key: str) -> list[dict[str, Any]]:
-    """The dict rows of a list payload that carry a valid timestamp (normalised to int ms).
+    """The rows of a list payload as dicts, each timestamp normalised to int ms (None where it is
+    not one; anything but a dict is an empty row): :func:`align_job` names what it ignores.
 
     Raises a retryable :class:`RequestError` when the payload is not a list, or is a non-empty
-    list without a single usable row (malformed data).
+    list without a single row with a valid timestamp (malformed data).
     """
     if not isinstance(data, list):
         raise RequestError(f"malformed data: expected a list, got {type(data).__name__}", retryable=True)
-    rows = []
-    for item in data:
-        if isinstance(item, dict):
-            ms = to_ms(item.get(time_key))
-            if ms is not None:
-                rows.append({**item, time_key: ms})
-    if data and not rows:
+    rows = [{**item, time_key: to_ms(item.get(time_key))} if isinstance(item, dict) else {} for item in data]
+    if data and all(row.get(time_key) is None for row in rows):
         raise RequestError(f"malformed data: no row has a valid {time_key!r}", retryable=True)
     return rows
 
 
-def align(
-    rows: Sequence[Mapping[str, Any]], time_key: str, fields: Mapping[str, str], grid: np.ndarray
+def align_job(
+    rows: Sequence[Mapping[str, Any]],
+    time_key: str,
+    fields: Mapping[str, str],
+    plan: FetchPlan,
+    scale: float = 1.0,
 ) -> Frame:
-    """Rows -> metric columns on ``grid`` (sorted, duplicate times: last row wins, missing: NaN)."""
-    return frame_from_records(rows, time_key, fields).reindex(grid)
+    """The rows of one endpoint on the plan's bars (``_rows.align_rows``: what cannot be right is
+    unknown and named in ``frame.problems``); a batch of rows none of which falls on a bar is a
+    :class:`RequestError` saying why, so its metrics count as missing, not as unknown bars."""
+    aligned = align_rows(rows, time_key, fields, plan.grid, now_ms=plan.now_ms, scale=scale)
+    if rows and not aligned.landed:
+        raise RequestError(
+            "; ".join(
+                [
+                    *aligned.frame.problems,
+                    f"no row falls on the requested bars {span(plan.grid)}",
+                ]
+            ),
+            retryable=False,
+        )
+    return aligned.frame
 
 
 def buy_pct(buy: np.ndarray, sell: np.ndarray) -> np.ndarray:
@@ -591,6 +648,7 @@ class HttpSource(Source):
             policy=RetryPolicy.from_options(self.option),
             timeout=float(self.option("timeout")),
             max_connections=int(self.option("max_connections")),
+            max_response_bytes=int(self.option("max_response_bytes")),
             transport=self.ctx.transport,
             headers={"accept": "application/json"},
             auth=auth,

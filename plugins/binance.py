@@ -78,9 +78,11 @@ from ._http import (
     Job,
     RateLimiter,
     RequestError,
-    align,
+    align_job,
     buy_pct,
+    check_times,
     chunks,
+    drop_impossible,
     http_options_schema,
     json_body,
     rows_with_time,
@@ -107,6 +109,16 @@ DATA_PERIODS = {
     "4h": 4 * HOUR, "6h": 6 * HOUR, "12h": 12 * HOUR, "1d": DAY,
 }  # fmt: skip
 
+#: Position in a kline array of each field read.
+KLINE_POSITIONS = {
+    "time": 0,
+    "open": 1,
+    "high": 2,
+    "low": 3,
+    "close": 4,
+    "quote_volume": 7,
+    "taker_buy_quote": 10,
+}
 KLINE_FIELDS = {
     "open": "price.open",
     "high": "price.high",
@@ -192,25 +204,16 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def decode_klines(response: httpx.Response) -> list[dict[str, Any]]:
-    """Kline arrays -> dict rows keyed ``time`` (open time), OHLC, ``quote_volume``, ``taker_buy_quote``."""
+    """Kline arrays -> dict rows keyed ``time`` (open time), OHLC, ``quote_volume``, ``taker_buy_quote``.
+
+    A short array gives a row without the fields it lacks (``align_job`` names them)."""
     data = decode(response)
     if not isinstance(data, list):
         raise RequestError("malformed klines: expected a list", retryable=True)
     rows = [
-        {
-            "time": k[0],
-            "open": k[1],
-            "high": k[2],
-            "low": k[3],
-            "close": k[4],
-            "quote_volume": k[7],
-            "taker_buy_quote": k[10],
-        }
+        {name: k[i] for name, i in KLINE_POSITIONS.items() if i < len(k)} if isinstance(k, list) else {}
         for k in data
-        if isinstance(k, list) and len(k) >= 11
     ]
-    if data and not rows:
-        raise RequestError("malformed klines: no row has 11 fields", retryable=True)
     return rows_with_time(rows, "time")
 
 
@@ -258,12 +261,14 @@ class BinanceSource(HttpSource):
         _, pair = split_symbol(request.symbol, self.quote)
         jobs = []
         if KLINE_METRICS & wanted:
-            jobs.append(
-                Job(KLINES_PATH, KLINE_METRICS, partial(self._klines, pair, request.interval, grid, step))
-            )
+            jobs.append(Job(KLINES_PATH, KLINE_METRICS, partial(self._klines, pair, request.interval, plan)))
         if FUNDING_METRICS & wanted:
             jobs.append(
-                Job(FUNDING_PATH, FUNDING_METRICS, partial(self._funding, pair, grid, step, plan.newest))
+                Job(
+                    FUNDING_PATH,
+                    FUNDING_METRICS,
+                    partial(self._funding, pair, grid, step, plan.newest, plan.now_ms),
+                )
             )
         for endpoint in DATA.values():
             if endpoint.metrics & wanted:
@@ -271,7 +276,7 @@ class BinanceSource(HttpSource):
                     Job(
                         endpoint.path,
                         endpoint.metrics,
-                        partial(self._data, endpoint, pair, request.interval, grid, step, plan.now_ms),
+                        partial(self._data, endpoint, pair, request.interval, plan),
                     )
                 )
         return jobs
@@ -285,7 +290,8 @@ class BinanceSource(HttpSource):
         if used >= 0.9 * self.weight.capacity:
             self.weight.pause(60.0 - self.ctx.clock.time() % 60.0)
 
-    async def _klines(self, pair: str, interval: str, grid: np.ndarray, step: int) -> Columns:
+    async def _klines(self, pair: str, interval: str, plan: FetchPlan) -> Columns:
+        grid, step = plan.grid, plan.step
         pages = await asyncio.gather(
             *(
                 self.http.get(
@@ -300,22 +306,31 @@ class BinanceSource(HttpSource):
         rows = [row for page in pages for row in page]
         if not rows:
             raise RequestError(f"no klines for {pair} {interval} in the requested range", retryable=False)
-        cols: dict[str, np.ndarray | Cat] = dict(align(rows, "time", KLINE_FIELDS, grid).columns)
-        buy, volume = cols["taker.buy_usd"], cols["price.volume"]
-        cols["taker.sell_usd"] = volume - buy  # type: ignore[operator]
-        cols["taker.buy_pct"] = buy_pct(buy, cols["taker.sell_usd"])  # type: ignore[arg-type]
-        return Columns(cols)
+        aligned = align_job(rows, "time", KLINE_FIELDS, plan)
+        cols: dict[str, np.ndarray | Cat] = dict(aligned.columns)
+        notes = list(aligned.problems)
+        buy, volume = cols.get("taker.buy_usd"), cols.get("price.volume")
+        if isinstance(buy, np.ndarray) and isinstance(volume, np.ndarray):  # else both derived are missing
+            cols["taker.sell_usd"] = volume - buy
+            impossible = drop_impossible(cols, ["taker.sell_usd"])  # a taker buy volume above the total
+            if impossible:
+                notes.append(impossible)
+            cols["taker.buy_pct"] = buy_pct(buy, cols["taker.sell_usd"])  # type: ignore[arg-type]
+        return Columns(cols, notes=notes)
 
-    async def _funding(self, pair: str, grid: np.ndarray, step: int, newest: bool) -> Columns:
+    async def _funding(self, pair: str, grid: np.ndarray, step: int, newest: bool, now_ms: int) -> Columns:
         settlements, premium = await asyncio.gather(
             self._settlements(
-                pair, int(grid[0]) + step - MAX_FUNDING_INTERVAL_MS - HOUR, int(grid[-1]) + step - 1
+                pair, int(grid[0]) + step - MAX_FUNDING_INTERVAL_MS - HOUR, int(grid[-1]) + step - 1, now_ms
             ),
             self._premium(pair) if newest and self.funding_estimate_newest else _nothing(),
         )
-        times, rates = settlements
+        times, rates, notes = settlements
         if not len(times):
-            raise RequestError(f"no funding settlements for {pair} in the requested range", retryable=False)
+            said = "".join(f"; {note}" for note in notes)
+            raise RequestError(
+                f"no funding settlements for {pair} in the requested range{said}", retryable=False
+            )
         idx = np.searchsorted(times, grid + step, side="left") - 1
         known = idx >= 0
         safe = np.maximum(idx, 0)
@@ -325,16 +340,20 @@ class BinanceSource(HttpSource):
             grid + step <= settled + funding_interval(times)
         )  # the next settlement is not due yet
         observed = np.where(in_force, grid, np.where(known, settled, NO_OBSERVATION)).astype(np.int64)
-        notes = []
         if isinstance(premium, RequestError):
             notes.append(f"{PREMIUM_PATH}: {premium}; the newest bar keeps the last settled rate")
         elif premium is not None and premium[0] >= int(grid[-1]) + step:
             values[-1], observed[-1] = premium[1], premium[0]
         return Columns({"funding.close": values}, {"funding.close": observed}, notes)
 
-    async def _settlements(self, pair: str, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
-        """Settlement times and rates (percent) in ``[start, end]``, ascending; a repeated time: last wins."""
+    async def _settlements(
+        self, pair: str, start: int, end: int, now_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Settlement times and rates (percent) in ``[start, end]``, ascending (a repeated time:
+        last wins), and one note per kind of settlement ignored (bad times, rates that are no numbers)."""
         by_time: dict[int, float] = {}
+        notes: dict[str, None] = {}
+        unusable = 0
         while start <= end:
             page = await self.http.get(
                 FUNDING_PATH,
@@ -342,15 +361,25 @@ class BinanceSource(HttpSource):
                 partial(_decode_rows, time_key="fundingTime"),
                 [(self.funding_limiter, 1)],
             )
-            for row in page:
-                by_time[row["fundingTime"]] = to_float(row.get("fundingRate")) * 100.0
-            after = max(row["fundingTime"] for row in page) + 1 if page else start
+            times, usable, said = check_times(page, "fundingTime", now_ms)
+            notes.update(dict.fromkeys(said))
+            for row, time, ok in zip(page, times.tolist(), usable.tolist(), strict=True):
+                rate = to_float(row.get("fundingRate")) * 100.0
+                if ok and rate == rate:
+                    by_time[time] = rate
+                elif ok:
+                    unusable += 1
+            after = int(times[usable].max()) + 1 if usable.any() else start
             if len(page) < FUNDING_LIMIT or after <= start:  # a short page, or a server ignoring startTime
                 break
             start = after
-        known = sorted((t, r) for t, r in by_time.items() if r == r)
-        return np.asarray([t for t, _ in known], dtype=np.int64), np.asarray(
-            [r for _, r in known], dtype=float
+        if unusable:
+            notes[f"{unusable} settlements without a finite fundingRate (ignored)"] = None
+        known = sorted(by_time.items())
+        return (
+            np.asarray([t for t, _ in known], dtype=np.int64),
+            np.asarray([r for _, r in known], dtype=float),
+            list(notes),
         )
 
     async def _premium(self, pair: str) -> tuple[int, float] | RequestError:
@@ -365,10 +394,9 @@ class BinanceSource(HttpSource):
             return RequestError(f"{PREMIUM_PATH}: malformed body", retryable=True)
         return when, rate
 
-    async def _data(
-        self, endpoint: DataEndpoint, pair: str, interval: str, grid: np.ndarray, step: int, now_ms: int
-    ) -> Columns:
-        period = data_period(step)
+    async def _data(self, endpoint: DataEndpoint, pair: str, interval: str, plan: FetchPlan) -> Columns:
+        grid, now_ms = plan.grid, plan.now_ms
+        period = data_period(plan.step)
         if period is None:
             raise RequestError(f"Binance has no such statistics for {interval} bars", retryable=False)
         period_ms = DATA_PERIODS[period]
@@ -395,11 +423,8 @@ class BinanceSource(HttpSource):
             rows = [row for page in pages for row in page]
             if not rows:
                 raise RequestError(f"no data for {pair} in the requested range", retryable=False)
-        aligned = align(rows, "timestamp", endpoint.fields, grid)
-        cols: dict[str, np.ndarray | Cat] = {
-            name: np.asarray(col, dtype=float) * endpoint.scale for name, col in aligned.columns.items()
-        }
-        return Columns(cols, notes=notes)
+        aligned = align_job(rows, "timestamp", endpoint.fields, plan, endpoint.scale)
+        return Columns(dict(aligned.columns), notes=[*notes, *aligned.problems])
 
 
 def _decode_rows(response: httpx.Response, *, time_key: str) -> list[dict[str, Any]]:

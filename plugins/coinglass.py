@@ -62,7 +62,7 @@ from ._http import (
     Job,
     RateLimiter,
     RequestError,
-    align,
+    align_job,
     buy_pct,
     chunks,
     http_options_schema,
@@ -300,7 +300,7 @@ class CoinGlassSource(HttpSource):
             Job(
                 endpoint.path,
                 endpoint.metrics,
-                partial(self._history, endpoint, coin, pair, request.interval, grid, plan.step),
+                partial(self._history, endpoint, coin, pair, request.interval, plan),
             )
             for endpoint in HISTORY.values()
             if endpoint.metrics & wanted
@@ -336,11 +336,11 @@ class CoinGlassSource(HttpSource):
         return params
 
     async def _history(
-        self, endpoint: HistoryEndpoint, coin: str, pair: str, interval: str, grid: np.ndarray, step: int
+        self, endpoint: HistoryEndpoint, coin: str, pair: str, interval: str, plan: FetchPlan
     ) -> Columns:
         base = self._params(endpoint, coin, pair, interval)
         decode = partial(_decode_rows, interval=interval)
-        windows = chunks(int(grid[0]), int(grid[-1]), step, PAGE_LIMIT)
+        windows = chunks(int(plan.grid[0]), int(plan.grid[-1]), plan.step, PAGE_LIMIT)
         pages = await asyncio.gather(
             *(
                 self.http.get(
@@ -355,11 +355,12 @@ class CoinGlassSource(HttpSource):
         rows = [row for page in pages for row in page]
         if not rows:
             raise RequestError(f"no data for {coin} {interval} in the requested range", retryable=False)
-        aligned = align(rows, "time", endpoint.fields, grid)
+        aligned = align_job(rows, "time", endpoint.fields, plan)
         cols: dict[str, np.ndarray | Cat] = dict(aligned.columns)
-        for name, derive in endpoint.derived.items():
-            cols[name] = derive(cols)
-        return Columns(cols)
+        if set(endpoint.fields.values()) <= cols.keys():  # else what derives from them is missing too
+            for name, derive in endpoint.derived.items():
+                cols[name] = derive(cols)
+        return Columns(cols, notes=aligned.problems)
 
     async def _funding_list(self, coin: str, grid: np.ndarray, newest: bool) -> Columns:
         n = len(grid)

@@ -181,7 +181,7 @@ def test_klines_map_price_volume_and_taker_flow():
 def test_klines_pagination_and_weights():
     start = T0 - 2500 * H
     fake = FakeBinance()
-    fake.klines = [kline(start + i * H, "1", "1", "1", str(i), "10", "4") for i in range(2500)]
+    fake.klines = [kline(start + i * H, "1", "1", "1", str(i + 1), "10", "4") for i in range(2500)]
     source = make_source(fake)
     frame = fetch(source, {"price.close"}, start=start, end=T0 - H)
     windows = sorted(
@@ -193,7 +193,7 @@ def test_klines_pagination_and_weights():
         (start + 1000 * H, start + 2000 * H - 1, 1000),
         (start + 2000 * H, start + 2500 * H - 1, 500),
     ]
-    assert frame.columns["price.close"].tolist() == [float(i) for i in range(2500)]
+    assert frame.columns["price.close"].tolist() == [float(i + 1) for i in range(2500)]
     assert source.weight._used == 3 * 5  # klines weight 5 for a limit of 500..1000
     assert [klines_weight(n) for n in (99, 100, 499, 500, 1000, 1001)] == [1, 2, 2, 5, 5, 10]
 

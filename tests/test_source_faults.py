@@ -212,8 +212,8 @@ def test_all_metrics_end_to_end_for_eight_symbols_with_latency(market, clock):
     for seed, coin in enumerate(coins):
         market.generate(coin, "1h", START, 48, seed=seed)
     market.latency = 0.01
-    cg = source("coinglass", market, clock, plan="professional")
-    bn = source("binance", market, clock)
+    cg = source("coinglass", market, clock, plan="professional", timeout=5)  # a loaded machine is no fault
+    bn = source("binance", market, clock, timeout=5)
 
     async def go():
         frames = await asyncio.gather(

@@ -1,6 +1,8 @@
 """What a cycle fetches: for every (source instance, interval, symbol) the union of the metrics its
 strategies need over their warm-up, concurrently (at most ``runner.concurrency`` at once), each
-fetch within ``runner.source_timeout``, onto the expected bar grid (a bar not returned is unknown)."""
+fetch within ``runner.source_timeout``, onto the expected bar grid (a bar not returned is unknown).
+A source is asked only for the metrics it provides; the problems it reports with data that did
+arrive (values it made unknown) are logged once per cycle, like failures."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Fetched:
     frame: Frame
     failed: frozenset[str] = frozenset()  # metrics missing because the source failed
     reason: str | None = None
+    notes: str | None = None  # the source's problems with data that did arrive (``frame.problems``)
 
 
 class Fetcher:
@@ -55,15 +58,18 @@ class Fetcher:
         results = await asyncio.gather(*(self.fetch(key, *groups[key]) for key in keys))
         report.fetches = len(keys)
         failed: dict[tuple[str, str], list[str]] = {}
+        noted: dict[tuple[str, str], list[str]] = {}
         for (source, interval, symbol), got in zip(keys, results, strict=True):
             if got.reason is not None:
                 failed.setdefault((source, got.reason), []).append(f"{symbol} {interval}")
                 report.failures.append(f"{source} {symbol} {interval}: {got.reason}")
+            elif got.notes is not None:
+                noted.setdefault((source, got.notes), []).append(f"{symbol} {interval}")
         for (source, reason), which in failed.items():
-            shown = ", ".join(which[:10]) + (f" and {len(which) - 10} more" if len(which) > 10 else "")
-            log.warning(
-                "source %s failed for %s: %s (rules needing it are held this cycle)", source, shown, reason
-            )
+            held = "(rules needing it are held this cycle)"
+            log.warning("source %s failed for %s: %s %s", source, _some(which), reason, held)
+        for (source, notes), which in noted.items():
+            log.warning("source %s sent data with problems for %s: %s", source, _some(which), notes)
         return dict(zip(keys, results, strict=True))
 
     async def fetch(self, key: FetchKey, metrics: set[str], bars: int, end: int, step_ms: int) -> Fetched:
@@ -72,7 +78,8 @@ class Fetcher:
         start = end - (bars - 1) * step_ms
         grid = np.arange(start, end + step_ms, step_ms, dtype=np.int64)
         wanted = frozenset(metrics)
-        request = FetchRequest(symbol=symbol, interval=interval, metrics=wanted, start=start, end=end)
+        asked = wanted & self.provides[source_name]  # the start-up warned about the others
+        request = FetchRequest(symbol=symbol, interval=interval, metrics=asked, start=start, end=end)
         timeout = self.options.source_timeout
         assert self._sem is not None
         async with self._sem:
@@ -87,10 +94,16 @@ class Fetcher:
                 return Fetched(Frame(grid), wanted, self.redact(f"unexpected {type(e).__name__}: {e}"))
         if not isinstance(frame, Frame):
             return Fetched(Frame(grid), wanted, f"returned {type(frame).__name__}, not a frame")
-        missing = (wanted & self.provides[source_name]) - frame.columns.keys()
-        reason = None
+        missing = asked - frame.columns.keys()
+        reason = notes = None
+        problems = "; ".join(dict.fromkeys(frame.problems))
         if missing:
-            reason = self.redact("; ".join(frame.problems) or f"no data for {', '.join(sorted(missing))}")
-        elif frame.problems:
-            log.debug("%s %s %s: %s", source_name, symbol, interval, self.redact("; ".join(frame.problems)))
-        return Fetched(frame.reindex(grid), frozenset(missing), reason)
+            reason = self.redact(problems or f"no data for {', '.join(sorted(missing))}")
+        elif problems:
+            notes = self.redact(problems)
+        return Fetched(frame.reindex(grid), frozenset(missing), reason, notes)
+
+
+def _some(which: list[str]) -> str:
+    """The first ten of ``which``, and how many more."""
+    return ", ".join(which[:10]) + (f" and {len(which) - 10} more" if len(which) > 10 else "")

@@ -63,7 +63,21 @@ kind               what the server does
 ``"empty"``        a successful answer with no rows
 ``"shuffle"``      rows in reverse order, each 3rd row preceded by a wrong duplicate (last wins)
 ``"lag"``          the newest ``bars`` rows (default 1) left out: stale data
+``"rewrite"``      the rows (a list: dicts for CoinGlass and Binance statistics, arrays for
+                   klines) passed through ``rows(list) -> list`` before they are sent
+``"endless"``      HTTP 200, chunked JSON that never ends (``[[0,"1"],[0,"1"],...``); stops
+                   after ``max_bytes`` (default 1 GiB), a fuse for clients without a limit
+``"big"``          HTTP 200 announcing ``Content-Length: size`` (default 1 GiB) of JSON
+                   whitespace, sent as long as the client reads
+``"gzip_bomb"``    HTTP 200, ``Content-Encoding: gzip``: ``size`` (default 4 GiB; None: no end)
+                   zero bytes, about 1/1000 of that on the wire, built with zlib streaming
+``"gzip_stuffing"`` HTTP 200, ``Content-Encoding: gzip``: a gzip header, then empty deflate
+                   blocks that decode to nothing, forever (``max_bytes`` fuse as above)
+``"drip"``         HTTP 200, chunked: one byte every ``interval`` seconds (default 0.05),
+                   forever
 =================  ==========================================================================
+
+``sent_bytes`` counts the body bytes the streaming faults (``endless`` ... ``drip``) wrote.
 
 ``requests`` lists what was asked (:class:`Seen`: path, params, headers, time); ``count`` counts;
 ``wait_for(path, count)`` blocks until that many matching requests have arrived.
@@ -77,7 +91,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -164,6 +179,7 @@ class FakeMarket:
         self.api_key = api_key
         self.value_style = value_style
         self.requests: list[Seen] = []
+        self.sent_bytes = 0  # body bytes written by the streaming faults
         self._series: dict[str, dict[str, Series]] = {}  # coin -> interval -> bars
         self._funding: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._funding_lists: dict[str, dict[str, Any]] = {}
@@ -346,6 +362,10 @@ class FakeMarket:
             reply.action = kind
             reply.delay = float(fault.options.get("seconds", 5.0)) if kind == "delay" else 0.0
             return reply
+        if kind in _STREAM_FAULTS:
+            return _STREAM_FAULTS[kind](self, fault)
+        if kind == "rewrite":
+            return self._answer(path, params, headers, None, 0, fault.options["rows"])
         binance = path.startswith(("/fapi/", "/futures/"))
         if kind in _STATUS_FAULTS:
             return _STATUS_FAULTS[kind](fault, binance)
@@ -357,19 +377,31 @@ class FakeMarket:
         return self._answer(path, params, headers, kind, lag)
 
     def _answer(
-        self, path: str, params: dict[str, str], headers: dict[str, str], shape: str | None, lag: int
+        self,
+        path: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        shape: str | None,
+        lag: int,
+        rewrite: Callable[[list[Any]], list[Any]] | None = None,
     ) -> Reply:
         try:
             if path.startswith(("/fapi/", "/futures/")):
-                return self._binance(path, params, shape, lag)
-            return self._coinglass(path, params, headers, shape, lag)
+                return self._binance(path, params, shape, lag, rewrite)
+            return self._coinglass(path, params, headers, shape, lag, rewrite)
         except _Refused as refused:
             return refused.reply
 
     # CoinGlass ---------------------------------------------------------------------------------
 
     def _coinglass(
-        self, path: str, params: dict[str, str], headers: dict[str, str], shape: str | None, lag: int
+        self,
+        path: str,
+        params: dict[str, str],
+        headers: dict[str, str],
+        shape: str | None,
+        lag: int,
+        rewrite: Callable[[list[Any]], list[Any]] | None = None,
     ) -> Reply:
         if self.api_key is not None and headers.get("cg-api-key") != self.api_key:
             return Reply.json({"code": "400", "msg": "Invalid API key provided"}, 400)
@@ -391,6 +423,8 @@ class FakeMarket:
         series = self._lookup(_coin(params["symbol"]), params["interval"])
         rows = self._history_rows(series, fields, params, "start_time", "end_time", limit, style, lag)
         rows = _reshape(rows, shape, "time")
+        if rewrite is not None:
+            rows = rewrite(rows)
         return Reply.json({"code": "0", "msg": "success", "data": rows})
 
     def _history_rows(
@@ -442,7 +476,14 @@ class FakeMarket:
 
     # Binance -----------------------------------------------------------------------------------
 
-    def _binance(self, path: str, params: dict[str, str], shape: str | None, lag: int) -> Reply:
+    def _binance(
+        self,
+        path: str,
+        params: dict[str, str],
+        shape: str | None,
+        lag: int,
+        rewrite: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> Reply:
         handler = {
             "/fapi/v1/klines": self._klines,
             "/fapi/v1/fundingRate": self._funding_rates,
@@ -459,6 +500,8 @@ class FakeMarket:
         body, key = handler(path, coin, params, lag)
         if isinstance(body, list):
             body = _reshape(body, shape, key)
+            if rewrite is not None:
+                body = rewrite(body)
         reply = Reply.json(body)
         reply.headers["X-MBX-USED-WEIGHT-1M"] = str(self._spend_weight(path, params))
         return reply
@@ -608,6 +651,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     action: str | None = None  # "reset", "delay", "cut" or "truncated"
     delay: float = 0.0
+    stream: Iterator[bytes] | None = None  # a body written piece by piece, as long as the client reads
+    length: int | None = None  # its announced Content-Length; None: chunked
 
     @classmethod
     def json(cls, payload: Any, status: int = 200) -> Reply:
@@ -659,6 +704,96 @@ _STATUS_FAULTS: dict[str, Callable[[Fault, bool], Reply]] = {
     "bad_key": _envelope("400", "Invalid API key provided", 400),
     "envelope": _envelope("500", "Server error", 200),
     "html": _html,
+}
+
+
+def _endless(market: FakeMarket, fault: Fault) -> Reply:
+    fuse = int(fault.options.get("max_bytes", 1 << 30))
+
+    def body() -> Iterator[bytes]:
+        yield b"["
+        block = b'[0,"1"],' * 8192  # 64 KiB
+        sent = 1
+        while sent < fuse:
+            yield block
+            sent += len(block)
+
+    return Reply(headers={"Content-Type": "application/json"}, stream=body())
+
+
+def _big(market: FakeMarket, fault: Fault) -> Reply:
+    size = int(fault.options.get("size", 1 << 30))
+
+    def body() -> Iterator[bytes]:
+        piece = b" " * 65536
+        for at in range(0, size, len(piece)):
+            yield piece[: size - at]
+
+    return Reply(headers={"Content-Type": "application/json"}, stream=body(), length=size)
+
+
+def gzip_zeros(size: int | None, block: int = 1 << 20) -> Iterator[bytes]:
+    """A gzip stream of ``size`` zero bytes rounded up to whole ``block``s (None: endless).
+
+    zlib compresses two blocks, each ended by a full flush, which resets the compressor: every
+    later block compresses to the same bytes as the second, so GiBs cost nothing to produce.
+    """
+    zeros = bytes(block)
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    first = z.compress(zeros) + z.flush(zlib.Z_FULL_FLUSH)
+    steady = z.compress(zeros) + z.flush(zlib.Z_FULL_FLUSH)
+    batch = 64  # blocks per write
+    yield first
+    crc, done = zlib.crc32(zeros), 1
+    total = None if size is None else max(1, -(-size // block))
+    while total is None or done < total:
+        n = batch if total is None else min(batch, total - done)
+        yield steady * n
+        if total is not None:
+            for _ in range(n):
+                crc = zlib.crc32(zeros, crc)
+        done += n
+    yield b"\x03\x00" + struct.pack("<II", crc, (done * block) & 0xFFFFFFFF)  # a final empty block, trailer
+
+
+def _gzip_bomb(market: FakeMarket, fault: Fault) -> Reply:
+    size = fault.options.get("size", 4 << 30)
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return Reply(headers=headers, stream=gzip_zeros(None if size is None else int(size)))
+
+
+def _gzip_stuffing(market: FakeMarket, fault: Fault) -> Reply:
+    fuse = int(fault.options.get("max_bytes", 1 << 30))
+
+    def body() -> Iterator[bytes]:
+        z = zlib.compressobj(9, zlib.DEFLATED, 31)
+        yield z.compress(b"") + z.flush(zlib.Z_SYNC_FLUSH)  # the gzip header and an empty block
+        empty = b"\x00\x00\x00\xff\xff" * 13107  # empty stored blocks, 64 KiB
+        for _ in range(0, fuse, len(empty)):
+            yield empty
+
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    return Reply(headers=headers, stream=body())
+
+
+def _drip(market: FakeMarket, fault: Fault) -> Reply:
+    interval = float(fault.options.get("interval", 0.05))
+
+    def body() -> Iterator[bytes]:
+        yield b"["
+        while not market._closing.wait(interval):
+            yield b" "
+
+    return Reply(headers={"Content-Type": "application/json"}, stream=body())
+
+
+#: Faults whose body is streamed (``Reply.stream``): huge, endless or slow responses.
+_STREAM_FAULTS: dict[str, Callable[[FakeMarket, Fault], Reply]] = {
+    "endless": _endless,
+    "big": _big,
+    "gzip_bomb": _gzip_bomb,
+    "gzip_stuffing": _gzip_stuffing,
+    "drip": _drip,
 }
 
 
@@ -887,6 +1022,9 @@ def _handler_for(market: FakeMarket) -> type[BaseHTTPRequestHandler]:
                 self.connection.close()
                 self.close_connection = True
                 return
+            if reply.stream is not None:
+                self._stream(reply)
+                return
             if reply.action == "delay":
                 market._closing.wait(reply.delay)
             body = reply.body
@@ -904,5 +1042,31 @@ def _handler_for(market: FakeMarket) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             self.end_headers()
             self.wfile.write(body)
+
+        def _stream(self, reply: Reply) -> None:
+            """Write ``reply.stream`` piece by piece until it ends, the client goes or the market closes."""
+            assert reply.stream is not None
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            chunked = reply.length is None
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Content-Length", str(reply.length))
+            self.send_header("Connection", "close")
+            self.close_connection = True
+            self.end_headers()
+            try:
+                for piece in reply.stream:
+                    if market._closing.is_set():
+                        return
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+                    with market._lock:
+                        market.sent_bytes += len(piece)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            except OSError:  # the client went away: what the faults are for
+                return
 
     return Handler
