@@ -29,6 +29,7 @@ from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.language.schemas import schema_validator
 
 #: HTTP notifiers send each event's stable key in this header, so a receiver can drop a repeat
 #: (the engine delivers at least once: a crash between sending and recording the delivery resends).
@@ -195,7 +196,7 @@ class BaseNotifier(Notifier):
         self.options.update(dict.fromkeys(self._secret_values, REDACTED))
 
     def _check_options(self) -> None:
-        validator = jsonschema.Draft202012Validator(self.options_schema)
+        validator = schema_validator(self.options_schema)  # patterns read as ECMA-262: $ is the end
         error = jsonschema.exceptions.best_match(validator.iter_errors(self.options))
         if error is not None:
             path = list(error.absolute_path)

@@ -46,8 +46,9 @@ from perpwatch.language.metrics import CATALOGUE, CORE_PREFIXES
 EXTENSIONS = (".csv", ".parquet")
 TIME = "time"
 PARQUET_HINT = "reading Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"
-_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<interval>\d+[smhdwM])\.(?P<ext>csv|parquet)$")
-_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+# \Z, not $ (which also matches before a final newline); ASCII digits only
+_NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<interval>[0-9]+[smhdwM])\.(?P<ext>csv|parquet)\Z")
+_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
 _SECONDS_LIMIT = 100_000_000_000  # epoch ms below this (1973) are almost surely seconds
 
 #: (mtime_ns, size) and the parsed frame, per absolute path.
@@ -511,12 +512,13 @@ class ReplaySource(Source):
             )
         if not os.path.isdir(path):
             raise SourceError(f"replay path {path} does not exist", retryable=False)
-        found = []
-        for sym in dict.fromkeys((symbol, symbol.upper())):
-            for ext in EXTENSIONS:
-                candidate = os.path.join(path, replay_file_name(sym, interval, ext))
-                if os.path.isfile(candidate):
-                    found.append(candidate)
+        found = []  # symbols are not case-sensitive: btc_1h.csv holds BTC
+        for name in _replay_names(path):
+            held = parse_file_name(name)
+            candidate = os.path.join(path, name)
+            same = held is not None and held[0].upper() == symbol.upper() and held[1] == interval
+            if same and os.path.isfile(candidate):
+                found.append(candidate)
         if not found:
             raise SourceError(
                 f"replay: no file {expected} (or .parquet) in {path} for {symbol} {interval}",

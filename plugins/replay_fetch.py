@@ -22,6 +22,7 @@ import numpy as np
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.symbols import symbols_option
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 from perpwatch.evaluation.frame import Frame, join_frames
@@ -138,7 +139,7 @@ def fetch(
                 f"source {source_name!r} does not provide {name!r}{hint}", param_hint="--metrics"
             )
     names = metric_order(set(wanted) if wanted else provided)
-    coins = [s.upper() for s in _split(symbols)] or list(cfg.symbols)
+    coins = symbols_option([symbols or ""], "--symbols") or list(cfg.symbols)
     windows = bar_chunks(first, stop - 1, step, chunk_bars)
     if not windows:
         raise click.BadParameter("no bar opens in that range", param_hint="--from/--to")

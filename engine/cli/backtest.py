@@ -20,6 +20,7 @@ from perpwatch.cli.common import (
     time_option,
 )
 from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.symbols import symbols_option
 from perpwatch.common.timeutil import INTERVALS, format_time
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ PROGRESS_MIN_STEPS = 100_000  # (bars x symbols x strategies) from which a progr
 def register(cli: click.Group) -> None:
     for command in (backtest, halt, resume):
         cli.add_command(command)
-
-
-def _split(values: tuple[str, ...]) -> list[str]:
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
 @click.command("backtest")
@@ -157,11 +154,12 @@ def backtest(
     iv = strategies[0].interval
     if any(s.interval != iv for s in strategies):
         raise PerpwatchError("strategies backtested together must share one interval (or pass --interval)")
-    wanted = _split(symbols) or None
+    given_symbols = symbols_option(symbols, "--symbols") or None
+    wanted = given_symbols
     if wanted is None and all(s.symbols for s in strategies):
         wanted = list(dict.fromkeys(x for s in strategies for x in s.symbols or ()))
     history = load_history(list(data), iv, wanted, reg)
-    chosen = symbols_for(strategies, history, _split(symbols) or None)
+    chosen = symbols_for(strategies, history, given_symbols)
     if interval is not None:
         history.notes.append(f"interval set to {interval} by --interval (windows count bars of {interval})")
     steps = sum(len(v) for v in chosen.values()) * max(len(f) for f in history.frames.values())

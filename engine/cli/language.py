@@ -16,6 +16,7 @@ from perpwatch.cli.common import (
     strategy_kwargs,
 )
 from perpwatch.common.errors import ErrorList, LocatedError
+from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
 
 
@@ -142,7 +143,8 @@ def explain(
     else:
         overrides = parse_params(params) or None
         reg = get_registry()
-        click.echo(explain_data(file, data, at, symbol, overrides, **strategy_kwargs(), registry=reg))
+        sym = symbol_option(symbol, "--symbol")
+        click.echo(explain_data(file, data, at, sym, overrides, **strategy_kwargs(), registry=reg))
 
 
 @click.command()

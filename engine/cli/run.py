@@ -31,6 +31,7 @@ from perpwatch.cli.common import (
 )
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact
+from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time, parse_duration
 
@@ -378,6 +379,9 @@ def resolve_target(store: StateStore, target: str) -> str:
     return target  # a strategy that has not run yet
 
 
+MAX_MUTE_DAYS = 365
+
+
 @click.command("mute")
 @click.argument("target", metavar="STRATEGY|STRATEGY/RULE|RULE")
 @click.option("--symbol", help="Only this symbol (default: every symbol).")
@@ -394,6 +398,12 @@ def mute(
         raise click.BadParameter(
             f"{duration!r}: write a duration such as 30m, 2h, 1d", param_hint="--for"
         ) from None
+    if seconds > MAX_MUTE_DAYS * 86_400:
+        raise click.BadParameter(
+            f"{duration!r} is too long; at most {MAX_MUTE_DAYS} days (unmute lifts a mute early)",
+            param_hint="--for",
+        )
+    symbol = symbol_option(symbol, "--symbol")
     store = open_state(config_path, state_opt)
     try:
         resolved = resolve_target(store, target)
@@ -411,6 +421,7 @@ def mute(
 @report_errors
 def unmute(target: str, symbol: str | None, config_path: str | None, state_opt: str | None) -> None:
     """Lift a mute."""
+    symbol = symbol_option(symbol, "--symbol")
     store = open_state(config_path, state_opt)
     try:
         resolved = resolve_target(store, target)

@@ -25,7 +25,7 @@ INTERVALS: dict[str, int] = {
 }
 
 _UNITS = {"s": 1000, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*\Z")  # ASCII digits: \d would take "１h"
 
 
 def interval_ms(interval: str) -> int:
@@ -51,7 +51,7 @@ def parse_time(value: object) -> int:
         dt = value
     else:
         text = str(value).strip()
-        if re.fullmatch(r"-?\d+", text):
+        if re.fullmatch(r"-?[0-9]+", text):
             return int(text)
         try:
             dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))

@@ -8,13 +8,15 @@ and reports every problem found as ``file:line:col: error: ...`` (an :class:`Err
 from __future__ import annotations
 
 import functools
+import keyword
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
-from perpwatch.common.timeutil import INTERVALS, parse_duration
+from perpwatch.common.symbols import normalise_symbols
+from perpwatch.common.timeutil import DAY, INTERVALS, parse_duration
 from perpwatch.language.expr import BUILTIN_NAMES, ExprCompiler
 from perpwatch.language.functions import BUILTINS, FunctionSpec
 from perpwatch.language.metrics import CATALOGUE
@@ -24,6 +26,11 @@ from perpwatch.language.templates import Template, compile_template
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml, load_yaml_file
 
 SIDES = ("long", "short", "flat")
+MAX_FOR_BARS = 100_000  # as many bars as the longest window (functions.MAX_WINDOW)
+MAX_DURATION_MS = 365 * DAY  # for:, cooldown:, max_data_age:
+# The most bars of history an expression may need before the bar it decides (its warm-up): as many
+# as the longest window. ema and rsi look back 4n - 1 bars, and nested windows add up.
+MAX_WARMUP_BARS = 100_000
 
 
 @dataclass
@@ -163,6 +170,7 @@ class _Compiler:
 
     def run(self) -> Strategy:
         self._check_names()
+        symbols = self._symbols()
         for name in self.let_src:
             try:
                 self._resolve_let(name, self.let_src.key_loc(name))
@@ -194,7 +202,7 @@ class _Compiler:
             file=self.file,
             name=doc["name"],
             description=doc.get("description", ""),
-            symbols=list(doc["symbols"]) if "symbols" in doc else None,
+            symbols=symbols,
             interval=self.interval,
             step_ms=self.step,
             source=doc.get("source"),
@@ -237,11 +245,38 @@ class _Compiler:
                 self.errors.append(
                     LocatedError(loc, f"{name!r} is a reserved name (a built-in or a metric group)")
                 )
+            else:
+                self._check_shadowing(name, loc, "let")
         for name in params:
+            loc = self.doc["params"].key_loc(name)
             if name in BUILTIN_NAMES or name in self.expr.prefixes:
-                self.errors.append(
-                    LocatedError(self.doc["params"].key_loc(name), f"{name!r} is a reserved name")
+                self.errors.append(LocatedError(loc, f"{name!r} is a reserved name"))
+            else:
+                self._check_shadowing(name, loc, "param")
+
+    def _check_shadowing(self, name: str, loc: Loc, what: str) -> None:
+        """A param or let named like a function or a Python keyword could never be used as one."""
+        if name in self.functions:
+            self.errors.append(
+                LocatedError(
+                    loc, f"{name!r} is a function name; a {what} may not shadow it (rename the {what})"
                 )
+            )
+        elif keyword.iskeyword(name):
+            self.errors.append(
+                LocatedError(loc, f"{name!r} is a keyword of expressions; a {what} may not be named so")
+            )
+
+    def _symbols(self) -> list[str] | None:
+        """``symbols:`` in upper case; a coin named twice (``BTC`` and ``btc``) is an error."""
+        if "symbols" not in self.doc:
+            return None
+        items: LList = self.doc["symbols"]
+        try:
+            return normalise_symbols(items, items.item_loc)
+        except ErrorList as e:
+            self.errors.extend(e.errors)
+            return None
 
     # -- lets ---------------------------------------------------------------------------------
 
@@ -302,6 +337,8 @@ class _Compiler:
             )
         table = spec["table"]
         for label in table:
+            if key_node.op == "builtin" and key_node.data == "symbol":
+                self.expr.check_symbol_label(str(label), table.key_loc(label))
             if key_node.labels is not None and str(label) not in key_node.labels:
                 raise LocatedError(
                     table.key_loc(label),
@@ -370,7 +407,7 @@ class _Compiler:
         if "for" in raw:
             rule.for_bars = self._bars(raw["for"], raw.val_loc("for"))
         if "cooldown" in raw:
-            rule.cooldown_ms = parse_duration(raw["cooldown"])
+            rule.cooldown_ms = _duration_ms(raw["cooldown"], raw.val_loc("cooldown"), "cooldown")
         if "signal" in raw:
             self._signal(rule, raw["signal"])
         if "message" in raw:
@@ -383,9 +420,17 @@ class _Compiler:
         return rule
 
     def _bars(self, value: Any, loc: Loc) -> int:
+        """``for:`` in bars: a whole number, or a duration rounded up to bars; at most MAX_FOR_BARS."""
         if isinstance(value, int):
+            if value > MAX_FOR_BARS:
+                raise LocatedError(loc, f"for: {value} bars is too long; at most {MAX_FOR_BARS} bars")
             return value
-        return math.ceil(parse_duration(value) / self.step)
+        bars = math.ceil(_duration_ms(value, loc, "for") / self.step)
+        if bars > MAX_FOR_BARS:
+            raise LocatedError(
+                loc, f"for: {value!r} is {bars} bars of {self.interval}; at most {MAX_FOR_BARS} bars"
+            )
+        return bars
 
     def _signal(self, rule: Rule, sig: LDict) -> None:
         side = sig["side"]
@@ -432,7 +477,9 @@ class _Compiler:
 
     def _risk(self) -> Risk:
         raw = self.doc.get("risk") or {}
-        age = parse_duration(raw["max_data_age"]) if "max_data_age" in raw else 2 * self.step
+        age = 2 * self.step
+        if "max_data_age" in raw:
+            age = _duration_ms(raw["max_data_age"], self.doc["risk"].val_loc("max_data_age"), "max_data_age")
         return Risk(
             max_position_usd=raw.get("max_position_usd"),
             max_open_positions=raw.get("max_open_positions"),
@@ -440,6 +487,25 @@ class _Compiler:
             max_data_age_ms=age,
             inhibited_by=list(raw.get("inhibited_by", [])),
         )
+
+
+def _duration_ms(value: Any, loc: Loc, key: str) -> int:
+    """A duration of the strategy in ms; at most MAX_DURATION_MS (365 days)."""
+    text = str(value)
+    digits = text.strip()[:-1].strip()
+    if len(digits) > 15:  # more than 365 days in any unit, and too long for int() to be sensible
+        raise LocatedError(loc, f"{key}: {_short(text)!r} is too long; at most 365 days")
+    try:
+        ms = parse_duration(text)
+    except ValueError as e:
+        raise LocatedError(loc, f"{key}: {e}") from None
+    if ms > MAX_DURATION_MS:
+        raise LocatedError(loc, f"{key}: {_short(text)!r} is too long; at most 365 days")
+    return ms
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _coerce_param(text: str, current: Any) -> Any:

@@ -4,11 +4,18 @@ Allowed: literals, names (metric paths, ``let`` names, params, ``symbol``, ``int
 arithmetic, comparisons (chains included), ``and``/``or``/``not``, ``x if c else y``, ``in`` with a
 literal list of strings, and calls of known functions. Everything else is a load-time error at the
 exact column, with the closest known names for an unknown one.
+
+Names are ASCII: Python's parser NFKC-normalises identifiers (``ｈot`` would silently be ``hot``),
+so a non-ASCII character outside a string literal is an error at that character. ``symbol`` is
+compared with symbols as they are normalised (upper case): ``symbol == "btc"`` is an error.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
+import unicodedata
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,6 +23,7 @@ from typing import Any
 import simpleeval
 
 from perpwatch.common.errors import Loc, LocatedError, did_you_mean
+from perpwatch.common.symbols import WHAT_A_SYMBOL_IS, normalise_symbol
 from perpwatch.language.functions import MIN_WINDOW, FunctionSpec
 from perpwatch.language.metrics import CORE_PREFIXES
 from perpwatch.language.plan import Plan
@@ -93,6 +101,7 @@ class ExprCompiler:
             if len(text) > MAX_EXPR_CHARS:
                 raise LocatedError(loc, f"expression is longer than {MAX_EXPR_CHARS} characters")
             tree = self._parse(text)
+            self._check_ascii_names()
             self._check_depth(tree)
             self._check_forbidden(tree)
             return self._node(tree)
@@ -136,6 +145,26 @@ class ExprCompiler:
             )
         return stmt.value
 
+    def _check_ascii_names(self) -> None:
+        """A non-ASCII character in a name (outside string literals) is an error at that character:
+        Python would read ``ｈot`` as ``hot`` and ``price.ｃlose`` as ``price.close``."""
+        try:
+            tokens = list(tokenize.generate_tokens(io.StringIO(self._text.strip()).readline))
+        except (tokenize.TokenError, SyntaxError):  # it parsed: not expected; the parse is the judge
+            return
+        for tok in tokens:
+            if tok.type == tokenize.NAME and not tok.string.isascii():
+                i = next(k for k, ch in enumerate(tok.string) if not ch.isascii())
+                ch = tok.string[i]
+                (row, col) = tok.start
+                loc = self._loc.shift(self._lead + col + i) if row == 1 else self._loc
+                raise LocatedError(
+                    loc,
+                    f"non-ASCII character {ch!r} (U+{ord(ch):04X}) in the name {tok.string!r}; names are "
+                    f"ASCII letters, digits and _ (Python would read it as "
+                    f"{unicodedata.normalize('NFKC', tok.string)!r})",
+                )
+
     def _check_depth(self, tree: ast.AST) -> None:
         stack = [(tree, 1)]
         while stack:
@@ -158,7 +187,9 @@ class ExprCompiler:
     def _at(self, node: ast.AST) -> Loc:
         if getattr(node, "lineno", 1) != 1:
             return self._loc
-        return self._loc.shift(self._lead + getattr(node, "col_offset", 0))
+        offset = getattr(node, "col_offset", 0)  # in UTF-8 bytes: count the characters before it
+        chars = len(self._text.strip().encode("utf-8")[:offset].decode("utf-8", "ignore"))
+        return self._loc.shift(self._lead + chars)
 
     def _err(self, node: ast.AST, message: str) -> LocatedError:
         return LocatedError(self._at(node), message)
@@ -339,6 +370,8 @@ class ExprCompiler:
                 raise self._err(node, f"text values can only be compared with == or !=, not {op}")
             self._check_label(left, right, rnode)
             self._check_label(right, left, lnode)
+            self._check_symbol(left, right, rnode)
+            self._check_symbol(right, left, lnode)
         return self.plan.add("cmp", (left, right), op, "bool")
 
     def _check_label(self, series: int, literal: int, lit_node: ast.AST) -> None:
@@ -350,6 +383,23 @@ class ExprCompiler:
                 f"{lit.data!r} is never a value here; possible values: "
                 f"{', '.join(sorted(s.labels))}{did_you_mean(lit.data, s.labels)}",
             )
+
+    def _check_symbol(self, series: int, literal: int, lit_node: ast.AST) -> None:
+        """``symbol`` compared with a literal: the literal must be a symbol as symbols are
+        normalised (upper case), else the comparison could never be true."""
+        s, lit = self.plan.nodes[series], self.plan.nodes[literal]
+        if s.op == "builtin" and s.data == "symbol" and lit.op == "const" and isinstance(lit.data, str):
+            self.check_symbol_label(lit.data, self._at(lit_node))
+
+    @staticmethod
+    def check_symbol_label(text: str, loc: Loc) -> None:
+        """``text``, compared with ``symbol``, is a symbol in its normal (upper-case) spelling."""
+        try:
+            normal = normalise_symbol(text)
+        except ValueError:
+            raise LocatedError(loc, f"{text!r} is never a symbol; {WHAT_A_SYMBOL_IS}") from None
+        if normal != text:
+            raise LocatedError(loc, f"{text!r} is never a symbol: symbols are upper case; write {normal!r}")
 
     def _membership(self, left: int | None, lnode: ast.AST, op: ast.cmpop, rnode: ast.AST) -> int:
         if left is None:
@@ -364,6 +414,8 @@ class ExprCompiler:
         labels = tuple(sorted({str(e.value) for e in elts}))
         node = self.plan.nodes[left]
         for e in elts:
+            if node.op == "builtin" and node.data == "symbol":
+                self.check_symbol_label(str(e.value), self._at(e))
             if node.labels is not None and node.op != "const" and e.value not in node.labels:
                 raise self._err(
                     e, f"{e.value!r} is never a value here; possible values: {', '.join(sorted(node.labels))}"

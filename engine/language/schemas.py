@@ -1,14 +1,23 @@
-"""The JSON Schemas shipped with perpwatch, and validation with located, readable errors."""
+"""The JSON Schemas shipped with perpwatch, and validation with located, readable errors.
+
+Every validation (the shipped schemas and the plugins' ``options_schema``) goes through
+:func:`schema_validator`: JSON Schema's Draft 2020-12 whose ``pattern``, ``patternProperties``
+and ``additionalProperties`` read patterns as ECMA-262 regular expressions, as the standard
+says (``$`` is the very end, so ``"name\\n"`` does not pass ``^[a-z]+$``; ``\\d`` is ASCII) —
+jsonschema itself hands them to Python's ``re.search`` (only ``unevaluatedProperties`` next to
+``patternProperties`` keeps that reading; no shipped or built-in plugin schema uses it).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perpwatch.common.errors import Loc, LocatedError, did_you_mean
+from perpwatch.language.ecma_regex import ecma_regex
 from perpwatch.language.yamlsrc import LDict, LList
 
 if TYPE_CHECKING:  # jsonschema is imported when a document is first validated
@@ -35,10 +44,57 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @functools.cache
-def _validator(name: str) -> jsonschema.Draft202012Validator:
-    import jsonschema
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    return schema_validator(load_schema(name))
 
-    return jsonschema.Draft202012Validator(load_schema(name))
+
+def schema_validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
+    """A Draft 2020-12 validator for ``schema`` that reads its patterns as ECMA-262."""
+    return _ecma_validator_class()(schema)
+
+
+@functools.cache
+def _ecma_validator_class() -> type[jsonschema.protocols.Validator]:
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+
+    def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
+        if validator.is_type(instance, "string") and not ecma_regex(patrn).search(instance):
+            yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    def pattern_properties(
+        validator: Any, patterns: Any, instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
+        if not validator.is_type(instance, "object"):
+            return
+        for patrn, subschema in patterns.items():
+            for k, v in instance.items():
+                if ecma_regex(patrn).search(k):
+                    yield from validator.descend(v, subschema, path=k, schema_path=patrn)
+
+    def additional_properties(
+        validator: Any, ap: Any, instance: Any, schema: Any
+    ) -> Iterator[ValidationError]:
+        if not validator.is_type(instance, "object"):
+            return
+        known = schema.get("properties", {})
+        patterns = [ecma_regex(p) for p in schema.get("patternProperties", {})]
+        extras = [k for k in instance if k not in known and not any(p.search(k) for p in patterns)]
+        if validator.is_type(ap, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], ap, path=extra)
+        elif not ap and extras:
+            listing = ", ".join(repr(k) for k in sorted(extras, key=str))
+            yield ValidationError(f"Additional properties are not allowed ({listing} unexpected)")
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        {
+            "pattern": pattern,
+            "patternProperties": pattern_properties,
+            "additionalProperties": additional_properties,
+        },
+    )
 
 
 def validate(doc: Any, name: str, file: str, *, root: str = "") -> list[LocatedError]:
@@ -125,9 +181,17 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
         msg = f"{where}: {_show(inst)} is not valid; it must be {_show(value)}"
     elif v == "pattern":
         desc = schema.get("description")
-        msg = f"{where}: {_show(inst)} is not valid" + (
+        naming = len(err.schema_path) >= 2 and list(err.schema_path)[-2] == "propertyNames"
+        if naming:  # a mapping key: point at it, not at the mapping
+            loc = locate(doc, [*path, inst], file, key=True)
+        odd = _odd_character(inst)
+        if odd is not None and "\n" not in inst[:odd]:
+            loc = loc.shift(odd)  # at the character (the key or value is on one line up to it)
+        msg = f"{where}: {'name ' if naming else ''}{_show(inst)} is not valid" + (
             f"; expected {desc}" if desc else f" (must match {value})"
         )
+        if odd is not None:
+            msg += f" (it contains {_character(inst[odd])})"
     elif v == "propertyNames":
         msg = f"{where}: name {_show(inst)} is not valid; names are letters, digits and _, not starting with a digit"
     elif v in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
@@ -135,8 +199,11 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
         msg = f"{where}: {_show(inst)} is out of range; it must be {op} {value}"
     elif v in ("minItems", "minProperties"):
         msg = f"{where} must not be empty"
-    elif v == "uniqueItems":
-        msg = f"{where} has duplicate entries"
+    elif v == "uniqueItems" and isinstance(inst, list):
+        first, second = _first_duplicate(inst)
+        loc = locate(doc, [*path, second], file)
+        at = locate(doc, [*path, first], file)
+        msg = f"{where}[{second}]: duplicate entry {_show(inst[second])} (first at line {at.line}, column {at.col})"
     elif v == "oneOf" and isinstance(inst, dict) and "when" in inst:
         msg = f"{where} needs exactly one of 'then' (a literal) or 'value' (an expression)"
     elif v in ("anyOf", "oneOf"):
@@ -145,6 +212,35 @@ def _explain(err: ValidationError, doc: Any, file: str, root: str) -> list[Locat
     else:
         msg = f"{where}: {err.message}"
     return [LocatedError(loc, msg)]
+
+
+def _odd_character(text: Any) -> int | None:
+    """The index of the first non-ASCII or control character of ``text``, if any."""
+    if not isinstance(text, str):
+        return None
+    return next((i for i, ch in enumerate(text) if not " " <= ch <= "~"), None)
+
+
+def _character(ch: str) -> str:
+    """A character as a reader can identify it: ``the non-ASCII character 'ｈ' (U+FF48)``."""
+    kind = "non-ASCII character" if ord(ch) > 127 else "control character"
+    return f"the {kind} {ch!r} (U+{ord(ch):04X})"
+
+
+def _first_duplicate(items: list[Any]) -> tuple[int, int]:
+    """The indexes of the first item that repeats and of its first repetition."""
+    for j, item in enumerate(items):
+        for i in range(j):
+            if _same(items[i], item):
+                return i, j
+    return 0, 0
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality (as uniqueItems compares): ``1`` and ``True`` differ, ``1`` and ``1.0`` do not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return bool(a == b)
 
 
 def _best_branch(err: ValidationError) -> ValidationError | None:

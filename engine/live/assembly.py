@@ -10,7 +10,8 @@ from typing import Any
 
 from perpwatch.api.interfaces import Executor, Notifier, PluginContext, Source
 from perpwatch.api.registry import Registry
-from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.errors import ErrorList, Loc, PerpwatchError
+from perpwatch.common.symbols import normalise_symbols
 from perpwatch.language.compiler import Strategy
 from perpwatch.live.config import Config
 from perpwatch.live.jobs import Job, rule_metrics
@@ -40,6 +41,11 @@ def load_trading() -> type | None:
             return None
         raise
     return Trading
+
+
+def _at(loc: Loc) -> Callable[[int], Loc]:
+    """The same location for every item of a list (one built in code has none of its own)."""
+    return lambda _: loc
 
 
 def assemble(
@@ -83,7 +89,11 @@ def assemble(
                     raise PerpwatchError(f"strategy {s.name}: notify: no notifier named {n!r} ({known})")
                 notifiers[n] = make("notifiers", n)
         deps = {r.name: rule_metrics(s, r) for r in s.rules}
-        jobs.append(Job(s, source, list(s.symbols or cfg.symbols), notify, deps))
+        try:  # loaded files are normalised already; a Config or Strategy built in code may not be
+            symbols = normalise_symbols(s.symbols or cfg.symbols, _at(Loc(f"strategy {s.name}: symbols")))
+        except ErrorList as e:
+            raise PerpwatchError(e.errors[0].format()) from None
+        jobs.append(Job(s, source, symbols, notify, deps))
     trading, executors = None, {}
     trading_cls = load_trading()
     wanted = sorted({s.execute for s in strategies if s.execute})

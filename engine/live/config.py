@@ -15,13 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
 from perpwatch.api.plugin import secret_values
 from perpwatch.api.registry import Registry
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
 from perpwatch.common.redact import redact, secret_parts
-from perpwatch.language.schemas import locate, validate, validate_with
+from perpwatch.common.symbols import normalise_symbols
+from perpwatch.language.schemas import locate, schema_validator, validate, validate_with
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
 from perpwatch.live.state import state_path_problem
 
@@ -97,7 +96,7 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
     doc = _substitute(doc, secrets, doc.loc)
     cfg = Config(
         file=path,
-        symbols=list(doc.get("symbols", DEFAULT_SYMBOLS)),
+        symbols=_symbols(doc),
         state=_state(doc, path),
         runner=dict(doc.get("runner") or {}),
         secrets=frozenset(secrets),
@@ -157,10 +156,18 @@ def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:
             node = doc[kind][name]
             sub = LDict({k: v for k, v in node.items() if k != "plugin"})
             sub.loc, sub.key_locs, sub.val_locs = node.loc, node.key_locs, node.val_locs
-            validator = jsonschema.Draft202012Validator(cls.options_schema)
+            validator = schema_validator(cls.options_schema)
             errors += validate_with(validator, sub, cfg.file or "", root=f"{kind}.{name}")
     if errors:
         raise ErrorList([LocatedError(e.loc, cfg.redact(e.message)) for e in errors])
+
+
+def _symbols(doc: LDict) -> list[str]:
+    """``symbols:`` in upper case (default BTC, ETH); a coin named twice is a located error."""
+    if "symbols" not in doc:
+        return list(DEFAULT_SYMBOLS)
+    items: LList = doc["symbols"]
+    return normalise_symbols(items, items.item_loc)
 
 
 def _substitute(value: Any, secrets: set[str], loc: Loc) -> Any:

@@ -124,7 +124,7 @@ def run_case(doc: LDict, path: str, case: LDict, loc: Loc, functions=None, extra
     """Build the series, evaluate the strategy and step its rules over every bar."""
     strategy = load_case_strategy(doc, path, case, functions, extra_metrics)
     frame = build_frame(case, strategy, extra_metrics or {})
-    symbol = case.get("symbol") or (strategy.symbols[0] if strategy.symbols else "BTC")
+    symbol = case["symbol"].upper() if "symbol" in case else (strategy.symbols or ["BTC"])[0]
     ev = evaluate(strategy, frame, symbol)
     states = {rule.name: RuleState() for rule in strategy.rules}
     truths = {rule.name: ev.truths(rule.cond) for rule in strategy.rules}
