@@ -19,6 +19,7 @@ from perpwatch.api.history import HistoryReader
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.cli.common import report_errors
 from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.symbols import symbol_option, symbols_option
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
 
@@ -51,7 +52,8 @@ def convert_coinglass(
     """
     from .coinglass_files import describe_gaps, load_snapshots  # imports coinglass.py: not at the top
 
-    coins = [s.strip().upper() for s in symbols.split(",") if s.strip()]
+    coins = symbols_option([symbols], "--symbol")
+    bare_symbol = symbol_option(bare_symbol, "--bare-symbol") or "BTC"
     if not coins:
         raise click.BadParameter("name at least one coin", param_hint="--symbol")
     frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol) for coin in coins}

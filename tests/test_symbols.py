@@ -327,3 +327,32 @@ def test_a_test_file_symbol_is_normalised_and_checked(tmp_path: Path) -> None:
     result = invoke("test", bad)
     assert result.exit_code == 2
     assert f"{bad}:4:17: error: tests[0].symbol: 'btc\\n' is not valid" in result.output
+
+
+# --- the plugins' commands ---------------------------------------------------------------------
+
+
+def test_fetch_symbols_option(tmp_path: Path, market: Path) -> None:
+    config = tmp_path / "perpwatch.yaml"
+    config.write_text(f"sources:\n  replay: {{path: '{market}'}}\n")
+    args = ["fetch", "--source", "replay", "--config", config, "--interval", "1h"]
+    args += ["--from", "2024-01-01", "--to", "2024-01-01T03:00:00Z", "--out", tmp_path / "out"]
+    twice = invoke(*args, "--symbols", "BTC,btc")
+    assert twice.exit_code == 2 and "--symbols: error: duplicate symbol 'btc'" in twice.output
+    bad = invoke(*args, "--symbols", "BTC,../etc")
+    assert bad.exit_code == 2 and "'../etc' is not a symbol" in bad.output
+    assert not (tmp_path / "out").exists()
+    lower = invoke(*args, "--symbols", "btc")
+    assert lower.exit_code == 0, lower.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["BTC_1h.csv"]
+
+
+def test_convert_coinglass_symbol_options(tmp_path: Path) -> None:
+    args = ["convert-coinglass", tmp_path, "--out", tmp_path / "out"]
+    twice = invoke(*args, "--symbol", "BTC,Btc")
+    assert twice.exit_code == 2 and "--symbol: error: duplicate symbol 'Btc'" in twice.output
+    bad = invoke(*args, "--symbol", "../BTC")
+    assert bad.exit_code == 2 and "'../BTC' is not a symbol" in bad.output
+    bare = invoke(*args, "--symbol", "BTC", "--bare-symbol", "BTC\n")
+    assert bare.exit_code == 2 and "--bare-symbol: error: 'BTC\\n' is not a symbol" in bare.output
+    assert not (tmp_path / "out").exists()
