@@ -37,11 +37,12 @@ from typing import ClassVar
 import numpy as np
 
 from perpwatch.api.history import PRICE_COLUMNS, History, HistoryReader
-from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.errors import Loc, LocatedError, PerpwatchError
 from perpwatch.common.timeutil import format_time, interval_ms
 from perpwatch.evaluation.frame import Cat, Frame, join_frames
 
 from ._http import align
+from ._parquet import read_table, times_of
 from .coinglass import HISTORY
 
 #: HISTORY key of ``perpwatch.plugins.coinglass`` -> the saved file's name stem.
@@ -92,16 +93,20 @@ def read_response(file: SnapshotFile, step: int) -> Frame:
     """One saved response -> metric columns on its own bars (last row dropped).
 
     Uses the CoinGlass source's endpoint table and ``align`` helper. Raises SnapshotError when
-    the bars are not ``step`` ms apart.
+    the bars are not ``step`` ms apart, and a located error for a file that is not a readable
+    Parquet file or whose ``time`` column is not epoch milliseconds (checked as replay files'
+    are: a unit by magnitude, 1973..9999); its other values are read as the live source reads
+    the API's (what is not a number is unknown).
     """
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise SnapshotError(
-            "reading CoinGlass Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"
-        ) from None
+    path = str(file.path)
+    table = read_table(path)
+    if "time" not in table.column_names:
+        raise LocatedError(Loc(path), f"no 'time' column (it has {', '.join(map(str, table.column_names))})")
+    times_all = times_of(table.column("time"), path)
+    rows = table.drop_columns(["time"]).to_pylist() if table.num_columns > 1 else [{} for _ in times_all]
+    for row, t in zip(rows, times_all.tolist(), strict=True):
+        row["time"] = t
     endpoint = HISTORY[file.key]
-    rows = [r for r in pq.read_table(file.path).to_pylist() if r.get("time") is not None]
     rows.sort(key=lambda r: int(r["time"]))
     rows = rows[:-1]  # the newest bar was still open when the response was saved
     times = np.unique(np.asarray([int(r["time"]) for r in rows], dtype=np.int64))
@@ -149,9 +154,6 @@ def load_snapshot(
             part = read_response(file, step)
         except SnapshotError as e:
             notes.append(f"skipped {e}")
-            continue
-        except OSError as e:
-            notes.append(f"skipped {file.path.name}: {e.strerror or e}")
             continue
         frame = frame.merge(part)
     absent = [FILE_STEMS[k] for k in FILE_STEMS if k not in found]

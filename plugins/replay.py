@@ -4,13 +4,19 @@ One file per symbol and interval, ``<SYMBOL>_<interval>.csv`` or ``.parquet`` (`
 in a folder (the ``path`` option; it may also name one such file). Columns: ``time`` (the bar's
 open time, UTC: integer milliseconds or ISO 8601) and any metric names of the namespace
 (``price.close``, ``oi.close``, ``funding.max_exchange`` (text), ...; a plugin's own
-``prefix.name`` too). An empty cell is missing (unknown, never 0). Rows may come in any order; a
-duplicated time, a cell that is not a number, a time that is not the open of a bar of the file's
-interval, or an unknown column is an error naming the file and line (``file:line:col: error: ...``).
+``prefix.name`` too). An empty cell is missing (unknown, never 0). Rows may come in any order.
+Nothing is guessed: a time in another unit (by magnitude), outside 1970..9999 or with a fraction
+of a millisecond, a duplicated time, a time that is not the open of a bar of the file's interval,
+a cell that is not a finite number (a boolean, ``1_000``, ``inf``), an unknown column, bytes that
+are not UTF-8, a cell over the CSV field limit, a corrupt Parquet file or a list column, a file
+that is not a regular file: each is an error naming the file and line or row
+(``file:line:col: error: ...``); see ``_values.py`` (times, numbers, limits) and ``_parquet.py``.
+Sizes are bounded before anything is allocated from them (rows, columns, the span in bars).
 
-Parsed files are cached per (path, modification time, size). Parquet needs pyarrow
-(``pip install 'perpwatch[parquet]'``). Live (``run``), replay just serves what is in range, so a
-file that grows serves its newest bar.
+Parsed files, and the error of a bad one, are cached per (path, modification time, size).
+Parquet needs pyarrow (``pip install 'perpwatch[parquet]'``). Live (``run``), replay just serves
+what is in range, so a file that grows serves its newest bar; a bad file fails its first fetch,
+then serves no bars (unknown) until it changes.
 
 Public helpers: :func:`load_replay_file` (parse one file -> :class:`Frame`, located errors),
 :func:`replay_file_name`, :func:`parse_file_name`, :func:`read_columns` and
@@ -24,11 +30,13 @@ source, ``perpwatch fetch`` (``replay_fetch.py``).
 from __future__ import annotations
 
 import csv
+import io
+import logging
 import os
 import re
+import stat
 import tempfile
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,22 +45,25 @@ import numpy as np
 
 from perpwatch.api.history import History, HistoryReader
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import FetchRequest, Source, SourceError
+from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
-from perpwatch.common.timeutil import INTERVALS, format_time, parse_time
+from perpwatch.common.timeutil import INTERVALS, format_time
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.language.metrics import CATALOGUE, CORE_PREFIXES
 
+from . import _values
+from ._parquet import check_magic, numbers_of, pyarrow_parquet, read_table, text_of, times_of, unreadable
+from ._values import MAX_COLUMNS, MAX_FIELD, Err, numbers_from_text, show, span_problem, times_from_text
+
 EXTENSIONS = (".csv", ".parquet")
 TIME = "time"
-PARQUET_HINT = "reading Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"
 # \Z, not $ (which also matches before a final newline); ASCII digits only
 _NAME = re.compile(r"^(?P<symbol>[A-Za-z0-9]+)_(?P<interval>[0-9]+[smhdwM])\.(?P<ext>csv|parquet)\Z")
 _METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
-_SECONDS_LIMIT = 100_000_000_000  # epoch ms below this (1973) are almost surely seconds
+log = logging.getLogger(__name__)
 
-#: (mtime_ns, size) and the parsed frame, per absolute path.
-_CACHE: dict[str, tuple[tuple[int, int], Frame]] = {}
+#: (mtime_ns, size) and the parsed frame (or the error that parsing it raised), per absolute path.
+_CACHE: dict[str, tuple[tuple[int, int], Frame | PerpwatchError]] = {}
 _HEADER_CACHE: dict[str, tuple[tuple[int, int], tuple[str, ...]]] = {}
 
 
@@ -75,35 +86,42 @@ def parse_file_name(path: str | os.PathLike[str]) -> tuple[str, str] | None:
 # Columns
 
 
-def check_columns(names: Sequence[str], file: str, line: int = 1) -> list[LocatedError]:
-    """Problems with a header: no or two ``time`` columns, unknown or repeated metric names."""
+def check_columns(names: Sequence[str], file: str, line: int = 1, limit: int = 10) -> list[LocatedError]:
+    """Problems with a header: no or two ``time`` columns, unknown or repeated metric names.
+
+    At most ``limit`` problems are described; one more error counts the rest.
+    """
     errors: list[LocatedError] = []
+    more = 0
     seen: dict[str, int] = {}
     col = 1
     for name in names:
         loc = Loc(file, line, col) if line else Loc(file)
         col += len(name) + 1
         if name in seen:
-            errors.append(LocatedError(loc, f"column {name!r} appears twice"))
-            continue
-        seen[name] = 1
-        if name == TIME:
-            continue
-        problem = _column_problem(name)
+            problem: str | None = f"column {show(name)} appears twice"
+        else:
+            seen[name] = 1
+            problem = None if name == TIME else _column_problem(name, hint=len(errors) < limit)
         if problem:
-            errors.append(LocatedError(loc, problem))
+            if len(errors) < limit:
+                errors.append(LocatedError(loc, problem))
+            else:
+                more += 1
     if TIME not in seen:
         loc = Loc(file, line, 1) if line else Loc(file)
-        hint = did_you_mean(TIME, [n for n in names if "." not in n])
-        errors.append(
-            LocatedError(
-                loc, f"no 'time' column{hint}: the first line names the columns, e.g. time,price.close"
-            )
-        )
+        hint = did_you_mean(TIME, [n for n in names[:MAX_COLUMNS] if "." not in n and len(n) < 40])
+        problem = f"no 'time' column{hint}: the first line names the columns, e.g. time,price.close"
+        if len(errors) < limit:
+            errors.append(LocatedError(loc, problem))
+        else:
+            more += 1
+    if more:
+        errors.append(LocatedError(Loc(file, line, 1) if line else Loc(file), f"and {more:,} more problems"))
     return errors
 
 
-def _column_problem(name: str) -> str | None:
+def _column_problem(name: str, hint: bool = True) -> str | None:
     if name in CATALOGUE:
         return None
     if not name:
@@ -111,8 +129,8 @@ def _column_problem(name: str) -> str | None:
     prefix = name.split(".", 1)[0]
     if _METRIC.match(name) and prefix not in CORE_PREFIXES:
         return None  # a plugin's own metric (prefix.name)
-    hint = did_you_mean(name, CATALOGUE, n=1) or " (metric names are listed by `perpwatch metrics`)"
-    return f"unknown column {name!r}{hint}"
+    close = did_you_mean(name, CATALOGUE, n=1) if hint and len(name) < 100 else ""
+    return f"unknown column {show(name)}{close or ' (metric names are listed by `perpwatch metrics`)'}"
 
 
 def metric_order(names: Iterable[str]) -> list[str]:
@@ -122,39 +140,81 @@ def metric_order(names: Iterable[str]) -> list[str]:
     return [n for n in core if n in names] + sorted(names - set(core))
 
 
+def _raise(errors: list[LocatedError]) -> None:
+    if errors:
+        raise ErrorList(errors) if len(errors) > 1 else errors[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Loading
 
 
-def _stamp(path: str) -> tuple[int, int]:
-    st = os.stat(path)
+def _version(path: str) -> tuple[int, int] | None:
+    """(mtime_ns, size) of the file, or of the link itself when it cannot be followed; None if gone."""
+    for stat_fn in (os.stat, os.lstat):
+        try:
+            st = stat_fn(path)
+        except OSError:
+            continue
+        return (st.st_mtime_ns, st.st_size)
+    return None
+
+
+def _regular_file(path: str) -> tuple[int, int]:
+    """The version of a regular file, or a located error (cannot read, a folder, a FIFO, ...)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise LocatedError(Loc(path), f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
+        raise LocatedError(Loc(path), f"not a regular file ({kind})")
     return (st.st_mtime_ns, st.st_size)
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def load_replay_file(path: str | os.PathLike[str]) -> Frame:
     """Parse one replay file (CSV or Parquet) into a :class:`Frame`, sorted by time.
 
-    Raises :class:`LocatedError` / :class:`ErrorList` (``file:line:col: error: ...``) for bad
-    contents and ``OSError`` when the file cannot be read. The result is a private copy.
+    Every problem, an unreadable file included, is a :class:`LocatedError` / :class:`ErrorList`
+    (``file:line:col: error: ...``). The result is a private copy.
     """
     return _copy(_load_cached(os.fspath(path)))
 
 
 def _load_cached(path: str) -> Frame:
+    """The parsed file, cached per (path, version); a bad file's error is cached the same way."""
     key = os.path.abspath(path)
-    stamp = _stamp(path)
+    stamp = _regular_file(path)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] == stamp:
+        if isinstance(hit[1], PerpwatchError):
+            raise hit[1].with_traceback(None)
         return hit[1]
-    ext = Path(path).suffix.lower()
-    if ext == ".csv":
-        frame = _read_csv(path)
-    elif ext == ".parquet":
-        frame = _read_parquet(path)
-    else:
-        raise LocatedError(Loc(path), f"a replay file ends in .csv or .parquet, not {ext or '(nothing)'}")
+    try:
+        frame = _parse(path)
+    except PerpwatchError as e:
+        _CACHE[key] = (stamp, e)
+        raise
     _CACHE[key] = (stamp, frame)
     return frame
+
+
+def _parse(path: str) -> Frame:
+    ext = Path(path).suffix.lower()
+    if ext == ".csv":
+        return _read_csv(path)
+    if ext == ".parquet":
+        return _read_parquet(path)
+    raise LocatedError(Loc(path), f"a replay file ends in .csv or .parquet, not {ext or '(nothing)'}")
 
 
 def _copy(frame: Frame, lo: int = 0, hi: int | None = None) -> Frame:
@@ -167,50 +227,145 @@ def _copy(frame: Frame, lo: int = 0, hi: int | None = None) -> Frame:
 
 
 def read_columns(path: str | os.PathLike[str]) -> tuple[str, ...]:
-    """The metric columns of a replay file (header only; invalid names left out; cached)."""
+    """The metric columns of a replay file (header only; invalid names left out; cached).
+
+    Raises :class:`LocatedError` when the header cannot be read.
+    """
     path = os.fspath(path)
     key = os.path.abspath(path)
-    stamp = _stamp(path)
+    stamp = _regular_file(path)
     hit = _HEADER_CACHE.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
     if path.lower().endswith(".parquet"):
-        pq = _pyarrow_parquet(path)
-        names = list(pq.read_schema(path).names)
+        import pyarrow as pa
+
+        pq = pyarrow_parquet(path)
+        check_magic(path)
+        try:
+            names = [str(n) for n in pq.read_schema(path).names]
+        except (pa.ArrowException, OSError) as e:
+            raise unreadable(path, e) from None
     else:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            names = next(csv.reader(fh), [])
-    cols = tuple(n.strip() for n in names if n.strip() != TIME and _column_problem(n.strip()) is None)
+        names = _csv_header(path)
+    cols = tuple(
+        n.strip() for n in names if n.strip() != TIME and _column_problem(n.strip(), hint=False) is None
+    )
     _HEADER_CACHE[key] = (stamp, cols)
     return cols
 
 
+def _csv_header(path: str) -> list[str]:
+    """The first line of a CSV file, read without reading more than a bounded prefix."""
+    limit = MAX_COLUMNS * 128
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(limit + 1)
+    except OSError as e:
+        raise LocatedError(Loc(path), f"cannot read: {e.strerror or e}") from None
+    if len(first) > limit:
+        raise LocatedError(Loc(path, 1, 1), f"the first line is longer than {limit:,} bytes")
+    rows = _csv_rows(path, _decode(path, first))
+    return next(rows, ([], 1))[0]
+
+
+def _decode(path: str, data: bytes) -> str:
+    """UTF-8 text (a byte order mark dropped), or a located error at the first byte that is not."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        start = data.rfind(b"\n", 0, e.start) + 1
+        col = len(data[start : e.start].decode("utf-8", "replace")) + 1
+        raise LocatedError(
+            Loc(path, line, col),
+            f"not UTF-8 text (byte 0x{data[e.start]:02x}): a replay CSV is UTF-8 text "
+            "(a binary or differently encoded file?)",
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _csv_rows(path: str, text: str) -> Iterator[tuple[list[str], int]]:
+    """(cells, line) of every non-empty row; a CSV syntax error is located where its row starts."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    last = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            message = str(e)
+            if "field larger than field limit" in message:
+                message = (
+                    f"a cell longer than {MAX_FIELD:,} characters (an unclosed quote makes the rest "
+                    "of the file one cell)"
+                )
+            raise LocatedError(Loc(path, last + 1, 1), message) from None
+        if row:
+            yield row, reader.line_num
+        last = reader.line_num
+
+
 def _read_csv(path: str) -> Frame:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        rows = [row for row in reader if row]
-    if header is None:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise LocatedError(Loc(path), f"cannot read: {e.strerror or e}") from None
+    rows_lines = _csv_rows(path, _decode(path, data))
+    first = next(rows_lines, None)
+    if first is None:
         raise LocatedError(
             Loc(path, 1, 1), "empty file: the first line names the columns (time, metric names)"
         )
+    header, header_line = first
+    if len(header) > MAX_COLUMNS:
+        raise LocatedError(
+            Loc(path, header_line, 1), f"{len(header):,} columns; a replay file has at most {MAX_COLUMNS:,}"
+        )
     names = [h.strip() for h in header]
-    errors = check_columns(names, path)
-    if errors:
-        raise ErrorList(errors) if len(errors) > 1 else errors[0]
+    _raise(check_columns(names, path, header_line))
     width = len(names)
-    lines = _LineMap(path)
-    for i, row in enumerate(rows):
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    for row, line in rows_lines:
         if len(row) != width:
+            raise LocatedError(Loc(path, line, 1), f"{len(row)} cells where the header names {width} columns")
+        rows.append(row)
+        lines.append(line)
+        if len(rows) > _values.MAX_BARS:
             raise LocatedError(
-                Loc(path, lines[i], 1), f"{len(row)} cells where the header names {width} columns"
+                Loc(path, line, 1),
+                f"more than {_values.MAX_BARS:,} rows; a replay file holds at most {_values.MAX_BARS:,} bars",
             )
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
 
-    def where(i: int, j: int) -> Loc:
-        return Loc(path, lines[i], _cell_col(rows[i], j))
+    def err_at(j: int) -> Err:
+        prefix = "" if names[j] == TIME else f"column {names[j]}: "
+        return lambda i, message: LocatedError(Loc(path, lines[i], _cell_col(rows[i], j)), prefix + message)
 
-    return _build(path, names, columns, where, interval=_interval_of(path))
+    ti = names.index(TIME)
+    times = times_from_text(columns[ti], err_at(ti))
+    cols: dict[str, np.ndarray | Cat] = {}
+    for j, name in enumerate(names):
+        if j == ti:
+            continue
+        kind = CATALOGUE[name].kind if name in CATALOGUE else None
+        cells = columns[j]
+        if kind == "str":
+            cols[name] = Cat.from_values(c.strip() for c in cells)
+            continue
+        try:
+            cols[name] = numbers_from_text(cells, err_at(j))
+        except LocatedError:
+            if kind is not None:
+                raise
+            cols[name] = Cat.from_values(c.strip() for c in cells)  # a plugin's text metric
+
+    def where(i: int) -> str:
+        return f"line {lines[i]}"
+
+    return _build(path, times, cols, lambda i: Loc(path, lines[i], 1), where)
 
 
 def _cell_col(row: Sequence[str], j: int) -> int:
@@ -218,54 +373,41 @@ def _cell_col(row: Sequence[str], j: int) -> int:
     return sum(len(c) + 1 for c in row[:j]) + 1
 
 
-class _LineMap:
-    """Data row index -> line number, computed (by re-reading the file) only when an error needs it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lines: list[int] | None = None
-
-    def __getitem__(self, i: int) -> int:
-        if self._lines is None:
-            with open(self.path, newline="", encoding="utf-8-sig") as fh:
-                reader = csv.reader(fh)
-                next(reader, None)
-                self._lines = [reader.line_num for row in reader if row]
-        return self._lines[i]
-
-
 def _read_parquet(path: str) -> Frame:
-    pq = _pyarrow_parquet(path)
-    table = pq.read_table(path)
+    table = read_table(path)
     names = [str(n) for n in table.column_names]
-    errors = check_columns(names, path, line=0)
-    if errors:
-        raise ErrorList(errors) if len(errors) > 1 else errors[0]
-    import pyarrow as pa
-
-    columns: list[Sequence[Any]] = []
+    _raise(check_columns(names, path, line=0))
+    cols: dict[str, np.ndarray | Cat] = {}
+    times = np.zeros(0, dtype=np.int64)
     for name in names:
         col = table.column(name)
-        if name == TIME and pa.types.is_timestamp(col.type):
-            col = col.cast(pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())
-        if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-            arr = col.to_numpy(zero_copy_only=False)
-            columns.append(arr if not col.null_count else col.to_pylist())
+        kind = CATALOGUE[name].kind if name in CATALOGUE else None
+        if name == TIME:
+            times = times_of(col, path)
+        elif kind == "str":
+            cols[name] = text_of(col, path, name)
+        elif kind is None and _is_plugin_text(col):
+            try:
+                cols[name] = numbers_of(col, path, name)
+            except LocatedError:
+                cols[name] = text_of(col, path, name)  # a plugin's text metric
         else:
-            columns.append(col.to_pylist())
+            cols[name] = numbers_of(col, path, name)
 
-    def where(i: int, j: int) -> Loc:
+    def where(i: int) -> str:
+        return f"row {i + 1}"
+
+    def loc(i: int) -> Loc:
         return Loc(path)
 
-    return _build(path, names, columns, where, interval=_interval_of(path), row_word=True)
+    return _build(path, times, cols, loc, where, row_word=True)
 
 
-def _pyarrow_parquet(path: str) -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise LocatedError(Loc(path), PARQUET_HINT) from None
-    return pq
+def _is_plugin_text(col: Any) -> bool:
+    import pyarrow as pa
+
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
 def _interval_of(path: str) -> str | None:
@@ -275,133 +417,43 @@ def _interval_of(path: str) -> str | None:
 
 def _build(
     path: str,
-    names: Sequence[str],
-    columns: Sequence[Sequence[Any]],
-    where: Callable[[int, int], Loc],
+    times: np.ndarray,
+    columns: dict[str, np.ndarray | Cat],
+    loc: Callable[[int], Loc],
+    where: Callable[[int], str],
     *,
-    interval: str | None,
     row_word: bool = False,
 ) -> Frame:
-    """Cells by column -> a sorted Frame, checking times (unique, bar-aligned) and values."""
+    """Checked times and parsed columns (file order) -> a sorted Frame: times unique, bar-aligned,
+    and spanning no more bars than a grid may hold."""
 
-    def err(i: int, j: int, message: str) -> LocatedError:
-        return LocatedError(where(i, j), f"row {i + 1}: {message}" if row_word else message)
+    def err(i: int, message: str) -> LocatedError:
+        return LocatedError(loc(i), f"row {i + 1}: {message}" if row_word else message)
 
-    ti = names.index(TIME)
-    times = _parse_times(columns[ti], lambda i, m: err(i, ti, m))
     order = np.argsort(times, kind="stable")
     ordered = times[order]
     dup = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(dup):
         a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
-        first = f"row {a + 1}" if row_word else f"line {where(a, ti).line}"
-        raise err(b, ti, f"duplicate time {format_time(int(times[b]))} (first at {first})")
+        raise err(b, f"duplicate time {format_time(int(times[b]))} (first at {where(a)})")
+    interval = _interval_of(path)
     step = INTERVALS.get(interval or "")
-    if step:
+    if step and interval:
         off = np.flatnonzero(times % step)
         if len(off):
             i = int(off[0])
             raise err(
                 i,
-                ti,
                 f"time {format_time(int(times[i]))} is not the open of a {interval} bar "
                 f"(bars of {interval} open at multiples of {interval} since 1970-01-01 UTC)",
             )
+        problem = span_problem(ordered, step, interval)
+        if problem:
+            raise LocatedError(Loc(path), problem)
     frame = Frame(ordered)
-    for j, name in enumerate(names):
-        if j == ti:
-            continue
-        kind = CATALOGUE[name].kind if name in CATALOGUE else None
-        cells = columns[j]
-        if kind == "str":
-            frame.columns[name] = Cat.from_values(_text(cells))[order]
-            continue
-        try:
-
-            def cell_error(i: int, message: str, j: int = j) -> LocatedError:
-                return err(i, j, f"column {names[j]}: {message}")
-
-            values = _parse_numbers(cells, cell_error)
-        except LocatedError:
-            if kind is not None:
-                raise
-            frame.columns[name] = Cat.from_values(_text(cells))[order]  # a plugin's text metric
-            continue
-        frame.columns[name] = values[order]
+    for name, col in columns.items():
+        frame.columns[name] = col[order]
     return frame
-
-
-def _text(cells: Sequence[Any]) -> list[object]:
-    return [c.strip() if isinstance(c, str) else c for c in cells]
-
-
-def _parse_times(cells: Sequence[Any], err: Callable[[int, str], LocatedError]) -> np.ndarray:
-    n = len(cells)
-    if isinstance(cells, np.ndarray) and cells.dtype.kind in "iu":
-        times = cells.astype(np.int64)
-    else:
-        times = _fast_times(cells)
-        if times is None:
-            times = np.empty(n, dtype=np.int64)
-            for i, cell in enumerate(cells):
-                text = "" if cell is None else str(cell).strip()
-                if not text:
-                    raise err(i, "the time is empty")
-                try:
-                    times[i] = parse_time(text)
-                except ValueError as e:
-                    raise err(i, str(e)) from None
-    if n:
-        small = np.flatnonzero(np.abs(times) < _SECONDS_LIMIT)
-        if len(small):
-            i = int(small[0])
-            raise err(
-                i,
-                f"time {int(times[i])} is not epoch milliseconds (seconds?); write 13-digit ms "
-                "or ISO 8601 such as 2025-01-01T00:00:00Z",
-            )
-    return times
-
-
-def _fast_times(cells: Sequence[Any]) -> np.ndarray | None:
-    """All-integer or all-``...Z`` ISO times parsed by numpy; None when the slow path is needed."""
-    if not len(cells):
-        return np.zeros(0, dtype=np.int64)
-    try:
-        return np.array(cells, dtype=np.int64)
-    except (ValueError, TypeError, OverflowError):
-        pass
-    if all(isinstance(c, str) and c.endswith("Z") and "+" not in c for c in cells):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                return np.array([c[:-1] for c in cells], dtype="datetime64[ms]").astype(np.int64)
-        except (ValueError, TypeError, Warning):
-            return None
-    return None
-
-
-def _parse_numbers(cells: Sequence[Any], err: Callable[[int, str], LocatedError]) -> np.ndarray:
-    """Cells -> float64, empty / null -> NaN (non-finite too); a non-number raises at its cell."""
-    if isinstance(cells, np.ndarray) and cells.dtype.kind in "iuf":
-        out = cells.astype(float)
-    else:
-        try:
-            out = np.array([("nan" if c is None or c == "" else c) for c in cells], dtype=float)
-        except (ValueError, TypeError):
-            out = np.empty(len(cells))
-            for i, c in enumerate(cells):
-                if c is None or (isinstance(c, str) and not c.strip()):
-                    out[i] = np.nan
-                    continue
-                try:
-                    out[i] = float(c)
-                except (ValueError, TypeError):
-                    raise err(
-                        i, f"{c!r} is not a number (leave the cell empty when the value is missing)"
-                    ) from None
-    out[~np.isfinite(out)] = np.nan
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,6 +524,11 @@ class ReplaySource(Source):
         },
     }
 
+    def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
+        super().__init__(options, ctx)
+        #: Path -> the version (mtime_ns, size) of the bad file whose problem was logged.
+        self._reported: dict[str, tuple[int, int] | None] = {}
+
     @property
     def path(self) -> str | None:
         p = self.options.get("path")
@@ -488,8 +545,8 @@ class ReplaySource(Source):
         for f in files:
             try:
                 found.update(read_columns(f))
-            except (OSError, PerpwatchError):
-                continue
+            except PerpwatchError:
+                continue  # a bad file: said, once, when it is fetched
         return frozenset(found)
 
     def file_for(self, symbol: str, interval: str) -> str:
@@ -501,7 +558,7 @@ class ReplaySource(Source):
                 f"replay needs a path option: a folder of files like {expected}, or one such file",
                 retryable=False,
             )
-        if os.path.isfile(path):
+        if os.path.isfile(path) or (os.path.lexists(path) and not os.path.isdir(path)):
             held = parse_file_name(path)
             if held and held[0].upper() == symbol.upper() and held[1] == interval:
                 return path
@@ -517,7 +574,7 @@ class ReplaySource(Source):
             held = parse_file_name(name)
             candidate = os.path.join(path, name)
             same = held is not None and held[0].upper() == symbol.upper() and held[1] == interval
-            if same and os.path.isfile(candidate):
+            if same:  # a folder, a broken link named so: an error of the file, said when it is read
                 found.append(candidate)
         if not found:
             raise SourceError(
@@ -532,14 +589,20 @@ class ReplaySource(Source):
         return found[0]
 
     async def fetch(self, request: FetchRequest) -> Frame:
-        """The file's bars in [start, end] with the requested columns; absent columns are listed in ``problems``."""
+        """The file's bars in [start, end] with the requested columns; absent columns are listed in ``problems``.
+
+        A file that cannot be used (bad contents, unreadable) fails the first fetch of each
+        version of it (SourceError with the located error: the runner logs it once); later
+        fetches give its symbol no bars, every metric unknown, until the file changes.
+        """
         path = self.file_for(request.symbol, request.interval)
         try:
             full = _load_cached(path)
         except PerpwatchError as e:
-            raise SourceError(str(e), retryable=False) from None
-        except OSError as e:
-            raise SourceError(f"cannot read {path}: {e.strerror or e}", retryable=False) from None
+            return self._unusable(path, e, request)
+        if path in self._reported:
+            del self._reported[path]
+            log.info("replay: %s is readable again", path)
         lo = int(np.searchsorted(full.times, request.start, side="left"))
         hi = int(np.searchsorted(full.times, request.end, side="right"))
         part = _copy(_select(full, request.metrics), lo, hi)
@@ -547,6 +610,19 @@ class ReplaySource(Source):
         if missing:
             part.problems.append(f"replay {os.path.basename(path)} has no column {', '.join(missing)}")
         return part
+
+    def _unusable(self, path: str, error: PerpwatchError, request: FetchRequest) -> Frame:
+        """A bad file: SourceError (the located error) the first time this version of it is read;
+        after that no bars, every requested column present and unknown, until the file changes."""
+        version = _version(path)
+        if path not in self._reported or self._reported[path] != version:
+            self._reported[path] = version
+            raise SourceError(str(error), retryable=False) from None
+        empty = Frame(np.zeros(0, dtype=np.int64))  # no problems: it was said once, above
+        for name in request.metrics:
+            kind = CATALOGUE[name].kind if name in CATALOGUE else None
+            empty.columns[name] = Cat(np.zeros(0, dtype=np.int32), ()) if kind == "str" else np.zeros(0)
+        return empty
 
 
 def _files_at(path: str | None) -> list[str] | None:

@@ -43,6 +43,9 @@ from perpwatch.language.compiler import Strategy
 from perpwatch.live.state import StateStore
 from perpwatch.live.trading import Trading
 
+#: Bars the backtest grid (first to last bar of every symbol) may hold: 10 million, 19 years of 1m bars.
+MAX_GRID_BARS = 10_000_000
+
 
 def run_backtest(
     strategies: Sequence[Strategy],
@@ -242,8 +245,22 @@ def _grid(history: History, step_ms: int) -> tuple[np.ndarray, dict[str, Frame]]
     lo = min(int(f.times[0]) for f in history.frames.values())
     hi = max(int(f.times[-1]) for f in history.frames.values())
     lo -= lo % step_ms
+    bars = (hi - lo) // step_ms + 1
+    if bars > MAX_GRID_BARS:
+        raise PerpwatchError(
+            f"the data spans {_when(lo)} .. {_when(hi)}: {bars:,} bars of {history.interval}, "
+            f"more than a backtest holds (at most {MAX_GRID_BARS:,} bars); choose the symbols with --symbols"
+        )
     grid = np.arange(lo, hi + 1, step_ms, dtype=np.int64)
     return grid, {sym: f.reindex(grid) for sym, f in history.frames.items()}
+
+
+def _when(ms: int) -> str:
+    """A time for a message, even one outside what a datetime can hold (a reader's bad value)."""
+    try:
+        return format_time(ms)
+    except (ValueError, OverflowError, OSError):
+        return f"{ms} ms"
 
 
 def _range(grid: np.ndarray, opts: BacktestOptions, step_ms: int) -> tuple[int, int]:
