@@ -40,7 +40,8 @@ def pyarrow_parquet(path: str, hint: str = PARQUET_HINT) -> Any:
 
 
 def check_magic(path: str) -> None:
-    """A located error unless the file starts and ends with Parquet's magic bytes."""
+    """A located error unless the file is a regular file that starts and ends with Parquet's magic bytes."""
+    _values.regular_file(path)
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)

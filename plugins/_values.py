@@ -16,13 +16,15 @@ decides the location (a CSV line and column, a Parquet row). Messages quote at m
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from perpwatch.common.errors import LocatedError
+from perpwatch.common.errors import Loc, LocatedError
 from perpwatch.common.timeutil import format_time
 
 #: 9999-12-31T23:59:59.999Z, the last millisecond a time may be.
@@ -36,6 +38,8 @@ MAX_COLUMNS = 1_000
 #: Bars of one file's interval between its first and last time, and rows of one file: what a
 #: backtest's bar grid may hold (10 million: 19 years of 1m bars).
 MAX_BARS = 10_000_000
+#: Bytes of one replay CSV file (1 GiB); a longer history is written as Parquet.
+MAX_CSV_BYTES = 2**30
 #: Characters of a bad cell quoted in a message.
 SHOWN = 60
 
@@ -288,6 +292,28 @@ def check_numbers(values: np.ndarray, err: Err) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Bounds
+
+
+def regular_file(path: str) -> tuple[int, int]:
+    """(mtime_ns, size) of a regular file, or a located error: cannot read (a symlink loop, no
+    permission), or not a regular file (a folder, a FIFO that would block, a device that never ends)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise LocatedError(Loc(path), f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
+        raise LocatedError(Loc(path), f"not a regular file ({kind})")
+    return (st.st_mtime_ns, st.st_size)
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 def span_problem(times: np.ndarray, step: int, interval: str) -> str | None:

@@ -34,7 +34,6 @@ import io
 import logging
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -53,7 +52,16 @@ from perpwatch.language.metrics import CATALOGUE, CORE_PREFIXES
 
 from . import _values
 from ._parquet import check_magic, numbers_of, pyarrow_parquet, read_table, text_of, times_of, unreadable
-from ._values import MAX_COLUMNS, MAX_FIELD, Err, numbers_from_text, show, span_problem, times_from_text
+from ._values import (
+    MAX_COLUMNS,
+    MAX_FIELD,
+    Err,
+    numbers_from_text,
+    regular_file,
+    show,
+    span_problem,
+    times_from_text,
+)
 
 EXTENSIONS = (".csv", ".parquet")
 TIME = "time"
@@ -160,27 +168,6 @@ def _version(path: str) -> tuple[int, int] | None:
     return None
 
 
-def _regular_file(path: str) -> tuple[int, int]:
-    """The version of a regular file, or a located error (cannot read, a folder, a FIFO, ...)."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise LocatedError(Loc(path), f"cannot read: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
-        raise LocatedError(Loc(path), f"not a regular file ({kind})")
-    return (st.st_mtime_ns, st.st_size)
-
-
-_KINDS = {
-    stat.S_IFDIR: "a folder",
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-}
-
-
 def load_replay_file(path: str | os.PathLike[str]) -> Frame:
     """Parse one replay file (CSV or Parquet) into a :class:`Frame`, sorted by time.
 
@@ -193,7 +180,7 @@ def load_replay_file(path: str | os.PathLike[str]) -> Frame:
 def _load_cached(path: str) -> Frame:
     """The parsed file, cached per (path, version); a bad file's error is cached the same way."""
     key = os.path.abspath(path)
-    stamp = _regular_file(path)
+    stamp = regular_file(path)
     hit = _CACHE.get(key)
     if hit is not None and hit[0] == stamp:
         if isinstance(hit[1], PerpwatchError):
@@ -233,7 +220,7 @@ def read_columns(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """
     path = os.fspath(path)
     key = os.path.abspath(path)
-    stamp = _regular_file(path)
+    stamp = regular_file(path)
     hit = _HEADER_CACHE.get(key)
     if hit is not None and hit[0] == stamp:
         return hit[1]
@@ -308,6 +295,12 @@ def _csv_rows(path: str, text: str) -> Iterator[tuple[list[str], int]]:
 
 
 def _read_csv(path: str) -> Frame:
+    size = regular_file(path)[1]
+    if size > _values.MAX_CSV_BYTES:
+        raise LocatedError(
+            Loc(path),
+            f"file larger than {_values.MAX_CSV_BYTES:,} bytes ({size:,}); write a larger history as Parquet",
+        )
     try:
         data = Path(path).read_bytes()
     except OSError as e:

@@ -13,7 +13,10 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,21 @@ notify: [file]
 
 def good_rows(n: int = 30, start: int = T0) -> str:
     return "".join(f"{start + i * HOUR},{100 + i},{101 + i}\n" for i in range(n))
+
+
+@contextmanager
+def fifo(path: Path) -> Iterator[Path]:
+    """A FIFO with a writer waiting on it: code that wrongly opens it reads an empty file and goes
+    on (so a test fails instead of hanging); the writer is released on the way out."""
+    os.mkfifo(path)
+    writer = threading.Thread(target=lambda: open(path, "wb").close(), daemon=True)
+    writer.start()
+    try:
+        yield path
+    finally:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        writer.join(10)
+        os.close(fd)
 
 
 def error_text(path: Path) -> str:
@@ -242,9 +260,27 @@ def test_a_symlink_loop_a_folder_and_a_fifo_named_like_replay_files(tmp_path: Pa
     folder = tmp_path / "ETH_1h.csv"
     folder.mkdir()
     assert error_text(folder) == f"{folder}: error: not a regular file (a folder)"
-    fifo = tmp_path / "SOL_1h.csv"
-    os.mkfifo(fifo)
-    assert error_text(fifo) == f"{fifo}: error: not a regular file (a FIFO)"  # and it did not block
+    with fifo(tmp_path / "SOL_1h.csv") as pipe:
+        assert error_text(pipe) == f"{pipe}: error: not a regular file (a FIFO)"
+
+
+def test_a_fifo_named_parquet_does_not_block(tmp_path: Path) -> None:
+    with fifo(tmp_path / "BTC_1h.parquet") as pipe:
+        assert error_text(pipe) == f"{pipe}: error: not a regular file (a FIFO)"
+        with pytest.raises(LocatedError, match="not a regular file"):
+            read_columns(pipe)
+
+
+def test_a_csv_over_the_size_limit_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_values, "MAX_CSV_BYTES", 1_000)
+    f = tmp_path / "BTC_1h.csv"
+    f.write_text(HEAD + good_rows(100))
+    size = f.stat().st_size
+    assert error_text(f) == (
+        f"{f}: error: file larger than 1,000 bytes ({size:,}); write a larger history as Parquet"
+    )
 
 
 def test_provides_skips_unreadable_files_instead_of_crashing(tmp_path: Path) -> None:
@@ -583,6 +619,13 @@ def test_snapshot_command_line_exit_2(tmp_path: Path, pa) -> None:
     out = tmp_path / "out"
     converted = invoke("convert-coinglass", f.parent, "--symbol", "BTC", "--out", out)
     assert converted.exit_code == 2 and converted.output.startswith(str(f)), converted.output
+
+
+def test_snapshot_fifo_does_not_block(tmp_path: Path, pa) -> None:
+    folder = tmp_path / "20250101"
+    folder.mkdir()
+    with fifo(folder / f"{PRICE_STEM}.parquet"), pytest.raises(LocatedError, match="not a regular file"):
+        load_btc(folder)
 
 
 def test_snapshot_symlink_loop_is_a_located_error(tmp_path: Path, pa) -> None:
