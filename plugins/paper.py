@@ -156,6 +156,7 @@ class PaperExecutor(Executor):
 
     def __init__(self, options: dict[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
+        self._check_options()
         self.balance_usd = float(self.options.get("balance_usd", 10000))
         self.fee = float(self.options.get("fee_bps", 5)) / 10_000
         self.slippage = float(self.options.get("slippage_bps", 2)) / 10_000
@@ -177,6 +178,19 @@ class PaperExecutor(Executor):
                 "ON CONFLICT (account) DO NOTHING",
                 (self.account, self.balance_usd, self.balance_usd, _time.time()),
             )
+
+    def _check_options(self) -> None:
+        """Refuse options outside ``options_schema`` before anything is stored: a NaN balance, fee or
+        slippage would otherwise reach the database (a config's options are checked on loading;
+        this guards options built in Python, such as a backtest's)."""
+        from jsonschema.exceptions import best_match
+
+        from perpwatch.language.schemas import schema_validator
+
+        error = best_match(schema_validator(self.options_schema).iter_errors(self.options))
+        if error is not None:
+            at = "/".join(str(p) for p in error.absolute_path) or "options"
+            raise ValueError(f"paper executor: {at}: {error.message}")
 
     # -- the Executor interface -----------------------------------------------------------------
 

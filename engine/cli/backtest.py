@@ -11,6 +11,7 @@ import click
 
 from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
+    NumberType,
     check_state_option,
     get_registry,
     load_strategies,
@@ -83,22 +84,22 @@ def register(cli: click.Group) -> None:
 )
 @click.option(
     "--balance",
-    type=click.FloatRange(min=0, min_open=True),
+    type=NumberType(minimum=0, min_open=True),
     help="Starting balance, USD.  [default: 10000, or the executor instance's balance_usd]",
 )
 @click.option(
     "--fee-bps",
-    type=click.FloatRange(min=0),
+    type=NumberType(minimum=0),
     help="Fee per fill.  [default: 5, or the instance's fee_bps]",
 )
 @click.option(
     "--slippage-bps",
-    type=click.FloatRange(min=0),
+    type=NumberType(minimum=0),
     help="Slippage against every fill.  [default: 2, or the instance's slippage_bps]",
 )
 @click.option(
     "--funding-interval-hours",
-    type=click.IntRange(1, 24),
+    type=NumberType(integer=True, minimum=1, maximum=24),
     help="Hours between funding settlements (on UTC boundaries).  [default: 8, or the instance's]",
 )
 @click.option(
@@ -106,7 +107,7 @@ def register(cli: click.Group) -> None:
     "max_trades",
     default=20,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=NumberType(integer=True, minimum=0),
     help="Trades listed in the terminal report.",
 )
 @report_errors

@@ -55,13 +55,69 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
+    """``--param NAME=VALUE`` options as {name: text}; a name given twice is an error.
+
+    Each text is read as its param's type when the strategy compiles: a number as a trader types
+    it (``0.1``, ``-2``, ``1e-3``; never ``nan``, ``inf``, ``1_000`` or non-ASCII digits),
+    ``true``/``false``, or text (see ``perpwatch.common.numbers``)."""
+    out: dict[str, str] = {}
     for item in values:
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise click.BadParameter(f"{item!r}: write NAME=VALUE", param_hint="--param")
-        out[name.strip()] = value.strip()
+        if name in out:
+            raise click.BadParameter(
+                f"{name} is given more than once ({name}={out[name]} and {name}={value.strip()}); "
+                "give each param once",
+                param_hint="--param",
+            )
+        out[name] = value.strip()
     return out
+
+
+class NumberType(click.ParamType):
+    """A numeric option: a finite number as a trader types it (``perpwatch.common.numbers``), a
+    whole one with ``integer``, within ``minimum`` (exclusive with ``min_open``) and ``maximum``."""
+
+    name = "number"
+
+    def __init__(
+        self,
+        *,
+        integer: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        min_open: bool = False,
+    ):
+        self.integer, self.minimum, self.maximum, self.min_open = integer, minimum, maximum, min_open
+        if integer:
+            self.name = "integer"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from perpwatch.common.numbers import number_problem, parse_number
+
+        if isinstance(value, str):
+            try:
+                number: float = parse_number(value)
+            except ValueError as e:
+                self.fail(str(e), param, ctx)
+        else:
+            problem = number_problem(value)
+            if problem:
+                self.fail(problem, param, ctx)
+            number = value
+        if self.integer and not isinstance(number, int):
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        low_ok = self.minimum is None or (number > self.minimum if self.min_open else number >= self.minimum)
+        if not low_ok or (self.maximum is not None and number > self.maximum):
+            self.fail(f"{value!r} is not in the range {self._range()}", param, ctx)
+        return number if self.integer else float(number)
+
+    def _range(self) -> str:
+        low = "" if self.minimum is None else f"{self.minimum:g}{' <' if self.min_open else ' <='} "
+        high = "" if self.maximum is None else f" <= {self.maximum:g}"
+        return f"{low}x{high}"
 
 
 param_option = click.option(

@@ -21,6 +21,7 @@ import click
 from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
+    NumberType,
     check_state_option,
     get_registry,
     load_strategies,
@@ -330,7 +331,9 @@ def open_state(config_path: str | None, state_opt: str | None) -> StateStore:
 
 
 @click.command("events")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many.")
+@click.option(
+    "--limit", default=20, show_default=True, type=NumberType(integer=True, minimum=1), help="How many."
+)
 @click.option("--strategy", help="Only this strategy's events.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @with_state_options

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.numbers import number_problem, parse_number
 from perpwatch.common.symbols import normalise_symbols
 from perpwatch.common.timeutil import DAY, INTERVALS, parse_duration
 from perpwatch.language.expr import BUILTIN_NAMES, ExprCompiler
@@ -105,7 +106,7 @@ class _LetFailed(Exception):
 def load_strategy(
     path: str,
     *,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     functions: Mapping[str, FunctionSpec] | None = None,
     extra_metrics: Mapping[str, str] | None = None,
     text: str | None = None,
@@ -119,7 +120,7 @@ def compile_strategy(
     doc: Any,
     file: str,
     *,
-    overrides: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     functions: Mapping[str, FunctionSpec] | None = None,
     extra_metrics: Mapping[str, str] | None = None,
 ) -> Strategy:
@@ -139,7 +140,7 @@ class _Compiler:
         self,
         doc: LDict,
         file: str,
-        overrides: Mapping[str, str],
+        overrides: Mapping[str, Any],
         functions: Mapping[str, FunctionSpec] | None,
         extra_metrics: Mapping[str, str] | None,
     ):
@@ -225,14 +226,18 @@ class _Compiler:
             self.errors.append(e)
             return None
 
-    def _params(self, overrides: Mapping[str, str]) -> dict[str, Any]:
+    def _params(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The params with ``overrides`` applied: ``--param`` texts, or a test file's values (an
+        LDict, whose locations the errors use)."""
         params: dict[str, Any] = dict(self.doc.get("params") or {})
-        for name, text in overrides.items():
+        for name, value in overrides.items():
             if name not in params:
                 listing = ", ".join(params) or "none"
                 hint = did_you_mean(name, params) or f" (its params: {listing})"
-                raise LocatedError(Loc("--param"), f"unknown param {name!r} for {self.file}{hint}")
-            params[name] = _coerce_param(text, params[name])
+                where = overrides.key_loc(name) if isinstance(overrides, LDict) else Loc("--param")
+                raise LocatedError(where, f"unknown param {name!r} for {self.file}{hint}")
+            where = overrides.val_loc(name) if isinstance(overrides, LDict) else Loc("--param")
+            params[name] = _coerce_param(name, value, params[name], where)
         return params
 
     def _check_names(self) -> None:
@@ -508,19 +513,25 @@ def _short(text: str) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _coerce_param(text: str, current: Any) -> Any:
-    """A --param value, read as the type of the param's default where it can be."""
-    if not isinstance(text, str):
-        return text
-    low = text.strip().lower()
-    if isinstance(current, bool) or low in ("true", "false"):
-        if low in ("true", "false"):
-            return low == "true"
-        raise LocatedError(Loc("--param"), f"{text!r} is not true or false")
-    try:
-        number = float(text)
-    except ValueError:
-        if isinstance(current, int | float):
-            raise LocatedError(Loc("--param"), f"{text!r} is not a number") from None
-        return text
-    return int(number) if number.is_integer() and "." not in text and "e" not in low else number
+def _coerce_param(name: str, value: Any, current: Any, loc: Loc) -> Any:
+    """An override (``--param`` text, or a test file's value) as the type of the param's default:
+    a number (finite, within bounds; see ``perpwatch.common.numbers``), true/false, or text."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise LocatedError(loc, f"param {name}: {value!r} is not true or false")
+    if isinstance(current, int | float):
+        if isinstance(value, str):
+            try:
+                return parse_number(value)
+            except ValueError as e:
+                raise LocatedError(loc, f"param {name}: {e}") from None
+        problem = number_problem(value)
+        if problem:
+            raise LocatedError(loc, f"param {name}: {problem}")
+        return value
+    if isinstance(value, str):
+        return value
+    raise LocatedError(loc, f"param {name} is text, not {value!r}; quote the value to give it as text")

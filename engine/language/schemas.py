@@ -5,7 +5,9 @@ Every validation (the shipped schemas and the plugins' ``options_schema``) goes 
 and ``additionalProperties`` read patterns as ECMA-262 regular expressions, as the standard
 says (``$`` is the very end, so ``"name\\n"`` does not pass ``^[a-z]+$``; ``\\d`` is ASCII) —
 jsonschema itself hands them to Python's ``re.search`` (only ``unevaluatedProperties`` next to
-``patternProperties`` keeps that reading; no shipped or built-in plugin schema uses it).
+``patternProperties`` keeps that reading; no shipped or built-in plugin schema uses it). Its
+``number`` and ``integer`` are finite and within ``perpwatch.common.numbers``' bounds
+(jsonschema's own accept Python's NaN and infinities), and a boolean is neither.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perpwatch.common.errors import Loc, LocatedError, did_you_mean
+from perpwatch.common.numbers import is_number
 from perpwatch.language.ecma_regex import ecma_regex
 from perpwatch.language.yamlsrc import LDict, LList
 
@@ -87,6 +90,13 @@ def _ecma_validator_class() -> type[jsonschema.protocols.Validator]:
             listing = ", ".join(repr(k) for k in sorted(extras, key=str))
             yield ValidationError(f"Additional properties are not allowed ({listing} unexpected)")
 
+    def number(checker: Any, instance: Any) -> bool:  # finite, within bounds, never a bool
+        return isinstance(instance, int | float) and is_number(instance)
+
+    def integer(checker: Any, instance: Any) -> bool:
+        return number(checker, instance) and (isinstance(instance, int) or float(instance).is_integer())
+
+    types = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many({"number": number, "integer": integer})
     return jsonschema.validators.extend(
         jsonschema.Draft202012Validator,
         {
@@ -94,6 +104,7 @@ def _ecma_validator_class() -> type[jsonschema.protocols.Validator]:
             "patternProperties": pattern_properties,
             "additionalProperties": additional_properties,
         },
+        type_checker=types,
     )
 
 

@@ -7,9 +7,11 @@ reads it as a backtest does and uses this module's :func:`report`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from perpwatch.common.errors import LocatedError
+from perpwatch.common.errors import Loc, LocatedError
+from perpwatch.common.numbers import int_from_digits, too_large_int
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation
@@ -36,7 +38,11 @@ def explain_test(path: str, at: str, test_name: str | None, functions=None, extr
             )
         index = names.index(test_name)
     run = run_case(doc, path, tests[index], tests.item_loc(index), functions, extra_metrics)
-    at_value: Any = int(at) if at.lstrip("-").isdigit() else at
+    at_value: Any = at
+    if re.fullmatch(r"-?[0-9]+", at.strip()):  # a bar index (ASCII digits); anything else is a time
+        at_value = int_from_digits(at.strip())
+        if at_value is None:
+            raise LocatedError(Loc("--at"), too_large_int(at.strip()))
     i = run.index_of(at_value, tests.item_loc(index))
     return report(run.strategy, run.ev, i, run.bars[i], f"test {run.name!r}")
 

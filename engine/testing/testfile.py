@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,8 +117,21 @@ def load_case_strategy(doc: LDict, path: str, case: LDict, functions=None, extra
             doc.val_loc("strategy"), f"strategy file {doc['strategy']!r} not found (looked at {spath})"
         )
     sdoc = _load(spath)
-    params = {**(doc.get("params") or {}), **(case.get("params") or {})}
-    return compile_strategy(sdoc, spath, overrides=params, functions=functions, extra_metrics=extra_metrics)
+    return compile_strategy(
+        sdoc, spath, overrides=_params(doc, case), functions=functions, extra_metrics=extra_metrics
+    )
+
+
+def _params(doc: LDict, case: LDict) -> LDict:
+    """The file's params, then the case's, with their locations (the compiler's errors point there)."""
+    out = LDict()
+    out.loc, out.key_locs, out.val_locs = case.loc, {}, {}
+    for source in (doc.get("params"), case.get("params")):
+        if isinstance(source, LDict):
+            out.update(source)
+            out.key_locs.update(source.key_locs)
+            out.val_locs.update(source.val_locs)
+    return out
 
 
 def run_case(doc: LDict, path: str, case: LDict, loc: Loc, functions=None, extra_metrics=None) -> CaseRun:
@@ -159,10 +173,16 @@ def build_frame(case: LDict, strategy: Strategy, extra_metrics: dict[str, str]) 
                 values = expand(str(spec))
         except ValueError as e:
             raise LocatedError(series.val_loc(name), str(e)) from None
-        for v in values:
+        for k, v in enumerate(values):
             if v is not None and (isinstance(v, str) != (known[name] == "str")):
                 want = "text labels" if known[name] == "str" else "numbers"
                 raise LocatedError(series.val_loc(name), f"{name} takes {want}, not {v!r}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise LocatedError(
+                    series.val_loc(name),
+                    f"{name}: value {k} of the series is not a finite number ({v}); "
+                    "numbers may be at most about 1.8e308 in size",
+                )
         columns[name] = values
     n = max(len(v) for v in columns.values())
     try:
