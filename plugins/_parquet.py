@@ -153,7 +153,7 @@ def _by_label(arr: Any, parse: Callable[[str], Any], err: Err, fill: Any, dtype:
     parsed[-1] = fill
     for k, label in enumerate(labels):
         try:
-            parsed[k] = parse(label)
+            parsed[k] = parse(label if label is not None else "")
         except ValueError as e:
             hits = np.flatnonzero(indices == k)
             if len(hits):

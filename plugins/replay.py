@@ -258,6 +258,8 @@ def _csv_header(path: str) -> list[str]:
 
 def _decode(path: str, data: bytes) -> str:
     """UTF-8 text (a byte order mark dropped), or a located error at the first byte that is not."""
+    if data.startswith(b"PAR1"):
+        raise LocatedError(Loc(path, 1, 1), "a Parquet file named .csv (a Parquet file is named .parquet)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -324,6 +324,11 @@ def test_not_parquet_files(tmp_path: Path, pa) -> None:
     corrupt = tmp_path / "SOL_1h.parquet"
     corrupt.write_bytes(b"PAR1" + os.urandom(500) + b"PAR1")
     assert error_text(corrupt).startswith(f"{corrupt}: error: a corrupt Parquet file: ")
+    parquet_named_csv = tmp_path / "XRP_1h.csv"
+    write_parquet(parquet_named_csv, {"time": [T0], "price.close": [1.0]})
+    assert error_text(parquet_named_csv) == (
+        f"{parquet_named_csv}:1:1: error: a Parquet file named .csv (a Parquet file is named .parquet)"
+    )
     truncated = tmp_path / "ADA_1h.parquet"
     write_parquet(truncated, {"time": [T0, T0 + HOUR], "price.close": [1.0, 2.0]})
     truncated.write_bytes(truncated.read_bytes()[:-30])
