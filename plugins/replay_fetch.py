@@ -3,6 +3,8 @@
 ``fetch`` asks a source (``coinglass``, ``binance``, a config instance, ...) for history in chunks
 and writes ``<SYMBOL>_<interval>.csv`` in the replay layout (``replay.py``). The replay plugin adds
 the command (``register_commands``): the file format and the command that writes it live together.
+Each request to the source has an overall deadline (``--timeout``, by default the config's
+``runner.source_timeout``): a chunk that takes longer fails like a source error.
 Exit codes: 0 success, 1 a source failed (files are still written with what arrived), 2 bad input.
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.numbers import parse_number
 from perpwatch.common.symbols import symbols_option
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS, format_time, interval_ms
@@ -106,6 +109,13 @@ def build_source(name: str, config_path: str | None) -> tuple[Source, Any]:
     type=click.IntRange(1),
     help="Bars per request to the source.",
 )
+@click.option(
+    "--timeout",
+    callback=lambda ctx, param, value: None if value is None else _seconds(value),
+    metavar="SECONDS",
+    help="Seconds one request to the source may take, its retries included "
+    "(default: the config's runner.source_timeout, 60).",
+)
 @report_errors
 def fetch(
     source_name: str,
@@ -117,11 +127,13 @@ def fetch(
     metrics: str | None,
     config_path: str | None,
     chunk_bars: int,
+    timeout: float | None,
 ) -> None:
     """Fetch history from a source into <SYMBOL>_<interval>.csv replay files, for offline backtests.
 
-    Bars that open in [--from, --to) are fetched in chunks of --chunk-bars; each symbol's file
-    holds the metrics the source provides (or --metrics), empty cells where a value is unknown.
+    Bars that open in [--from, --to) are fetched in chunks of --chunk-bars, each within --timeout;
+    each symbol's file holds the metrics the source provides (or --metrics), empty cells where a
+    value is unknown.
     """
     first = time_option(start, "--from")
     stop = time_option(end, "--to") if end else int(time.time() * 1000)
@@ -145,7 +157,13 @@ def fetch(
         raise click.BadParameter("no bar opens in that range", param_hint="--from/--to")
     os.makedirs(out_dir, exist_ok=True)
 
-    results = asyncio.run(_fetch_all(source, coins, interval, frozenset(names), windows, cfg.redact))
+    if timeout is None:
+        from perpwatch.live.jobs import RunnerOptions
+
+        timeout = RunnerOptions.from_config(cfg.runner).source_timeout
+    results = asyncio.run(
+        _fetch_all(source, coins, interval, frozenset(names), windows, cfg.redact, float(timeout))
+    )
     failed = False
     for coin in coins:
         res = results[coin]
@@ -174,6 +192,17 @@ def fetch(
         raise SystemExit(EXIT_FAILED)
 
 
+def _seconds(text: str) -> float:
+    """``--timeout``: a positive, finite number of seconds, as a trader types it."""
+    try:
+        seconds = float(parse_number(text))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--timeout") from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{text} is not a positive number of seconds", param_hint="--timeout")
+    return seconds
+
+
 def _has_values(frame: Frame, name: str) -> bool:
     col = frame.columns.get(name)
     if col is None:
@@ -190,8 +219,10 @@ async def _fetch_all(
     metrics: frozenset[str],
     windows: list[tuple[int, int]],
     redact: Callable[[str], str],
+    deadline: float,
 ) -> dict[str, SymbolResult]:
-    """Every (symbol, window) in turn, with a progress bar; a chunk that fails outright stops that symbol."""
+    """Every (symbol, window) in turn, with a progress bar; a chunk that fails outright (or takes
+    longer than ``deadline`` seconds) stops that symbol."""
     results = {coin: SymbolResult() for coin in coins}
     expected = metrics & source.provides(source.options)
     try:
@@ -205,9 +236,14 @@ async def _fetch_all(
                 for done, (lo, hi) in enumerate(windows):
                     request = FetchRequest(coin, interval, metrics, lo, hi)
                     try:
-                        frame = await source.fetch(request)
+                        frame = await asyncio.wait_for(source.fetch(request), deadline)
+                        failure = None
                     except SourceError as e:
-                        res.failures.append(redact(f"{format_time(lo)} .. {format_time(hi)}: {e}"))
+                        failure = str(e)
+                    except TimeoutError:
+                        failure = f"timed out after {deadline:g} s (--timeout)"
+                    if failure is not None:
+                        res.failures.append(redact(f"{format_time(lo)} .. {format_time(hi)}: {failure}"))
                         bar.update(len(windows) - done)  # the rest of this symbol's chunks
                         break
                     bar.update(1)
