@@ -559,3 +559,16 @@ def test_explain_at_is_an_ascii_bar_index_or_a_time(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "too large" in result.stderr and len(result.stderr) < 300
     result = invoke("explain", path, "--at", "３")  # a full-width digit is no bar index
     assert result.exit_code == 2 and "not a time" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "option", ["settle_seconds: 1e300", "source_timeout: 1e300", "concurrency: 9007199254740992"]
+)
+def test_runner_options_have_sane_upper_bounds(tmp_path: Path, option: str) -> None:
+    """A finite but absurd value is a located error too (settle_seconds: 1e300 overflowed a cycle)."""
+    path = tmp_path / "perpwatch.yaml"
+    path.write_text(f"runner:\n  {option}\n")
+    with pytest.raises(ErrorList) as info:
+        load_config(str(path))
+    err = one_error(info)
+    assert err.loc.line == 2 and "out of range" in err.message
