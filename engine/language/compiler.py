@@ -301,6 +301,7 @@ class _Compiler:
         self.visiting.append(name)
         try:
             node_id = self._let(name, self.let_src[name], self.let_src.val_loc(name))
+            self._check_warmup(node_id, self.let_src.val_loc(name), f"let {name!r}")
         except LocatedError:
             self.failed.add(name)
             raise
@@ -400,6 +401,7 @@ class _Compiler:
         names: list[str] = []
         parts: list[tuple[str, int]] = []
         cond = self._condition(raw["when"], raw.val_loc("when"), names, parts)
+        self._check_warmup(cond, raw.val_loc("when"), f"the condition of rule {raw['name']!r}")
         rule = Rule(
             name=raw["name"],
             loc=loc,
@@ -423,6 +425,17 @@ class _Compiler:
                 [*self.let_src, *self.params, *self.metrics, "symbol", "rule", "severity", "time"],
             )
         return rule
+
+    def _check_warmup(self, node_id: int, loc: Loc, what: str) -> None:
+        """An expression needing more than MAX_WARMUP_BARS bars of history is an error at ``loc``."""
+        need = self.plan.nodes[node_id].lookback
+        if need > MAX_WARMUP_BARS:
+            raise LocatedError(
+                loc,
+                f"{what} needs {need:,} bars of history before each bar (its warm-up); at most "
+                f"{MAX_WARMUP_BARS:,}: shorten its windows (ema and rsi look back 4n - 1 bars, "
+                "and windows of windows add up)",
+            )
 
     def _bars(self, value: Any, loc: Loc) -> int:
         """``for:`` in bars: a whole number, or a duration rounded up to bars; at most MAX_FOR_BARS."""
@@ -448,6 +461,7 @@ class _Compiler:
             )
         else:
             rule.side = self.expr.compile(side, sig.val_loc("side"))
+            self._check_warmup(rule.side, sig.val_loc("side"), "signal side")
             node = self.plan.nodes[rule.side]
             if node.kind != "str":
                 raise LocatedError(
@@ -462,6 +476,7 @@ class _Compiler:
                 )
         if "size_usd" in sig:
             rule.size = self.expr.compile(sig["size_usd"], sig.val_loc("size_usd"))
+            self._check_warmup(rule.size, sig.val_loc("size_usd"), "signal size_usd")
             if self.plan.nodes[rule.size].kind == "str":
                 raise LocatedError(sig.val_loc("size_usd"), "signal size_usd must be a number (USD)")
 

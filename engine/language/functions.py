@@ -1,10 +1,16 @@
 """The expression functions (strategy language, section 3), column-wise over numpy arrays.
 
 Values are float64 arrays, NaN meaning unknown; booleans are 1.0 / 0.0 / NaN. Every function is
-causal, and a window that is not yet full or that holds an unknown value gives unknown. Windowed
-sums are accumulated oldest-first in a fixed order over lag offsets, never as running sums, so the
-value at bar t is bit-for-bit the same whether it is computed over the whole history or over just
-the bars its window needs (the live path).
+causal, and a window that is not yet full or that holds an unknown value gives unknown.
+
+Live and backtest agree bit for bit: a window function's value at bar t is a fixed expression over
+the values of its own window only, never a running sum carried in from earlier bars, so it is the
+same whether computed over the whole history or over just the bars the window needs (the live
+path). The cost stays near one pass per bar however long the window: the window is cut into
+power-of-two blocks (its binary digits, the shortest block newest), and each block's partial
+result comes from a table built by doubling, where the block of 2^k bars starting at s combines the
+two blocks of 2^(k-1) bars starting at s and s + 2^(k-1). That is O(bars × log2(window)) work, and
+each partial result depends only on the bars it covers.
 """
 
 from __future__ import annotations
@@ -58,28 +64,116 @@ def lagged(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def window_sum(x: np.ndarray, n: int) -> np.ndarray:
-    """Sum of the last n values, accumulated oldest-first (deterministic)."""
+Fold = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def window_fold(x: np.ndarray, n: int, op: Fold) -> np.ndarray:
+    """op folded over each window of the last n values (bar t included), for an associative op.
+
+    The window is cut into power-of-two blocks, the shortest newest; block results come from a
+    doubling table, so each output is the same expression over its own window (see the module
+    docstring) and the cost is O(len(x) × log2(n)). ``op(older, newer)``.
+    """
     t = len(x)
     out = np.full(t, NAN)
-    if n > t:
+    if n < 1 or n > t:
         return out
-    acc = x[: t - n + 1].copy()
-    for j in range(1, n):
-        acc += x[j : t - n + 1 + j]
+    m = t - n + 1
+    level = np.asarray(x, dtype=float)  # level k: op over x[s : s + 2**k], for s < t - 2**k + 1
+    size, covered = 1, 0
+    acc: np.ndarray | None = None
+    while True:
+        if n & size:
+            covered += size
+            block = level[n - covered : n - covered + m]
+            acc = block.copy() if acc is None else op(block, acc)
+        if 2 * size > n:
+            break
+        level = op(level[:-size], level[size:])
+        size *= 2
     out[n - 1 :] = acc
     return out
 
 
-def _window_reduce(x: np.ndarray, n: int, op: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+def affine_window(c: np.ndarray, n: int, p: float) -> tuple[float, np.ndarray]:
+    """The recursion e -> p * e + c[j] over the last n bars j (bar t included), as (P, C).
+
+    Applying it to a start value e0 gives P * e0 + C[t]: P = p**n (one number), C[t] the sum of the
+    c[j] weighted by the powers of p. Blocks compose like ``window_fold``'s: older (P1, C1) then
+    newer (P2, C2) is (P2 * P1, P2 * C1 + C2). C is unknown until n values exist.
+    """
+    t = len(c)
+    out = np.full(t, NAN)
+    if n < 1 or n > t:
+        return 1.0, out
+    m = t - n + 1
+    level, p_level = np.asarray(c, dtype=float), p  # level k: the block of 2**k bars from s
+    size, covered = 1, 0
+    acc: np.ndarray | None = None
+    p_acc = 1.0
+    while True:
+        if n & size:
+            covered += size
+            block = level[n - covered : n - covered + m]
+            acc = block.copy() if acc is None else p_acc * block + acc
+            p_acc *= p_level
+        if 2 * size > n:
+            break
+        level = p_level * level[:-size] + level[size:]
+        p_level *= p_level
+        size *= 2
+    out[n - 1 :] = acc
+    return p_acc, out
+
+
+def window_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Sum of the last n values (a fixed pairwise order: see ``window_fold``)."""
+    return window_fold(x, n, np.add)
+
+
+def window_mean_m2(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sum of squared deviations from it (M2) of each window of the last n values.
+
+    Blocks merge by Chan et al.'s pairwise update (count, mean, M2), which never subtracts large
+    sums: M2 is never negative and exactly 0 when the window's values are all equal.
+    """
+    t = len(x)
+    mean_out, m2_out = np.full(t, NAN), np.full(t, NAN)
+    if n < 1 or n > t:
+        return mean_out, m2_out
+    m = t - n + 1
+
+    def merge(na: int, ma: np.ndarray, qa: np.ndarray, nb: int, mb: np.ndarray, qb: np.ndarray):
+        total = na + nb
+        delta = mb - ma
+        return ma + delta * (nb / total), qa + qb + delta * delta * (na * nb / total)
+
+    mean = np.asarray(x, dtype=float)  # level k: mean and M2 of x[s : s + 2**k]
+    m2 = np.where(np.isnan(mean), NAN, 0.0)
+    size, covered = 1, 0
+    acc: tuple[np.ndarray, np.ndarray] | None = None
+    while True:
+        if n & size:
+            covered += size
+            bm, bq = mean[n - covered : n - covered + m], m2[n - covered : n - covered + m]
+            acc = (bm.copy(), bq.copy()) if acc is None else merge(size, bm, bq, covered - size, *acc)
+        if 2 * size > n:
+            break
+        mean, m2 = merge(size, mean[:-size], m2[:-size], size, mean[size:], m2[size:])
+        size *= 2
+    assert acc is not None
+    mean_out[n - 1 :], m2_out[n - 1 :] = acc
+    return mean_out, m2_out
+
+
+def window_unknowns(x: np.ndarray, n: int) -> np.ndarray:
+    """How many of the last n values are unknown (exact integer counts, as floats; NaN until n)."""
     t = len(x)
     out = np.full(t, NAN)
-    if n > t:
+    if n < 1 or n > t:
         return out
-    acc = x[: t - n + 1].copy()
-    for j in range(1, n):
-        acc = op(acc, x[j : t - n + 1 + j])
-    out[n - 1 :] = acc
+    counts = np.concatenate([[0], np.cumsum(np.isnan(x), dtype=np.int64)])
+    out[n - 1 :] = counts[n:] - counts[: t - n + 1]
     return out
 
 
@@ -88,17 +182,18 @@ def flat_window(x: np.ndarray, n: int) -> np.ndarray:
 
     A sum divided by n is not exactly the value of a flat window (0.1 * 3 / 3 != 0.1), so the
     functions whose exact answer on a flat window is known (mean = the value, deviation = 0) use
-    this mask to give that answer instead of a rounding artefact.
+    this mask to give that answer instead of a rounding artefact. O(len(x)): the length of the run
+    of equal values ending at each bar.
     """
     t = len(x)
     out = np.zeros(t, bool)
-    if n > t:
+    if n < 1 or n > t:
         return out
-    first = x[: t - n + 1]
-    acc = ~np.isnan(first)
-    for j in range(1, n):
-        acc &= x[j : t - n + 1 + j] == first
-    out[n - 1 :] = acc
+    index = np.arange(t)
+    same = np.zeros(t, bool)
+    same[1:] = x[1:] == x[:-1]  # NaN is equal to nothing
+    run_start = np.maximum.accumulate(np.where(same, 0, index))
+    out[:] = ~np.isnan(x) & (index - run_start + 1 >= n)
     return out
 
 
@@ -180,19 +275,6 @@ def f_sma(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _sq_dev_sum(x: np.ndarray, n: int, mean: np.ndarray) -> np.ndarray:
-    t = len(x)
-    out = np.full(t, NAN)
-    if n > t:
-        return out
-    m = mean[n - 1 :]
-    acc = (x[: t - n + 1] - m) ** 2
-    for j in range(1, n):
-        acc += (x[j : t - n + 1 + j] - m) ** 2
-    out[n - 1 :] = acc
-    return out
-
-
 def f_stdev(x: np.ndarray, n: int) -> np.ndarray:
     """stdev(x, n) -> number
 
@@ -204,8 +286,8 @@ def f_stdev(x: np.ndarray, n: int) -> np.ndarray:
     Unknown: until n values exist, and wherever one of the last n values is unknown.
     Example: stdev(funding.close, 24) < 0.002
     """
-    mean = f_sma(x, n)
-    return np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
+    _, m2 = window_mean_m2(x, n)
+    return np.sqrt(m2 / (n - 1))
 
 
 def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
@@ -221,8 +303,8 @@ def f_zscore(x: np.ndarray, n: int) -> np.ndarray:
     values are all equal (the standard deviation is 0).
     Example: zscore(liq.total_usd, 24) > 3
     """
-    mean = f_sma(x, n)  # exact on a flat window, so its deviations (and stdev) are exactly 0
-    sd = np.sqrt(_sq_dev_sum(x, n, mean) / (n - 1))
+    mean = f_sma(x, n)
+    sd = f_stdev(x, n)  # exactly 0 on a flat window
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (x - mean) / sd
     z[sd == 0] = NAN
@@ -249,11 +331,9 @@ def f_ema(x: np.ndarray, n: int) -> np.ndarray:
     if span > t:
         return out
     alpha = 2.0 / (n + 1)
-    keep = 1.0 - alpha
-    e = x[: t - span + 1].copy()
-    for j in range(1, span):
-        e = alpha * x[j : t - span + 1 + j] + keep * e
-    out[span - 1 :] = e
+    # the seed x[t - span + 1], then span - 1 steps e -> (1 - alpha) * e + alpha * x[j]
+    p, c = affine_window(alpha * np.asarray(x, dtype=float), span - 1, 1.0 - alpha)
+    out[span - 1 :] = p * x[: t - span + 1] + c[span - 1 :]
     flat = flat_window(x, span)
     out[flat] = x[flat]  # the exponential mean of equal values is that value, exactly
     return out
@@ -277,29 +357,22 @@ def f_rsi(x: np.ndarray, n: int) -> np.ndarray:
     out = np.full(t, NAN)
     if span > t:
         return out
-    m = t - span + 1
-
-    def change(j: int) -> np.ndarray:  # change into bar j of the window (j >= 1)
-        return x[j : m + j] - x[j - 1 : m + j - 1]
-
-    d = change(1)
-    gain, loss = np.maximum(d, 0.0), np.maximum(-d, 0.0)
-    gain[np.isnan(d)] = NAN
-    loss[np.isnan(d)] = NAN
-    for j in range(2, n + 1):
-        d = change(j)
-        gain = gain + np.where(np.isnan(d), NAN, np.maximum(d, 0.0))
-        loss = loss + np.where(np.isnan(d), NAN, np.maximum(-d, 0.0))
-    gain, loss = gain / n, loss / n
-    for j in range(n + 1, span):
-        d = change(j)
-        gain = (gain * (n - 1) + np.where(np.isnan(d), NAN, np.maximum(d, 0.0))) / n
-        loss = (loss * (n - 1) + np.where(np.isnan(d), NAN, np.maximum(-d, 0.0))) / n
+    rest = span - 1 - n  # changes smoothed in after the n that seed the averages
+    d = np.full(t, NAN)
+    d[1:] = x[1:] - x[:-1]  # the change into bar j
+    averages = []
+    for moves in (np.maximum(d, 0.0), np.maximum(-d, 0.0)):  # gains, losses (NaN stays NaN)
+        seed = window_sum(moves, n) / n  # the mean of the n changes ending at bar j
+        p, c = affine_window(moves / n, rest, (n - 1) / n)
+        avg = np.full(t, NAN)
+        avg[span - 1 :] = p * seed[n : t - rest] + c[span - 1 :]
+        averages.append(avg)
+    gain, loss = averages
     with np.errstate(divide="ignore", invalid="ignore"):
         rsi = 100.0 - 100.0 / (1.0 + gain / loss)
     rsi = np.where(loss == 0, np.where(gain == 0, 50.0, 100.0), rsi)
     rsi[np.isnan(gain) | np.isnan(loss)] = NAN
-    out[span - 1 :] = rsi
+    out[span - 1 :] = rsi[span - 1 :]
     return out
 
 
@@ -314,7 +387,7 @@ def f_rolling_max(x: np.ndarray, n: int) -> np.ndarray:
     Unknown: until n values exist, and wherever one of the last n values is unknown.
     Example: price.close > rolling_max(lag(price.high, 1), 24)
     """
-    return _window_reduce(x, n, np.maximum)
+    return window_fold(x, n, np.maximum)
 
 
 def f_rolling_min(x: np.ndarray, n: int) -> np.ndarray:
@@ -327,7 +400,7 @@ def f_rolling_min(x: np.ndarray, n: int) -> np.ndarray:
     Unknown: until n values exist, and wherever one of the last n values is unknown.
     Example: price.close < rolling_min(lag(price.low, 1), 24)
     """
-    return _window_reduce(x, n, np.minimum)
+    return window_fold(x, n, np.minimum)
 
 
 def f_rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
@@ -460,18 +533,12 @@ def f_bars_since(c: np.ndarray, n: int) -> np.ndarray:
     out = np.full(t, NAN)
     if n > t:
         return out
-    m = t - n + 1
-    result = np.full(m, NAN)
-    found = np.zeros(m, bool)
-    any_unknown = np.zeros(m, bool)
-    for k in range(n):  # k bars back
-        v = c[n - 1 - k : n - 1 - k + m]
-        any_unknown |= np.isnan(v)
-        hit = (v == 1) & ~found
-        result[hit] = k
-        found |= hit
-    result[any_unknown] = NAN
-    out[n - 1 :] = result
+    index = np.arange(t)
+    last_true = np.maximum.accumulate(np.where(c == 1, index, -1))
+    ago = (index - last_true).astype(float)
+    ago[(last_true < 0) | (ago >= n)] = NAN  # not True within the window
+    ago[window_unknowns(c, n) > 0] = NAN
+    out[n - 1 :] = ago[n - 1 :]
     return out
 
 
