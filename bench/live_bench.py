@@ -7,8 +7,8 @@ the source's rate limiter allows ``--rate`` requests a minute. The limiter runs 
 (its waits cost no real time): at 300/min a cycle of N requests cannot take less than N/300 min,
 which is printed as the rate-limit floor, the real cycle time of such a deployment. The engine's
 overhead is the time it spends evaluating, stepping rules and writing state (one transaction),
-measured in wall time and in CPU time of the event-loop thread, against the cycle's wall time and
-against the rate-limit floor. Peak memory: ru_maxrss of the process (the fake server included) and
+measured in wall time and in CPU time of the process (evaluations run in a thread of their own;
+the fake server idles meanwhile), against the cycle's wall time and against the rate-limit floor. Peak memory: ru_maxrss of the process (the fake server included) and
 the Python heap peak of one extra cycle under tracemalloc.
 """
 
@@ -184,7 +184,8 @@ async def bench(args: argparse.Namespace) -> None:
         f"{last.process_wall / floor:.2%} of the rate-limited cycle (target < 5 %)"
     )
     print(
-        f"event-loop thread CPU for the whole cycle (sources' JSON decoding, httpx, engine): {last.cpu:.2f} s "
+        f"process CPU for the whole cycle (sources' JSON decoding, httpx, engine, and the in-process fake "
+        f"server): {last.cpu:.2f} s "
         f"= {last.cpu / last.wall:.1%} of the measured cycle, {last.cpu / floor:.2%} of the rate-limited one"
     )
     print(f"per (strategy, symbol): {last.process_wall / (args.symbols * len(strategies)) * 1e6:.0f} us")

@@ -59,9 +59,9 @@ class CycleReport:
     wall: float = 0.0  # seconds, the whole cycle
     fetch_wall: float = 0.0  # seconds waiting for the sources
     process_wall: float = 0.0  # seconds evaluating, stepping, recording (one transaction)
-    process_cpu: float = 0.0  # CPU seconds of the event-loop thread in that phase
+    process_cpu: float = 0.0  # CPU seconds of the process in that phase (evaluations run in a thread)
     commit_wall: float = 0.0  # seconds of it spent committing (fsync)
-    cpu: float = 0.0  # CPU seconds of the event-loop thread in the whole cycle
+    cpu: float = 0.0  # CPU seconds of the process in the whole cycle
 
     @property
     def failed(self) -> bool:

@@ -1,6 +1,12 @@
 """The loop behind ``run_forever``: a cycle whenever work is due (a bar closed plus the settle delay,
 or a retry of held symbols), otherwise delivery and sleep until the next of those; a failed cycle is
-retried shortly; SIGINT and SIGTERM finish the current cycle, flush and return."""
+retried shortly; SIGINT and SIGTERM finish the current cycle, flush and return.
+
+A stop gives the cycle in progress ``STOP_GRACE_SECONDS`` to finish. One that is still fetching or
+evaluating after that is abandoned where it is (``Wakeup.bounded``, ``Wakeup.check``): its
+transaction rolls back, so nothing of it is recorded, and its bars are processed at the next start.
+Evaluation runs off the event loop (``perpwatch.live.stepping``), so the loop sees the signal at
+once however long an evaluation takes."""
 
 from __future__ import annotations
 
@@ -8,8 +14,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeVar
 
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import format_time
@@ -23,19 +30,57 @@ log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of
 
 MAX_SLEEP_SECONDS = 300.0  # the loop looks at the wall clock at least this often (suspend, clock jumps)
 RETRY_CYCLE_SECONDS = 30.0  # after a cycle failed as a whole (the database, a bug)
+STOP_GRACE_SECONDS = 5.0  # after a stop, how long the cycle in progress may still take to finish
+
+T = TypeVar("T")
+
+
+class CycleStopped(Exception):
+    """The loop was told to stop and the cycle in progress did not finish within the grace: it is
+    abandoned, its transaction rolled back."""
 
 
 class Wakeup:
-    """The loop's sleep, cut short when a delivery task ends or when the loop is told to stop."""
+    """The loop's sleep, cut short when a delivery task ends or when the loop is told to stop; and
+    the stop's grace, which bounds the cycle in progress."""
 
-    def __init__(self, clock: Clock):
+    def __init__(self, clock: Clock, grace: float = STOP_GRACE_SECONDS):
         self.clock = clock
+        self.grace = grace
         self.stopping = asyncio.Event()
         self.event = asyncio.Event()  # set by a delivery task that ends, and by stop()
+        self.deadline: float | None = None  # time.monotonic() by which a stopped cycle must end
 
     def stop(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.grace
         self.stopping.set()
         self.event.set()
+
+    def check(self) -> None:
+        """Between the steps of a cycle: raise CycleStopped once a stop's grace has run out."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise CycleStopped(f"not finished within {self.grace:g}s of the stop")
+
+    async def bounded(self, aw: Awaitable[T]) -> T:
+        """The result of ``aw``; after a stop only within the grace, past which ``aw`` is cancelled
+        (an evaluation thread is left to finish on its own) and CycleStopped raised."""
+        task = asyncio.ensure_future(aw)
+        try:
+            if not self.stopping.is_set():
+                stopped = asyncio.ensure_future(self.stopping.wait())
+                try:
+                    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stopped.cancel()
+            if not task.done() and self.deadline is not None:
+                await asyncio.wait({task}, timeout=max(0.0, self.deadline - time.monotonic()))
+            if not task.done():
+                raise CycleStopped(f"not finished within {self.grace:g}s of the stop")
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
@@ -49,11 +94,13 @@ class Wakeup:
 
 
 @contextlib.contextmanager
-def stopping_on_signals(stop: Callable[[], None], enabled: bool = True) -> Iterator[None]:
+def stopping_on_signals(
+    stop: Callable[[], None], enabled: bool = True, grace: float = STOP_GRACE_SECONDS
+) -> Iterator[None]:
     """Within the block, SIGINT and SIGTERM log a line and call ``stop`` (where the loop allows it)."""
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("%s: finishing the cycle, then exiting", sig.name)
+        log.info("%s: finishing the cycle (rolled back if not done in %gs), then exiting", sig.name, grace)
         stop()
 
     loop = asyncio.get_running_loop()
@@ -82,7 +129,7 @@ async def run_forever(
     """Cycle at each bar close (plus the settle delay) until stopped, ``max_cycles`` or ``until``."""
     cycles = 0
     try:
-        with stopping_on_signals(runner.stop, handle_signals):
+        with stopping_on_signals(runner.stop, handle_signals, wakeup.grace):
             while not wakeup.stopping.is_set():
                 wakeup.event.clear()  # set again by a delivery that ends from here on
                 now = runner.clock.time()
@@ -94,6 +141,14 @@ async def run_forever(
                         report = await runner.run_cycle(now)
                     except StateLost:  # retrying cannot help: everything recorded would be lost
                         raise
+                    except CycleStopped as e:
+                        log.warning(
+                            "stopping: the cycle at %s was %s and is rolled back; "
+                            "its bars are processed at the next start",
+                            format_time(int(now * 1000)),
+                            e,
+                        )
+                        break
                     except Exception as e:  # rolled back whole: try again shortly, never exit
                         log.error(
                             "cycle at %s failed and was rolled back (retrying in %gs): %s",

@@ -81,7 +81,7 @@ class Runner:
         self.wakeup = loop.Wakeup(self.clock)
         self.schedule = Schedule(jobs, store, self.options)
         self.fetcher = Fetcher(sources, self.options, redact)
-        self.stepper = Stepper(store, notifiers, redact)
+        self.stepper = Stepper(store, notifiers, redact, self.wakeup)
         self.delivery = Delivery(
             notifiers, store, self.clock, self.options, redact, self._db, self.wakeup.event
         )
@@ -152,19 +152,19 @@ class Runner:
         """Process every strategy with a newly closed bar at ``now`` (default: the clock's time)."""
         now = self.clock.time() if now is None else float(now)
         self.store.check_file()  # StateLost when the database was deleted or replaced: stop, lose nothing more
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        wall0, cpu0 = time.perf_counter(), time.process_time()
         report = CycleReport(time=now)
         plans = self.schedule.plans(now)
         if not plans:
             return report
-        fetched = await self.fetcher.fetch_all(plans, report)
+        fetched = await self.wakeup.bounded(self.fetcher.fetch_all(plans, report))  # a stop's grace
         report.fetch_wall = time.perf_counter() - wall0
-        t1, c1 = time.perf_counter(), time.thread_time()
+        t1, c1 = time.perf_counter(), time.process_time()  # evaluations run in a thread of their own
         async with self._db:
             with self.store.transaction():
                 newest: list[Stepped] = []
                 for plan in plans:
-                    stepped, held = self.stepper.step_plan(plan, fetched, now, report)
+                    stepped, held = await self.stepper.step_plan(plan, fetched, now, report)
                     newest += stepped
                     self.store.set_processed(plan.job.strategy.name, plan.end)
                     report.bars[plan.job.strategy.name] = plan.end
@@ -175,9 +175,9 @@ class Runner:
                 t2 = time.perf_counter()
         report.commit_wall = time.perf_counter() - t2
         report.process_wall = time.perf_counter() - t1
-        report.process_cpu = time.thread_time() - c1
+        report.process_cpu = time.process_time() - c1
         report.wall = time.perf_counter() - wall0
-        report.cpu = time.thread_time() - cpu0
+        report.cpu = time.process_time() - cpu0
         self.kick()
         return report
 
@@ -203,7 +203,8 @@ class Runner:
     # -- the loop ----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Finish the current cycle, flush and return (what SIGINT/SIGTERM do)."""
+        """Finish the current cycle (within ``loop.STOP_GRACE_SECONDS``, else it is rolled back),
+        flush and return (what SIGINT/SIGTERM do)."""
         self.wakeup.stop()
 
     async def run_forever(

@@ -3,11 +3,20 @@ of the cycle's transaction, their events are recorded and routed to the outbox, 
 layer acts on the newest bar of each executing strategy.
 
 A rule whose metrics a failed source did not deliver is *held*: it neither fires nor resolves and
-its state does not advance; it catches up on the bars it missed once the source answers again."""
+its state does not advance; it catches up on the bars it missed once the source answers again.
+
+Evaluations run in an :class:`EvaluationThread`, off the event loop, so the loop stays free for
+signals and deliveries while a long one runs; the state database is only touched from the loop.
+After a stop, each step waits only within the stop's grace (``Wakeup.bounded``, ``Wakeup.check``):
+past it the cycle raises CycleStopped and its transaction rolls back."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +29,7 @@ from perpwatch.evaluation.rules import RuleState, build_event, step
 from perpwatch.language.compiler import Rule
 from perpwatch.live.fetching import Fetched, FetchKey
 from perpwatch.live.jobs import CycleReport, Job
+from perpwatch.live.loop import CycleStopped, Wakeup
 from perpwatch.live.schedule import Plan
 from perpwatch.live.state import StateStore
 
@@ -37,15 +47,65 @@ class Stepped:
     events: list[Event]  # the newest bar's events
 
 
+class EvaluationThread:
+    """One daemon thread that runs the evaluations handed to it, in order.
+
+    A daemon, so a process that stops need not wait for an evaluation it gave up on; it ends after
+    ``IDLE_SECONDS`` without work and starts again with the next one."""
+
+    IDLE_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple]] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._running = False
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._jobs.put((future, fn, args))
+            if not self._running:
+                self._running = True
+                threading.Thread(target=self._work, name="perpwatch-evaluate", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, fn, args = self._jobs.get(timeout=self.IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if self._jobs.empty():
+                        self._running = False
+                        return
+                continue
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as e:  # handed to the awaiting cycle, which decides
+                future.set_exception(e)
+
+
 class Stepper:
     """Steps rules and records what happens in the state store (inside the caller's transaction)."""
 
-    def __init__(self, store: StateStore, notifiers: dict[str, Notifier], redact: Callable[[str], str]):
+    def __init__(
+        self,
+        store: StateStore,
+        notifiers: dict[str, Notifier],
+        redact: Callable[[str], str],
+        wakeup: Wakeup | None = None,
+    ):
         self.store = store
         self.notifiers = notifiers
         self.redact = redact
+        self.wakeup = wakeup  # its stop's grace bounds each step; None: unbounded
+        self.worker = EvaluationThread()
 
-    def step_plan(
+    async def step_plan(
         self, plan: Plan, fetched: dict[FetchKey, Fetched], now: float, report: CycleReport
     ) -> tuple[list[Stepped], list[str]]:
         """Step every symbol of ``plan``, each in its own savepoint; returns what was stepped and the
@@ -57,7 +117,11 @@ class Stepper:
             got = fetched[(job.source, job.strategy.interval, symbol)]
             try:
                 with self.store.savepoint():
-                    ev, events, was_held = self.step(job, symbol, got, plan.bars, plan.states, now, report)
+                    ev, events, was_held = await self.step(
+                        job, symbol, got, plan.bars, plan.states, now, report
+                    )
+            except CycleStopped:
+                raise
             except Exception as e:  # one broken evaluation must not stop the others
                 log.error(
                     "%s %s: evaluation failed, its rules are held: %s",
@@ -74,7 +138,7 @@ class Stepper:
             stepped.append(Stepped(job, symbol, plan.end, ev, events))
         return stepped, held
 
-    def step(
+    async def step(
         self,
         job: Job,
         symbol: str,
@@ -95,7 +159,7 @@ class Stepper:
             {m: frame.columns[m][lo:] for m in job.metrics if m in frame.columns},
             {m: frame.observed[m][lo:] for m in job.metrics if m in frame.observed},
         )
-        ev = evaluate_last(s, sub, symbol) if k == 1 else evaluate(s, sub, symbol)
+        ev = await self.evaluate(evaluate_last if k == 1 else evaluate, s, sub, symbol)
         times = ev.frame.times
         last_i = len(times) - 1
         newest: list[Event] = []
@@ -118,6 +182,17 @@ class Stepper:
                     newest.append(event)
             self.store.save_rule_state(s.name, rule.name, symbol, st)
         return ev, newest, held
+
+    async def evaluate(self, fn: Callable[..., Evaluation], *args: Any) -> Evaluation:
+        """``fn(*args)`` in the evaluation thread, awaited within a stop's grace."""
+        if self.wakeup is None:
+            return await asyncio.wrap_future(self.worker.submit(fn, *args))
+        self.wakeup.check()
+        try:
+            return await self.wakeup.bounded(asyncio.wrap_future(self.worker.submit(fn, *args)))
+        except CycleStopped:
+            self.worker = EvaluationThread()  # the old one finishes the abandoned evaluation alone
+            raise
 
     def record(
         self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float, report: CycleReport
@@ -145,7 +220,8 @@ class Stepper:
 
     async def trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
         """Second phase: the trading layer acts on each executing strategy's newest bar, each
-        (strategy, symbol) in its own savepoint; a failure there is one of the cycle's failures."""
+        (strategy, symbol) in its own savepoint; a failure there is one of the cycle's failures.
+        A stop does not cut it short: an executor may have placed orders the cycle must record."""
         for item in stepped:
             strategy = item.job.strategy
             if not strategy.execute:
