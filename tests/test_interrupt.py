@@ -192,7 +192,9 @@ def _runner(tmp_path: Path, store: StateStore) -> Runner:
     return Runner.build([strat], cfg, load_registry(), store, clock, options=RunnerOptions(settle_seconds=0))
 
 
-def _stop_during_evaluation(tmp_path: Path, monkeypatch, grace: float, release_after_stop: bool) -> StateStore:
+def _stop_during_evaluation(
+    tmp_path: Path, monkeypatch, grace: float, release_after_stop: bool
+) -> StateStore:
     blocked = Blocked()
     monkeypatch.setattr(stepping, "evaluate_last", blocked)
     store = StateStore(str(tmp_path / "state.db"))
