@@ -211,8 +211,11 @@ def test_console_lines(capsys):
 
 def test_console_keeps_each_event_on_one_line(capsys):
     send(ConsoleNotifier(), make_event(message="two\nlines\x1b[31m", signal=None))
-    assert capsys.readouterr().out == (
-        "2024-08-05T04:00:00Z HIGH     funding_squeeze/crowded_longs BTC 4h: two lines\n"  # the escape goes whole
+    assert (
+        capsys.readouterr().out
+        == (
+            "2024-08-05T04:00:00Z HIGH     funding_squeeze/crowded_longs BTC 4h: two lines\n"  # the escape goes whole
+        )
     )
 
 
