@@ -9,7 +9,10 @@ guard's message rather than an import error.
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,6 +50,11 @@ def checkout_problem() -> str | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the user's own config (PERPWATCH_CONFIG, ~/.config/perpwatch/perpwatch.yaml) never reaches a
+    # test or the commands it starts: an empty config folder of the session's own
+    os.environ.pop("PERPWATCH_CONFIG", None)
+    os.environ["XDG_CONFIG_HOME"] = config_home = tempfile.mkdtemp(prefix="perpwatch-test-config-")
+    config.add_cleanup(lambda: shutil.rmtree(config_home, ignore_errors=True))
     problem = checkout_problem()
     if problem:
         raise pytest.UsageError(

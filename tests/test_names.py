@@ -336,10 +336,13 @@ def test_validate_cli_reports_a_trailing_newline_name(tmp_path: Path) -> None:
     ],
 )
 def test_mute_duration_is_ascii_and_bounded(tmp_path: Path, duration: str, expected: str) -> None:
+    from perpwatch.evaluation.rules import RuleState
     from perpwatch.live.state import StateStore
 
     db = tmp_path / "s.db"
-    StateStore(str(db)).close()
+    store = StateStore(str(db))
+    store.save_rule_state("heat", "hot", "BTC", RuleState())  # mute names a strategy that has run
+    store.close()
     result = invoke("mute", "heat", "--for", duration, "--state", db)
     assert result.exit_code == 2, result.output
     assert expected in result.output

@@ -61,8 +61,8 @@ def source_plugin(folder: Path, name: str, source: str, version: str = "1.0") ->
     return plugin_file(folder, name, SOURCE_PLUGIN.format(version=version, source=source, prefix=name))
 
 
-def rows(result: Result) -> dict[str, dict]:
-    assert result.exit_code == 0, result.output
+def rows(result: Result, exit_code: int = 0) -> dict[str, dict]:
+    assert result.exit_code == exit_code, result.output
     return {row["name"]: row for row in json.loads(result.stdout)}
 
 
@@ -107,7 +107,13 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_load(tmp_path: P
     assert info["missing"].error == f"failed to load: FileNotFoundError: no such file: {missing}"
     assert info["good"].error is None and "good" in reg.sources and "coinglass" in reg.sources
     text = invoke("--plugin", str(broken), "--plugin", str(good), "plugins")
-    assert text.exit_code == 0
+    assert text.exit_code == 1  # listed in full, then a failure: a broken plugin is not a clean bill
+    assert text.stderr == (
+        "error: plugin 'broken' failed to load (the others work; perpwatch plugins -v shows where it went wrong)\n"
+    )
+    as_json = invoke("--plugin", str(broken), "--plugin", str(good), "plugins", "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)[-1]["name"] == "good"
+    assert invoke("--plugin", str(good), "plugins").exit_code == 0
     assert (
         f"broken local  [{broken}]  nothing\n"
         "  error: failed to load: ModuleNotFoundError: No module named 'perpwatch_no_such_dependency'\n"
@@ -456,14 +462,14 @@ def test_a_failed_import_keeps_its_traceback_for_plugins_verbose(tmp_path: Path)
     quiet = invoke("--plugin", str(broken), "plugins")
     assert "Traceback" not in quiet.stdout
     loud = invoke("--plugin", str(broken), "plugins", "-v")
-    assert loud.exit_code == 0
+    assert loud.exit_code == 1
     block = loud.stdout.split(f"deep local  [{broken}]  nothing\n", 1)[1]
     assert block.startswith(
         "  error: failed to load: RuntimeError: config file unreadable\n"
         "    Traceback (most recent call last):\n"
     )
     assert "    RuntimeError: config file unreadable\n" in block
-    listed = rows(invoke("--plugin", str(broken), "plugins", "--json", "--verbose"))
+    listed = rows(invoke("--plugin", str(broken), "plugins", "--json", "--verbose"), exit_code=1)
     assert listed["deep"]["traceback"] == info.traceback
     assert listed["coinglass"]["traceback"] is None
-    assert "traceback" not in rows(invoke("--plugin", str(broken), "plugins", "--json"))["deep"]
+    assert "traceback" not in rows(invoke("--plugin", str(broken), "plugins", "--json"), exit_code=1)["deep"]

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from perpwatch.cli.common import get_registry, report_errors
+from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors
 from perpwatch.common.text import printable
 
 
@@ -21,7 +21,10 @@ def register(cli: click.Group) -> None:
 @click.option("-v", "--verbose", is_flag=True, help="Show the traceback of each plugin's failure.")
 @report_errors
 def plugins(as_json: bool, verbose: bool) -> None:
-    """List every plugin found, where it came from and what it registers."""
+    """List every plugin found, where it came from and what it registers.
+
+    Exits 2 when two plugins register one name, else 1 when a plugin failed to load or a hook of
+    it raised (after the whole listing, on stdout; the failure's summary on stderr), else 0."""
     reg = get_registry(check=False)
     rows: list[dict[str, Any]] = [
         {"name": p.name, "version": p.version, "origin": p.origin, "registers": p.registers, "error": p.error}
@@ -43,6 +46,17 @@ def plugins(as_json: bool, verbose: bool) -> None:
                 trace = printable(row["traceback"].rstrip(), multiline=True)
                 click.echo("\n".join(f"    {line}" for line in trace.splitlines()))
     get_registry()  # after the listing, two plugins registering one name: each conflict, exit 2
+    failed = [p.name for p in reg.plugins if p.error]
+    if failed:
+        names = ", ".join(repr(name) for name in failed)
+        click.echo(
+            printable(
+                f"error: {'plugins' if len(failed) > 1 else 'plugin'} {names} failed to load "
+                f"(the others work; perpwatch plugins -v shows where it went wrong)"
+            ),
+            err=True,
+        )
+        raise SystemExit(EXIT_FAILED)
 
 
 @click.command()

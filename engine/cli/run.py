@@ -30,7 +30,7 @@ from perpwatch.cli.common import (
     report_errors,
     time_option,
 )
-from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact
 from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
@@ -366,20 +366,50 @@ def events(
             click.echo(printable(f"    {d['notifier']}: {status}"))
 
 
-def resolve_target(store: StateStore, target: str) -> str:
-    """``strategy`` or ``strategy/rule``; a bare rule name is looked up among the rules that ran."""
-    if "/" in target:
+def resolve_target(store: StateStore, target: str, muted: frozenset[str] = frozenset()) -> str:
+    """``strategy`` or ``strategy/rule`` from what ``mute`` and ``unmute`` are given (a bare rule name
+    is looked up among the strategies' rules). The valid names are those of the state database: the
+    strategies ``perpwatch run`` has stepped and their rules, plus the targets in ``muted`` (unmute:
+    the mutes stored, so each can be lifted); any other name is an error listing the valid ones."""
+    if target in muted:
         return target
     known = store.known_rules()
-    if target in known:
+    strategy, slash, rule = target.partition("/")
+    if slash and strategy in known and rule in known[strategy]:
         return target
-    owners = sorted(s for s, rules in known.items() if target in rules)
-    if len(owners) == 1:
-        return f"{owners[0]}/{target}"
-    if len(owners) > 1:
-        choices = ", ".join(f"{s}/{target}" for s in owners)
-        raise PerpwatchError(f"rule {target!r} is in several strategies; write one of {choices}")
-    return target  # a strategy that has not run yet
+    if not slash:
+        if target in known:
+            return target
+        owners = sorted(s for s, rules in known.items() if target in rules)
+        if len(owners) == 1:
+            return f"{owners[0]}/{target}"
+        if len(owners) > 1:
+            choices = ", ".join(f"{s}/{target}" for s in owners)
+            raise PerpwatchError(f"rule {target!r} is in several strategies; write one of {choices}")
+    raise PerpwatchError(unknown_target(target, known, store.path))
+
+
+#: At most this many strategies are listed in full by ``unknown_target``.
+LISTED_STRATEGIES = 20
+
+
+def unknown_target(target: str, known: dict[str, set[str]], state: str) -> str:
+    """The error for a mute target that names no strategy or rule of the state database."""
+    if not known:
+        return (
+            f"no strategy {target!r}: the state database {state} has none yet (mute names the strategies "
+            "and rules that perpwatch run has stepped with this state database)"
+        )
+    strategy, slash, rule = target.partition("/")
+    if slash and strategy in known:
+        head = f"strategy {strategy!r} has no rule {rule!r}{did_you_mean(rule, known[strategy], n=1)}"
+    else:
+        names = {*known, *(r for rules in known.values() for r in rules)}
+        head = f"no strategy or rule {target!r} in {state}{did_you_mean(strategy if slash else target, names, n=1)}"
+    listed = sorted(known)[:LISTED_STRATEGIES]
+    valid = "; ".join(f"{s} (rules: {', '.join(sorted(known[s]))})" for s in listed)
+    more = len(known) - len(listed)
+    return f"{head}; valid: {valid}" + (f"; and {more} more strategies" if more > 0 else "")
 
 
 MAX_MUTE_DAYS = 365
@@ -427,7 +457,7 @@ def unmute(target: str, symbol: str | None, config_path: str | None, state_opt: 
     symbol = symbol_option(symbol, "--symbol")
     store = open_state(config_path, state_opt)
     try:
-        resolved = resolve_target(store, target)
+        resolved = resolve_target(store, target, frozenset(m.target for m in store.mutes(0)))
         lifted = store.unmute(resolved, symbol)
     finally:
         store.close()

@@ -17,7 +17,7 @@ from typing import Any
 
 from perpwatch.api.plugin import secret_values
 from perpwatch.api.registry import Registry
-from perpwatch.common.errors import ErrorList, Loc, LocatedError, did_you_mean
+from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact, secret_parts
 from perpwatch.common.symbols import normalise_symbols
 from perpwatch.language.schemas import locate, schema_validator, validate, validate_with
@@ -71,11 +71,32 @@ class Config:
         return redact(text, self.secrets)
 
 
+def user_config_path() -> str:
+    """The config in the user's config folder: ``$XDG_CONFIG_HOME/perpwatch/perpwatch.yaml``, or
+    ``~/.config/perpwatch/perpwatch.yaml`` when ``XDG_CONFIG_HOME`` is unset or not absolute."""
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "perpwatch", DEFAULT_PATH)
+
+
 def find_config(path: str | None) -> str | None:
-    """The config to use: ``--config``, else ./perpwatch.yaml when it exists, else none."""
+    """The config to use, first found: ``--config``; the ``PERPWATCH_CONFIG`` environment variable
+    (a file that must exist, like ``--config``); ./perpwatch.yaml; the user's config folder
+    (:func:`user_config_path`); else none (the defaults)."""
     if path:
         return path
-    return DEFAULT_PATH if os.path.exists(DEFAULT_PATH) else None
+    env = os.environ.get("PERPWATCH_CONFIG", "")
+    if env:
+        if not os.path.exists(env):
+            raise PerpwatchError(
+                f"PERPWATCH_CONFIG names {env}, which does not exist (unset it, or fix the path)"
+            )
+        return env
+    for candidate in (DEFAULT_PATH, user_config_path()):
+        if os.path.exists(candidate):
+            return candidate
+    return None
 
 
 def load_config(path: str | None, registry: Registry | None = None) -> Config:
