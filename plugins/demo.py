@@ -115,7 +115,13 @@ def summary(state: Path) -> list[str]:
 
 
 @click.command("demo")
-@click.option("--seed", default=sc.SEED, show_default=True, type=int, help="Seed of the synthetic scenario.")
+@click.option(
+    "--seed",
+    default=sc.SEED,
+    show_default=True,
+    type=click.IntRange(0, 2**63 - 1),
+    help="Seed of the synthetic scenario.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the runner's log lines too.")
 @report_errors
 def demo(seed: int, verbose: bool) -> None:

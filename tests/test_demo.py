@@ -87,3 +87,24 @@ def test_scenario_has_every_metric_the_two_strategies_read_with_the_crash_magnit
     assert numbers["price.low"][cascade].min() == 101_500
     assert numbers["oi.close"][cascade.start - 1] > 85e9 and numbers["oi.close"][cascade.stop - 1] < 71e9
     assert numbers["liq.long_usd"][cascade].sum() > 5 * numbers["liq.short_usd"][cascade].sum()
+
+
+def test_a_seed_that_numpy_cannot_take_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("demo", "--seed", "-1")
+    assert result.exit_code == 2 and "Invalid value for '--seed'" in result.output, result.output
+    assert "internal error" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_another_seed_tells_the_same_story(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = invoke("demo", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert "seed 3; not market data" in result.output
+    assert re.search(r"^\S+Z HIGH\s+derivatives-monitor/liq_high SYNTHBTC 1h: ", result.output, re.M)
+    trades = re.search(r"paper trades: (\d+)", result.output)
+    assert trades and int(trades[1]) >= 1, result.output
