@@ -187,7 +187,7 @@ class DevTools:
         os.close(self.r)
 
 
-def build_report(path: Path) -> None:
+def build_report(path: Path) -> int:
     rng = np.random.default_rng(3)
     frames = {}
     for k, sym in enumerate(("BTC", "ETH")):
@@ -203,10 +203,62 @@ def build_report(path: Path) -> None:
     )
     assert r.trades, "the report should show trades"
     write_html(r, str(path))
+    return len(r.trades)
 
 
-def inspect(page: Path, user_dir: Path, wait: float = 30) -> tuple[list[str], dict]:
-    """Load ``page``; the problems seen and what was drawn (waiting up to ``wait`` s for the charts)."""
+ALERTS = """
+version: 1
+name: watch
+interval: 1h
+rules:
+  - name: funding_hot
+    when: funding.close > 0.012
+    severity: high
+    message: "{symbol} funding {funding.close:.4f}%"
+  - name: oi_jump
+    when: pct_change(oi.close, 1) > 1
+    message: "{symbol} OI up"
+  - name: price_drop
+    when: pct_change(price.close, 1) < -1
+"""
+
+
+def build_alert_report(path: Path) -> None:
+    """An alert-only strategy (no ``execute:``) reading funding and OI, over one symbol."""
+    rng = np.random.default_rng(5)
+    n = 24 * 40
+    close = 60_000 * np.exp(np.cumsum(rng.normal(0, 0.006, n)))
+    cols = {
+        "price.open": np.concatenate([[close[0]], close[:-1]]),
+        "price.close": close,
+        "funding.close": 0.01 + np.cumsum(rng.normal(0, 0.0005, n)) * 0.2,
+        "oi.close": 1e9 * np.exp(np.cumsum(rng.normal(0, 0.006, n))),
+    }
+    frames = {"BTC": Frame(T0 + H * np.arange(n, dtype=np.int64), cols)}
+    s = load_strategy("watch.yaml", text=ALERTS)
+    r = run_backtest([s], History(frames, "1h", "synthetic test data"), {s.name: ["BTC"]}, BacktestOptions())
+    assert not r.trades and sum(e.kind == "fired" for e in r.events) > 10
+    write_html(r, str(path))
+
+
+#: What the page holds, read in the browser: subplot titles, traces (name, y axis, points, mode)
+#: and the rows of the tables.
+CONTENT = """(() => {
+  const gd = document.querySelector('.js-plotly-plot');
+  const rows = (id) => { const t = document.getElementById(id);
+    return t === null ? null : (t.tagName === 'TABLE' ? t.querySelectorAll('tr').length : 0); };
+  return {titles: gd.layout.annotations.map(a => a.text),
+          traces: gd.data.map(t => ({name: t.name, yaxis: t.yaxis || 'y', n: t.x.length, mode: t.mode})),
+          forward: rows('forward'), trades: rows('trades'), events: rows('events'),
+          trades_text: (document.getElementById('trades') || {}).textContent || ''};
+})()"""
+
+
+def inspect(
+    page: Path, user_dir: Path, wait: float = 30, content: dict | None = None
+) -> tuple[list[str], dict]:
+    """Load ``page``; the problems seen and what was drawn (waiting up to ``wait`` s for the charts).
+    ``content``, when given, is filled with what :data:`CONTENT` reads once the charts are drawn."""
     tools = DevTools(user_dir)
     try:
         tools.open(page.as_uri())
@@ -224,6 +276,8 @@ def inspect(page: Path, user_dir: Path, wait: float = 30) -> tuple[list[str], di
             if (drawn["svgs"] and drawn["points"]) or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
+        if content is not None:
+            content.update(tools.evaluate(CONTENT))
         return tools.problems(), drawn
     finally:
         tools.close()
@@ -240,12 +294,19 @@ def test_console_errors_are_detected(tmp_path):
 
 def test_report_renders_offline_without_errors_and_is_screenshotted(tmp_path):
     page = tmp_path / "report.html"
-    build_report(page)
-    problems, drawn = inspect(page, tmp_path / "profile")
+    trades = build_report(page)
+    content: dict = {}
+    problems, drawn = inspect(page, tmp_path / "profile", content=content)
     assert problems == []
     assert drawn["plots"] == 1 and drawn["svgs"] >= 2  # plotly draws its main-svg layers
     assert drawn["lines"] >= 4  # BTC and ETH prices, equity, drawdown
     assert drawn["points"] >= 20  # event and trade markers
+    assert content["trades"] == trades + 1  # the trade table: a header and a row per trade
+    assert content["forward"] == 3  # a header and the two rules
+    assert content["events"] > 1  # no execute: in the file, so its events are listed too
+    hold = [t for t in content["traces"] if t["name"] == "buy and hold (no costs)"]
+    equity = next(t for t in content["traces"] if t["name"] == "equity")
+    assert len(hold) == 1 and hold[0]["yaxis"] == equity["yaxis"] and hold[0]["n"] == equity["n"]
 
     shot = tmp_path / "report.png"
     height = min(int(drawn["height"]) + 40, 6000)
@@ -263,3 +324,35 @@ def test_report_renders_offline_without_errors_and_is_screenshotted(tmp_path):
         out.mkdir(exist_ok=True)
         shutil.copyfile(shot, out / "report.png")
         shutil.copyfile(page, out / "report.html")
+
+
+def test_alert_only_report_has_metric_panels_event_markers_and_tables(tmp_path):
+    page = tmp_path / "alerts.html"
+    build_alert_report(page)
+    content: dict = {}
+    problems, drawn = inspect(page, tmp_path / "profile", content=content)
+    assert problems == []
+    assert drawn["plots"] == 1 and drawn["points"] >= 20
+    titles = content["titles"]
+    assert titles[:3] == [
+        "BTC price.close, events and trades",
+        "BTC funding.*: funding.close",
+        "BTC oi.*: oi.close",
+    ]
+    assert "Equity (USD) and buy and hold" in titles
+    traces = content["traces"]
+    axis = {t["name"]: t["yaxis"] for t in traces if t["mode"] == "lines"}
+    price_axis = next(t["yaxis"] for t in traces if t["name"] == "BTC close")
+    assert len({price_axis, axis["funding.close"], axis["oi.close"]}) == 3  # a panel each
+    # each rule's markers: on the price, and on the panel of the metric it reads (only there)
+    markers: dict[str, set[str]] = {}
+    for t in traces:
+        if t["mode"] == "markers" and t["name"].endswith(" fired") and t["n"]:
+            markers.setdefault(t["name"], set()).add(t["yaxis"])
+    assert markers["funding_hot fired"] == {price_axis, axis["funding.close"]}
+    assert markers["oi_jump fired"] == {price_axis, axis["oi.close"]}
+    assert markers["price_drop fired"] == {price_axis}
+    assert any(t["name"] == "buy and hold (no costs)" for t in traces)
+    assert content["forward"] == 4  # a header and one row per rule
+    assert content["events"] > 10  # the alert-only strategy's events, listed
+    assert content["trades"] == 0 and content["trades_text"] == "No trades."

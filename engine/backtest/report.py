@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from perpwatch.backtest.result import BacktestResult
+from perpwatch.backtest.forward import EventMove, event_moves, forward_table
+from perpwatch.backtest.result import HORIZONS, BacktestResult
 from perpwatch.backtest.stats import rule_counts
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
@@ -78,6 +80,7 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
         ("average win / average loss", wl),
         ("exposure", f"{_num(s['exposure_pct'], '.1f')} % of bars with a position open"),
         ("orders rejected", str(s["rejected"])),
+        ("buy and hold (equal shares, no costs)", f"{_num(s.get('buy_and_hold_return_pct'), '+.2f')} %"),
     ]
 
 
@@ -85,8 +88,41 @@ def t_iso(text: str) -> str:
     return text[:16].replace("T", " ")
 
 
-def format_text(r: BacktestResult, max_trades: int = 20) -> str:
-    """The terminal report: setup, events per rule, figures, trades, assumptions."""
+def _pct(x: float | None, spec: str = "+.2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def forward_rows(r: BacktestResult, moves: list[EventMove]) -> tuple[list[str], list[list[str]]]:
+    """The forward-move table: per rule, events and direction, then mean / median / hit per horizon."""
+    headers = ["strategy", "rule", "events", "hit ="]
+    for h in HORIZONS:
+        headers += [f"{h}b mean %", f"{h}b median %", f"{h}b hit %"]
+    rows = []
+    for row in forward_table(r, moves):
+        cells = [row["strategy"], row["rule"], str(row["events"]), row["direction"] if row["events"] else "-"]
+        for f in row["horizons"]:
+            known = f"{_pct(f['hit_rate_pct'], '.0f')}" + (f" ({f['unknown']} unk.)" if f["unknown"] else "")
+            cells += [_pct(f["mean_pct"]), _pct(f["median_pct"]), known]
+        rows.append(cells)
+    return headers, rows
+
+
+FORWARD_NOTE = (
+    "Forward move: from the open of the bar after the event (where an order would fill) to the close "
+    "h bars after the event, in %; hit = share of known moves in the expected direction: the signal's "
+    "side (long up, short down), 'up' for a plain alert. Unknown moves (missing bars) are left out "
+    "and counted."
+)
+
+
+def alert_only(r: BacktestResult) -> list[str]:
+    """The strategies without ``execute:`` (alerts only), whose events the report lists."""
+    return [s.name for s in r.strategies if s.execute is None]
+
+
+def format_text(r: BacktestResult, max_trades: int = 20, max_events: int = 50) -> str:
+    """The terminal report: setup, events per rule, forward moves, the events of alert-only
+    strategies, figures, trades, assumptions."""
     lines = ["perpwatch backtest"]
     for s in r.strategies:
         lines.append(
@@ -117,6 +153,48 @@ def format_text(r: BacktestResult, max_trades: int = 20) -> str:
         ],
         [False, False, True, True, True, True, True, True],
     )
+    moves = event_moves(r)
+    lines += ["", f"Forward price move after each rule's fired events ({', '.join(map(str, HORIZONS))} bars)"]
+    headers, rows = forward_rows(r, moves)
+    lines += table(headers, rows, [False, False, True, False] + [True] * (len(headers) - 4))
+    lines += textwrap.wrap(FORWARD_NOTE, 110, initial_indent="  ", subsequent_indent="  ")
+    quiet = set(alert_only(r))
+    if quiet:
+        listed = [m for m in moves if m.event.strategy in quiet]
+        shown_events = listed[:max_events]
+        more = (
+            f" (first {len(shown_events)} of {len(listed)}; --json has every event)"
+            if len(shown_events) < len(listed)
+            else ""
+        )
+        lines += ["", f"Events of alert-only strategies (no execute:){more}"]
+        if shown_events:
+            lines += table(
+                [
+                    "time (UTC)",
+                    "symbol",
+                    "strategy",
+                    "rule",
+                    "severity",
+                    *(f"{h}b %" for h in HORIZONS),
+                    "message",
+                ],
+                [
+                    [
+                        _t(m.event.time),
+                        m.event.symbol,
+                        m.event.strategy,
+                        m.event.rule,
+                        m.event.severity,
+                        *(_pct(v) for v in m.moves),
+                        printable(m.event.message),
+                    ]
+                    for m in shown_events
+                ],
+                [False, False, False, False, False, *([True] * len(HORIZONS)), False],
+            )
+        else:
+            lines.append("  (no events fired)")
     lines += ["", "Performance"]
     lines += table(["figure", "value"], summary_rows(r))
     shown = r.trades[:max_trades]
@@ -180,8 +258,11 @@ def format_text(r: BacktestResult, max_trades: int = 20) -> str:
 def to_json(r: BacktestResult) -> dict[str, Any]:
     """Every figure of the terminal report, plus every trade, event and the equity curve."""
 
+    moves = event_moves(r)
+    ahead = {id(m.event): m.moves for m in moves}
+
     def event(e: Event) -> dict[str, Any]:
-        return {
+        d = {
             "kind": e.kind,
             "strategy": e.strategy,
             "rule": e.rule,
@@ -194,7 +275,13 @@ def to_json(r: BacktestResult) -> dict[str, Any]:
             "signal": None if e.signal is None else {"side": e.signal.side, "size_usd": e.signal.size_usd},
             "interval": e.interval,
         }
+        if isinstance(e.values.get("fill_time"), int):
+            d["values"] = {**e.values, "fill_time_iso": format_time(e.values["fill_time"])}
+        if id(e) in ahead:
+            d["forward_pct"] = {str(h): v for h, v in zip(HORIZONS, ahead[id(e)], strict=True)}
+        return d
 
+    options = vars(r.options)
     return {
         "strategies": [
             {
@@ -208,18 +295,27 @@ def to_json(r: BacktestResult) -> dict[str, Any]:
             for s in r.strategies
         ],
         "data": {"source": r.history.source, "notes": r.history.notes},
-        "options": vars(r.options),
+        "options": {
+            **options,
+            "start_iso": _iso(options["start"]),
+            "end_iso": _iso(options["end"]),
+        },
         "assumptions": r.assumptions,
         "stats": r.stats,
         "events_per_rule": rule_counts(r),
+        "forward_moves": forward_table(r, moves),
         "trades": [t.to_dict() for t in r.trades],
         "events": [event(e) for e in r.events],
         "orders": [event(e) for e in r.trading],
         "equity": [
-            {"time": int(t), "equity_usd": float(v)}
+            {"time": int(t), "time_iso": format_time(int(t)), "equity_usd": float(v)}
             for t, v in zip(r.equity_times, r.equity_curve, strict=True)
         ],
     }
+
+
+def _iso(ms: int | None) -> str | None:
+    return None if ms is None else format_time(int(ms))
 
 
 def write_json(r: BacktestResult, path: str) -> None:

@@ -16,6 +16,11 @@ from perpwatch.language.compiler import Strategy
 #: ``options_schema`` declares them (``paper`` declares all four).
 ACCOUNT_OPTIONS = ("balance_usd", "fee_bps", "slippage_bps", "funding_interval_hours")
 
+#: The horizons (in bars) of the forward price move after each fired event; ``AHEAD_BARS`` the
+#: bars past the last walked one a result keeps prices of, to measure them.
+HORIZONS = (1, 4, 24)
+AHEAD_BARS = max(HORIZONS) + 1
+
 
 @dataclass
 class BacktestOptions:
@@ -79,6 +84,12 @@ class BacktestResult:
     funding_skipped: int
     assumptions: list[str] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
+    #: symbol -> numeric metric the strategies read (price aside) -> its values over ``times``
+    metrics: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    #: symbol -> price.open / price.close from the first bar of ``times`` to up to ``AHEAD_BARS`` bars
+    #: after its last, where the data has them (forward moves reach past ``--to``: ``forward.py``)
+    ahead_opens: dict[str, np.ndarray] = field(default_factory=dict)
+    ahead_closes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def equity_times(self) -> np.ndarray:

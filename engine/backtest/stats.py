@@ -32,6 +32,7 @@ def compute_stats(r: BacktestResult) -> dict[str, Any]:
     losses = [t.net_pnl for t in closed if t.net_pnl <= 0]
     fees = sum(t.fees for t in r.trades)
     funding = sum(t.funding for t in r.trades)
+    hold = buy_and_hold(r)
     return {
         "start": format_time(int(r.times[0])),
         "end": format_time(int(r.times[-1] + r.step_ms)),
@@ -60,7 +61,37 @@ def compute_stats(r: BacktestResult) -> dict[str, Any]:
         "funding_settlements": r.funding_settlements,
         "funding_settlements_skipped": r.funding_skipped,
         "rejected": sum(e.kind == "rejected" for e in r.trading),
+        "buy_and_hold_return_pct": None if hold is None else float(hold[-1] / balance - 1) * 100,
     }
+
+
+def buy_and_hold(r: BacktestResult) -> np.ndarray | None:
+    """The equity of buying every traded symbol with an equal share of the starting balance at the
+    first bar's open (else its first known close) and holding it, without costs or funding; one
+    point per equity point (the start, then each bar's close, an unknown close carrying the last
+    known one). ``None`` when no symbol has a price."""
+    symbols = list(dict.fromkeys(sym for syms in r.symbols.values() for sym in syms))
+    curves = []
+    for sym in symbols:
+        close = r.closes.get(sym)
+        if close is None or not np.isfinite(close).any():
+            continue
+        opens = r.ahead_opens.get(sym)
+        first = float(opens[0]) if opens is not None and len(opens) else math.nan
+        if not (math.isfinite(first) and first > 0):
+            first = float(close[np.isfinite(close)][0])
+        known = np.where(np.isfinite(close), close, np.nan)
+        filled = _carry(np.concatenate([[first], known]))
+        curves.append(filled / first)
+    if not curves:
+        return None
+    return r.options.balance_usd * np.mean(curves, axis=0)
+
+
+def _carry(x: np.ndarray) -> np.ndarray:
+    """Each unknown value replaced by the last known one before it (``x[0]`` is known)."""
+    idx = np.where(np.isfinite(x), np.arange(len(x)), 0)
+    return x[np.maximum.accumulate(idx)]
 
 
 def assumptions(r: BacktestResult) -> list[str]:

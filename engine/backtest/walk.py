@@ -30,7 +30,13 @@ from perpwatch.api.interfaces import Accounting, Executor, PluginContext
 from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import Registry, load_registry
 from perpwatch.backtest.history import History, symbols_for
-from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestOptions, BacktestResult, TradeRecord
+from perpwatch.backtest.result import (
+    ACCOUNT_OPTIONS,
+    AHEAD_BARS,
+    BacktestOptions,
+    BacktestResult,
+    TradeRecord,
+)
 from perpwatch.backtest.stats import assumptions, compute_stats
 from perpwatch.common.clock import FakeClock
 from perpwatch.common.errors import PerpwatchError, did_you_mean
@@ -144,6 +150,7 @@ async def run_backtest_async(
     finally:
         await executor.aclose()
     times = grid[i0 : i1 + 1]
+    ahead = slice(i0, min(n, i1 + 1 + AHEAD_BARS))
     result = BacktestResult(
         strategies=list(strategies),
         symbols=symbols,
@@ -161,6 +168,11 @@ async def run_backtest_async(
         trades=trades,
         funding_settlements=settled,
         funding_skipped=skipped,
+        metrics=_metrics_used(strategies, symbols, frames, slice(i0, i1 + 1)),
+        ahead_opens={sym: opens[sym][ahead] for sym in frames},
+        ahead_closes={
+            sym: np.asarray(f.columns["price.close"], dtype=float)[ahead] for sym, f in frames.items()
+        },
     )
     store.close()
     result.stats = compute_stats(result)
@@ -204,6 +216,28 @@ def _books(executor: Executor, name: str) -> tuple[Accounting, Ledger]:
             "(update, pnl, equity; trade_summaries, funding_counts: see docs/plugins.md, Executors)"
         )
     return cast(Accounting, executor), cast(Ledger, executor)
+
+
+def _metrics_used(
+    strategies: Sequence[Strategy], symbols: dict[str, list[str]], frames: dict[str, Frame], bars: slice
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per symbol, the numeric metrics (``price.*`` aside) its strategies read, over the walked bars;
+    one the data lacks is all unknown (NaN), so the report shows it lacks it."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for s in strategies:
+        for sym in symbols[s.name]:
+            cols = frames[sym].columns
+            mine = out.setdefault(sym, {})
+            numeric = {n.data for n in s.plan.nodes if n.op == "metric" and n.kind == "num"}
+            for name in sorted(numeric):
+                col = cols.get(name)
+                if name.startswith("price."):
+                    continue
+                if col is None:
+                    mine[name] = np.full(bars.stop - bars.start, np.nan)
+                elif isinstance(col, np.ndarray) and col.dtype.kind == "f":
+                    mine[name] = col[bars]
+    return out
 
 
 def _signals(events: list[Event]) -> bool:
