@@ -523,6 +523,8 @@ class ReplaySource(Source):
         super().__init__(options, ctx)
         #: Path -> the version (mtime_ns, size) of the bad file whose problem was logged.
         self._reported: dict[str, tuple[int, int] | None] = {}
+        #: Path -> (version, the absent columns already reported for that version of the file).
+        self._absent: dict[str, tuple[tuple[int, int] | None, frozenset[str]]] = {}
 
     @property
     def path(self) -> str | None:
@@ -601,10 +603,54 @@ class ReplaySource(Source):
         lo = int(np.searchsorted(full.times, request.start, side="left"))
         hi = int(np.searchsorted(full.times, request.end, side="right"))
         part = _copy(_select(full, request.metrics), lo, hi)
-        missing = sorted(request.metrics - full.columns.keys())
-        if missing:
-            part.problems.append(f"replay {os.path.basename(path)} has no column {', '.join(missing)}")
+        missing = request.metrics - full.columns.keys()
+        for name in missing:  # unknown, never a failure that holds the rules bar after bar
+            part.columns[name] = _unknown_column(name, len(part.times))
+        version = _version(path)
+        said = self._absent.get(path)
+        new = missing if said is None or said[0] != version else missing - said[1]
+        if new:
+            self._absent[path] = (version, (said[1] if said and said[0] == version else frozenset()) | new)
+            part.problems.append(
+                f"replay {os.path.basename(path)} has no column {', '.join(sorted(new))} "
+                "(unknown; said once per file)"
+            )
         return part
+
+    def check(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """Start-up: a missing ``path`` or a missing file for a (symbol, interval), naming the
+        files that are there. A file that exists but is bad is said when it is fetched."""
+        problems = []
+        for symbol in symbols:
+            try:
+                self.file_for(symbol, interval)
+            except SourceError as e:
+                problems.append(str(e) + self._files_there())
+        return problems
+
+    def _files_there(self) -> str:
+        path = self.path
+        if path is None or not os.path.isdir(path):
+            return ""
+        names = _replay_names(path)
+        if not names:
+            return " (the folder holds no <SYMBOL>_<interval>.csv|.parquet file)"
+        shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+        return f" (files there: {shown})"
+
+    def stale_hint(self, symbol: str, interval: str) -> str | None:
+        """For stale data: the span the file holds and the ``--simulate-from`` that replays it."""
+        try:
+            full = _load_cached(self.file_for(symbol, interval))
+        except PerpwatchError:
+            return None
+        if not len(full.times):
+            return None
+        first, last = format_time(int(full.times[0])), format_time(int(full.times[-1]))
+        return (
+            f"the replay file holds {first} .. {last}: replay it as if live with "
+            f"--simulate-from {first} (and --simulate-to {last})"
+        )
 
     def _unusable(self, path: str, error: PerpwatchError, request: FetchRequest) -> Frame:
         """A bad file: SourceError (the located error) the first time this version of it is read;
@@ -618,6 +664,13 @@ class ReplaySource(Source):
             kind = CATALOGUE[name].kind if name in CATALOGUE else None
             empty.columns[name] = Cat(np.zeros(0, dtype=np.int32), ()) if kind == "str" else np.zeros(0)
         return empty
+
+
+def _unknown_column(name: str, n: int) -> np.ndarray | Cat:
+    """``n`` unknown values of the metric ``name`` (a text metric as codes with no labels)."""
+    if name in CATALOGUE and CATALOGUE[name].kind == "str":
+        return Cat(np.full(n, -1, dtype=np.int32), ())
+    return np.full(n, np.nan)
 
 
 def _files_at(path: str | None) -> list[str] | None:

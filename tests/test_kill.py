@@ -104,6 +104,7 @@ def command(strategy: Path, cfg: Path, gated: bool = False) -> list[str]:
         SIM_FROM,
         "--simulate-to",
         SIM_TO,
+        "-v",  # each simulated cycle's own line (at DEBUG; INFO has one line per batch)
     ]
 
 
@@ -157,7 +158,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(tmp_path):
     done = subprocess.run(command(strategy, cfg), cwd=ref, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (
-        done.stderr.count("INFO perpwatch.live.runner: cycle") == 193
+        done.stderr.count("DEBUG perpwatch.live.runner: cycle") == 193
     )  # closes from SIM_FROM to SIM_TO, both included
     expected = (ref / "events.jsonl").read_text().splitlines()
     assert len(expected) > 100

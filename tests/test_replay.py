@@ -247,9 +247,10 @@ def test_fetch_returns_the_range_inclusive(folder: Path) -> None:
     source = ReplaySource({"path": str(folder)})
     frame = fetch(source, "BTC", "4h", {"price.close", "liq.long_usd"}, T0 + H4, T0 + 3 * H4)
     assert frame.times.tolist() == [T0 + H4, T0 + 2 * H4, T0 + 3 * H4]
-    assert list(frame.columns) == ["price.close"]
+    assert sorted(frame.columns) == ["liq.long_usd", "price.close"]  # the absent one unknown
     assert frame.columns["price.close"].tolist() == [101, 102, 103]
-    assert frame.problems == ["replay BTC_4h.csv has no column liq.long_usd"]
+    assert np.isnan(frame.columns["liq.long_usd"]).all()
+    assert frame.problems == ["replay BTC_4h.csv has no column liq.long_usd (unknown; said once per file)"]
     newest = fetch(source, "btc", "4h", {"oi.close"}, T0 + 5 * H4 - 1, T0 + 100 * H4)  # live: the newest bar
     assert newest.times.tolist() == [T0 + 5 * H4] and newest.columns["oi.close"].tolist() == [5]
     assert len(fetch(source, "BTC", "4h", {"oi.close"}, T0 + 10 * H4, T0 + 20 * H4)) == 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MethodType
 from typing import Any, ClassVar
@@ -77,6 +77,17 @@ class Source(Plugin, ABC):
     @abstractmethod
     async def fetch(self, request: FetchRequest) -> Frame:
         """The requested bars; raise SourceError when the source cannot answer."""
+
+    def check(self, symbols: Sequence[str], interval: str) -> list[str]:
+        """Start-up: what can never work for ``symbols`` at ``interval`` (a missing file, a path
+        that does not exist), one sentence each; ``perpwatch run`` stops with them (exit 2) before
+        the first cycle. Answered without the network; the default finds nothing."""
+        return []
+
+    def stale_hint(self, symbol: str, interval: str) -> str | None:
+        """A hint for the log when this source's newest bar is older than the bar being decided
+        (a replay source names the span its file holds and ``--simulate-from``); default none."""
+        return None
 
 
 def provides_is_classmethod(cls: type[Source]) -> bool:

@@ -193,3 +193,50 @@ def check_state_option(ctx: click.Context, param: click.Parameter, value: str | 
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
+
+
+def log_level(ctx: click.Context | None = None) -> int | None:
+    """The level ``-q`` or ``--log-level`` chose for this invocation (a ``logging`` level), or None."""
+    current = ctx or click.get_current_context(silent=True)
+    if current is None:
+        return None
+    obj = current.find_root().obj
+    level = obj.get("log_level") if isinstance(obj, dict) else None
+    return level if isinstance(level, int) else None
+
+
+def install_default_log_handler(ctx: click.Context, level: int) -> None:
+    """Every command's log at ``level`` and above on stderr, each line redacted (secrets in the
+    environment) and printable; removed when the command ends (``perpwatch run`` puts its own)."""
+    import logging
+    import sys
+
+    from perpwatch.cli.run import RedactFilter, env_secrets
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactFilter(env_secrets()))
+    handler.perpwatch_default = True  # type: ignore[attr-defined]
+    root = logging.getLogger()
+    before = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in ("httpx", "httpcore"):  # request lines carry URLs: never below WARNING
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+    def remove() -> None:
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(before)
+
+    ctx.call_on_close(remove)
+
+
+def drop_default_log_handler() -> None:
+    """Detach the handler of :func:`install_default_log_handler` (a command that logs its own way)."""
+    import logging
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "perpwatch_default", False):
+            root.removeHandler(handler)

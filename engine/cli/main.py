@@ -20,6 +20,9 @@ from perpwatch import __version__
 if TYPE_CHECKING:
     from perpwatch.api.registry import Registry
 
+#: ``--log-level`` values (``-q`` is ``warning``); ``perpwatch.cli.common`` reads the choice.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 #: Every built-in command and the module of ``perpwatch.cli`` that defines it; each of those
 #: modules has ``register(cli)``, which adds all of its commands to the group. ``fetch`` and
 #: ``convert-coinglass`` are plugin commands (the replay and coinglass plugins: they write replay files).
@@ -106,10 +109,26 @@ class LazyGroup(click.Group):
     metavar="PATH",
     help="Load a local plugin module (repeatable; also PERPWATCH_PLUGINS).",
 )
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only (as --log-level warning).")
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    help="Log at this level and above, for every command (run logs at info by default, others at warning).",
+)
 @click.pass_context
-def cli(ctx: click.Context, plugin_paths: tuple[str, ...]) -> None:
+def cli(ctx: click.Context, plugin_paths: tuple[str, ...], quiet: bool, log_level: str | None) -> None:
     """perpwatch: rules over funding, open interest, liquidations and flow."""
-    ctx.ensure_object(dict)
+    obj = ctx.ensure_object(dict)
+    if quiet and log_level is not None and log_level.lower() != "warning":
+        raise click.BadParameter(f"-q means --log-level warning, not {log_level}; give one of them")
+    chosen = "warning" if quiet else log_level
+    if chosen is not None:
+        import logging
+
+        from perpwatch.cli.common import install_default_log_handler
+
+        obj["log_level"] = logging.getLevelName(chosen.upper())
+        install_default_log_handler(ctx, obj["log_level"])
 
 
 def _plugin_paths(argv: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from perpwatch.cli.common import (
     check_state_option,
     get_registry,
     load_strategies,
+    log_level,
     param_option,
     parse_params,
     report_errors,
@@ -34,7 +35,7 @@ from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact
 from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
-from perpwatch.common.timeutil import format_time, parse_duration
+from perpwatch.common.timeutil import INTERVALS, format_time, parse_duration
 
 if TYPE_CHECKING:  # the live engine (asyncio, sqlite3, the runner) is imported when a command runs
     from perpwatch.common.clock import Clock
@@ -42,6 +43,9 @@ if TYPE_CHECKING:  # the live engine (asyncio, sqlite3, the runner) is imported 
     from perpwatch.live.config import Config
     from perpwatch.live.runner import CycleReport, Runner, RunnerOptions
     from perpwatch.live.state import StateStore
+
+#: In a simulation, one INFO line sums up this many cycles (warnings are still said as they come).
+SIMULATION_LOG_BATCH = 100
 
 #: Environment variables whose values are secrets even when no config names them.
 SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
@@ -82,8 +86,12 @@ class RedactFilter(logging.Filter):
         return True
 
 
-def setup_logging(secrets: frozenset[str], log_file: str | None, verbose: bool) -> list[logging.Handler]:
-    """Log lines to stderr (and ``log_file``), every one passed through the redaction filter."""
+def setup_logging(secrets: frozenset[str], log_file: str | None, level: int) -> list[logging.Handler]:
+    """Log lines at ``level`` and above to stderr (and ``log_file``), every one passed through the
+    redaction filter (these replace the command-wide handler of ``-q``/``--log-level``)."""
+    from perpwatch.cli.common import drop_default_log_handler
+
+    drop_default_log_handler()
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
@@ -94,7 +102,7 @@ def setup_logging(secrets: frozenset[str], log_file: str | None, verbose: bool) 
         h.setFormatter(fmt)
         h.addFilter(redact)
         root.addHandler(h)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.setLevel(level)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     return handlers
@@ -166,12 +174,17 @@ def simulated_start(runner: Runner, start: float) -> float:
     help="State database (default from config).",
 )
 @param_option
+@click.option(
+    "--interval",
+    type=click.Choice(list(INTERVALS)),
+    help="Run the strategies at this interval instead of their own (windows stay in bars), as backtest does.",
+)
 @click.option("--simulate-from", "sim_from", metavar="TIME", help="Replay history as if live, from TIME.")
 @click.option(
     "--simulate-to", "sim_to", metavar="TIME", help="With --simulate-from: stop after TIME (default now)."
 )
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also write the log to this file.")
-@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging (as perpwatch --log-level debug run).")
 @report_errors
 def run(
     files: tuple[str, ...],
@@ -179,6 +192,7 @@ def run(
     config_path: str | None,
     state_opt: str | None,
     params: tuple[str, ...],
+    interval: str | None,
     sim_from: str | None,
     sim_to: str | None,
     log_file: str | None,
@@ -199,14 +213,16 @@ def run(
     registry = get_registry()
     cfg = load_config(find_config(config_path), registry)
     secrets = cfg.secrets | env_secrets()
-    strategies = load_strategies(files, parse_params(params))
+    strategies = load_strategies(files, parse_params(params), interval)
     options = RunnerOptions.from_config(cfg.runner)
     clock: Clock = Clock()
     if start is not None:
         options.settle_seconds = 0.0
         clock = FakeClock(start)
     state = state_path(state_opt, cfg)
-    handlers = setup_logging(secrets, log_file, verbose)
+    chosen = log_level()
+    level = logging.DEBUG if verbose else (chosen if chosen is not None else logging.INFO)
+    handlers = setup_logging(secrets, log_file, level)
     try:
         code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
     except StateLost as e:  # the run stopped, having failed (not bad input): one line, exit 1
@@ -272,21 +288,30 @@ async def _main(
                 f"simulating from {format_time(int(clock.now * 1000))} to {format_time(int(end * 1000))}"
             )
             stop_at = end
+        runner.check_sources()  # a replay file that does not exist: one error now (exit 2)
         click.echo(banner(runner, cfg, store.path, simulate), err=True)
         if once:
             report = await runner.run_cycle()
             await runner.flush()
             _log_cycle(report)
             return EXIT_FAILED if report.failed else 0
-        await runner.run_forever(until=stop_at, on_cycle=_log_cycle)
+        if simulate is None:
+            await runner.run_forever(until=stop_at, on_cycle=_log_cycle)
+            return 0
+        batch = CycleBatch()  # simulated cycles come bar after bar: one line per batch of them
+        try:
+            await runner.run_forever(until=stop_at, on_cycle=batch.add)
+        finally:
+            batch.flush()
         return 0
     finally:
         await runner.aclose()
 
 
-def _log_cycle(report: CycleReport) -> None:
+def _log_cycle(report: CycleReport, level: int = logging.INFO) -> None:
     bars = ", ".join(f"{name} {format_time(t)}" for name, t in report.bars.items())
-    logging.getLogger("perpwatch.live.runner").info(
+    logging.getLogger("perpwatch.live.runner").log(
+        level,
         "cycle %s: %d fetches, %d failed, %d events, %d notifications queued, %.2fs",
         bars or "(nothing new)",
         report.fetches,
@@ -295,6 +320,38 @@ def _log_cycle(report: CycleReport) -> None:
         report.queued,
         report.wall,
     )
+
+
+class CycleBatch:
+    """The cycle lines of a simulation: one INFO line per ``size`` cycles (and one for the rest);
+    each cycle's own line at DEBUG."""
+
+    def __init__(self, size: int = SIMULATION_LOG_BATCH):
+        self.size = size
+        self.reports: list[CycleReport] = []
+
+    def add(self, report: CycleReport) -> None:
+        _log_cycle(report, logging.DEBUG)  # each cycle still has its line with -v
+        self.reports.append(report)
+        if len(self.reports) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        reports, self.reports = self.reports, []
+        bars = [t for r in reports for t in r.bars.values()]
+        if not reports:
+            return
+        span = f"{format_time(min(bars))} .. {format_time(max(bars))}" if bars else "(nothing new)"
+        logging.getLogger("perpwatch.live.runner").info(
+            "simulated %s: %d cycles, %d fetches, %d failed, %d events, %d notifications queued, %.2fs",
+            span,
+            len(reports),
+            sum(r.fetches for r in reports),
+            sum(len(r.failures) for r in reports),
+            sum(r.events for r in reports),
+            sum(r.queued for r in reports),
+            sum(r.wall for r in reports),
+        )
 
 
 # --- events, mute, unmute -------------------------------------------------------------------------

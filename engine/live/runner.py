@@ -35,6 +35,7 @@ from typing import Any
 from perpwatch.api.interfaces import Executor, Notifier, PluginContext, Source
 from perpwatch.api.registry import Registry
 from perpwatch.common.clock import Clock
+from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact as redact_secrets
 from perpwatch.language.compiler import Strategy
 from perpwatch.live import loop
@@ -44,6 +45,7 @@ from perpwatch.live.delivery import Delivery
 from perpwatch.live.fetching import Fetcher
 from perpwatch.live.jobs import TRADING_METRICS, CycleReport, Job, RunnerOptions
 from perpwatch.live.schedule import Schedule
+from perpwatch.live.staleness import Staleness
 from perpwatch.live.state import StateStore
 from perpwatch.live.stepping import Stepped, Stepper
 
@@ -86,6 +88,7 @@ class Runner:
             notifiers, store, self.clock, self.options, redact, self._db, self.wakeup.event
         )
         self.provides = self.fetcher.provides  # source instance -> the metrics it provides
+        self.staleness = Staleness(sources)
 
     @classmethod
     def build(
@@ -123,6 +126,23 @@ class Runner:
             redact=redact,
         )
 
+    def check_sources(self) -> None:
+        """Start-up: each job's source checks its symbols and interval (``Source.check``, e.g. a
+        replay file that does not exist); everything found is one PerpwatchError (exit 2)."""
+        problems: list[str] = []
+        for job in self.jobs:
+            source = self.sources[job.source]
+            try:
+                found = source.check(list(job.symbols), job.strategy.interval)
+            except Exception as e:  # a plugin bug is said, not a traceback
+                found = [f"check raised {type(e).__name__}: {e}"]
+            for problem in found:
+                line = self.redact(f"source {job.source} ({job.strategy.name}): {problem}")
+                if line not in problems:
+                    problems.append(line)
+        if problems:
+            raise PerpwatchError("\nerror: ".join(problems))  # one line each, as report_errors shows them
+
     async def aclose(self) -> None:
         for plugin in [*self.sources.values(), *self.notifiers.values(), *self.executors.values()]:
             try:
@@ -158,6 +178,7 @@ class Runner:
         if not plans:
             return report
         fetched = await self.wakeup.bounded(self.fetcher.fetch_all(plans, report))  # a stop's grace
+        self.staleness.observe(plans, fetched)
         report.fetch_wall = time.perf_counter() - wall0
         t1, c1 = time.perf_counter(), time.process_time()  # evaluations run in a thread of their own
         async with self._db:
