@@ -144,7 +144,7 @@ def test_the_example_s_own_tests_pass_once_installed(env_bin: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout  # the entry-point test runs (it skips when not installed)
+    assert "7 passed" in result.stdout  # the entry-point test runs (it skips when not installed)
 
 
 @pytest.fixture(scope="module")

@@ -16,29 +16,43 @@ methods out cannot be registered. All I/O methods are async.
 * :mod:`perpwatch.api.ledger`: the :class:`Ledger` protocol and :class:`TradeSummary` (what a
   backtest reads from its executor);
 * :mod:`perpwatch.api.history`: :class:`HistoryReader` (``accepts``, ``load``) and :class:`History`
-  (what ``backtest --data`` reads).
+  (what ``backtest --data`` reads);
+* and what those classes take and return, from the layers below: :data:`hookimpl` (the hook
+  marker, :mod:`perpwatch.api.hookspecs`), :class:`Frame` and :class:`Cat` (what a source returns,
+  :mod:`perpwatch.evaluation.frame`), :class:`Event` and :class:`OrderIntent` (what a notifier and
+  an executor receive, :mod:`perpwatch.evaluation.events`), :class:`Metric` (a source's own
+  metrics, :mod:`perpwatch.language.metrics`).
 """
 
 from __future__ import annotations
 
 from perpwatch.api.executors import Accounting, Executor, ExecutorError, Fill, Position
 from perpwatch.api.history import History, HistoryReader
+from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.ledger import Ledger, TradeSummary
 from perpwatch.api.notifiers import Notifier, NotifierError
 from perpwatch.api.plugin import SECRET_MARKERS, Plugin, PluginContext, PluginError, secret_values
 from perpwatch.api.sources import FetchRequest, Source, SourceError
+from perpwatch.evaluation.events import Event, OrderIntent
+from perpwatch.evaluation.frame import Cat, Frame
+from perpwatch.language.metrics import Metric
 
 __all__ = [
     "Accounting",
+    "Cat",
+    "Event",
     "Executor",
     "ExecutorError",
     "FetchRequest",
     "Fill",
+    "Frame",
     "History",
     "HistoryReader",
     "Ledger",
+    "Metric",
     "Notifier",
     "NotifierError",
+    "OrderIntent",
     "Plugin",
     "PluginContext",
     "PluginError",
@@ -47,5 +61,6 @@ __all__ = [
     "Source",
     "SourceError",
     "TradeSummary",
+    "hookimpl",
     "secret_values",
 ]
