@@ -163,6 +163,7 @@ class _Compiler:
             self.params,
             self._resolve_let,
             lambda: list(self.let_src),
+            _param_locs(doc.get("params")),
         )
         self.interval = doc.get("interval", "1h")
         self.step = INTERVALS[self.interval]
@@ -507,6 +508,13 @@ class _Compiler:
             max_data_age_ms=age,
             inhibited_by=list(raw.get("inhibited_by", [])),
         )
+
+
+def _param_locs(params: Any) -> dict[str, Loc]:
+    """Where each param of ``params:`` is defined (its key), for errors about its value."""
+    if not isinstance(params, LDict):
+        return {}
+    return {name: params.key_loc(name) for name in params}
 
 
 def _duration_ms(value: Any, loc: Loc, key: str) -> int:

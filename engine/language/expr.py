@@ -72,11 +72,13 @@ class ExprCompiler:
         params: Mapping[str, Any],
         resolve_let: Callable[[str, Loc], int],
         let_names: Callable[[], list[str]],
+        param_locs: Mapping[str, Loc] | None = None,
     ):
         self.plan = plan
         self.functions = functions
         self.metrics = metrics  # metric name -> kind
         self.params = params
+        self.param_locs = param_locs or {}  # where each param is defined, for errors about its value
         self.resolve_let = resolve_let
         self.let_names = let_names
         self.prefixes = CORE_PREFIXES | {m.split(".")[0] for m in metrics}
@@ -128,6 +130,13 @@ class ExprCompiler:
                 stmt = simpleeval.SimpleEval.parse(text)
             except SyntaxError as e:
                 offset = (e.offset or 1) - 1 if (e.lineno or 1) == 1 else 0
+                hint = _equals_hint(text.strip())
+                if hint is not None:
+                    col, meant = hint
+                    raise LocatedError(
+                        self._loc.shift(self._lead + col),
+                        f"syntax error in expression: {meant}",
+                    ) from None
                 raise LocatedError(
                     self._loc.shift(self._lead + offset), f"syntax error in expression: {e.msg}"
                 ) from None
@@ -140,6 +149,12 @@ class ExprCompiler:
             except (RecursionError, MemoryError):
                 raise LocatedError(self._loc, "expression nested too deeply") from None
         if not isinstance(stmt, ast.Expr):
+            hint = _equals_hint(text.strip())
+            if isinstance(stmt, ast.Assign) and hint is not None:
+                raise LocatedError(
+                    self._loc.shift(self._lead + hint[0]),
+                    f"assign statements are not allowed; {hint[1]}",
+                )
             raise LocatedError(
                 self._loc, f"{type(stmt).__name__.lower()} statements are not allowed; write an expression"
             )
@@ -360,6 +375,9 @@ class ExprCompiler:
         lk, rk = self.plan.nodes[left].kind, self.plan.nodes[right].kind
         if (lk == "str") != (rk == "str"):
             text = lnode if lk == "str" else rnode
+            param = self._text_param(text)
+            if param is not None:
+                raise self._err(node, f"cannot compare text param {self._src(text)!r} with a number: {param}")
             raise self._err(
                 node,
                 f"cannot compare text {self._src(text)!r} with a number; "
@@ -513,6 +531,11 @@ class ExprCompiler:
             if i == 0:
                 first_kind = kind
             if want == "n" and kind == "str":
+                param = self._text_param(arg)
+                if param is not None:
+                    raise self._err(
+                        arg, f"{spec.name}() needs a number here, not text param {self._src(arg)!r}: {param}"
+                    )
                 raise self._err(arg, f"{spec.name}() needs a number here, not text")
             if want == "b" and kind != "bool":
                 raise self._err(
@@ -550,6 +573,26 @@ class ExprCompiler:
         elif isinstance(arg, ast.Name) and arg.id in self.params:
             self._use(arg.id)
             value = self.params[arg.id]
+            if isinstance(value, str):
+                raise self._err(
+                    arg,
+                    f"the window of {spec.name}() must be a whole number of bars, not {value!r} "
+                    f"(text param {arg.id!r}: {self._text_param(arg)})",
+                )
+        elif isinstance(arg, ast.Name) and not arg.id.startswith("_"):
+            numbers = [
+                p for p, v in self.params.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            ]
+            if arg.id in self.let_names():
+                why = f"{arg.id!r} is a let, a series computed bar by bar"
+            else:
+                known = ", ".join(numbers) if numbers else "none"
+                why = f"{arg.id!r} is not a param{did_you_mean(arg.id, numbers) or f' (its number params: {known})'}"
+            raise self._err(
+                arg,
+                f"the window of {spec.name}() must be a whole number or a param, known when the strategy "
+                f"loads; {why}",
+            )
         else:
             raise self._err(
                 arg,
@@ -573,7 +616,29 @@ class ExprCompiler:
             raise self._err(arg, f"the window of {spec.name}() is too large ({value} bars; at most 100000)")
         return value
 
+    def _text_param(self, node: ast.AST) -> str | None:
+        """When ``node`` names a text param, what to say about it, pointing at its definition
+        ("'0.1' (defined at file:line:col) is text because it is quoted; ..."), else None."""
+        if not isinstance(node, ast.Name) or not isinstance(self.params.get(node.id), str):
+            return None
+        name, value = node.id, self.params[node.id]
+        where = self.param_locs.get(name)
+        defined = f" (defined at {where})" if where is not None else ""
+        try:
+            float(value.strip())
+        except ValueError:
+            return f"{value!r}{defined} is a text label; compare it with == or != and a quoted label"
+        return (
+            f"{value!r}{defined} is text because it is quoted; write {name}: {value.strip()} without quotes"
+        )
+
     def _numeric(self, node_id: int, node: ast.AST, what: str) -> None:
+        param = self._text_param(node)
+        if param is not None:
+            raise self._err(
+                node,
+                f"text param {self._src(node)!r} cannot be used with {what} (arithmetic needs numbers): {param}",
+            )
         if self.plan.nodes[node_id].kind == "str":
             raise self._err(
                 node, f"text ({self._src(node)!r}) cannot be used with {what}; arithmetic needs numbers"
@@ -593,6 +658,24 @@ def _const_power(a: Any, b: Any) -> float:
     if abs(b) > simpleeval.MAX_POWER:
         raise simpleeval.NumberTooHigh(f"exponent {b} is too large")
     return float(a) ** float(b)  # OverflowError: "number too large"
+
+
+def _equals_hint(text: str) -> tuple[int, str] | None:
+    """Where a lone ``=`` stands in ``text`` (outside string literals) and what was probably meant:
+    ``=>`` is ``>=``, ``=<`` is ``<=``, and ``=`` alone is ``==``; None when there is none."""
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return None
+    for tok, after in zip(tokens, [*tokens[1:], None], strict=True):
+        if tok.type != tokenize.OP or tok.string != "=" or tok.start[0] != 1:
+            continue
+        col = tok.start[1]  # in characters: tokenize reads text
+        if after is not None and after.string in ("<", ">") and after.start == tok.end:
+            wrote, meant = "=" + after.string, after.string + "="
+            return col, f"'{wrote}' is not an operator; did you mean {meant}?"
+        return col, "'=' assigns, it does not compare; did you mean ==?"
+    return None
 
 
 def _kind_name(kind: str) -> str:

@@ -28,6 +28,7 @@ import yaml
 
 from perpwatch.common.errors import Loc, LocatedError
 from perpwatch.common.numbers import int_from_digits, shown, too_large_float, too_large_int
+from perpwatch.language.yamlhints import diagnose
 
 MAX_BYTES = 2_000_000  # bytes of one file
 MAX_DEPTH = 64  # levels of nesting
@@ -133,6 +134,9 @@ def load_yaml(text: str | bytes, file: str) -> Any:
         loc = Loc(file, mark.line + 1, mark.column + 1) if mark else Loc(file)
         if "maximum nesting depth" in str(e.problem):  # libyaml's own limit (1000), met while scanning ahead
             raise LocatedError(loc, f"nested more than {MAX_DEPTH} levels deep") from None
+        hint = diagnose(text, mark.line + 1) if mark else None
+        if hint is not None:  # the line that is really wrong, and what was expected there
+            raise LocatedError(Loc(file, hint.line, hint.col), f"invalid YAML: {hint.message}") from None
         raise LocatedError(loc, f"invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise LocatedError(Loc(file), f"invalid YAML: {e}") from None
