@@ -6,9 +6,12 @@
 * :class:`HttpSource`: the base class of those sources (client wiring from the options, ``aclose``).
 * :class:`HttpClient`: GET with retries (exponential backoff with jitter, ``Retry-After``
   honoured), timeouts and connection errors mapped to :class:`RequestError`, an IP-ban gate
-  (Binance HTTP 418) and secret redaction in every message. Each response is streamed with a
-  byte limit (``max_response_bytes``, raw and decompressed: ``_http_body``) and must arrive whole
-  within ``timeout``; a large body is decoded (JSON parsed) in a worker thread, off the event loop.
+  (Binance HTTP 418) and secret redaction in every message. A server that cannot be reached at
+  all (name resolution, connection refused, no route, TLS: :func:`connect_failure`) is one
+  message naming the host and the cause, retried at most ``CONNECT_RETRIES`` times, quietly.
+  Each response is streamed with a byte limit (``max_response_bytes``, raw and decompressed:
+  ``_http_body``) and must arrive whole within ``timeout``; a large body is decoded (JSON parsed)
+  in a worker thread, off the event loop.
 * Bar helpers: the closed-bar grid of a request, range chunking for pagination, rows onto the
   grid (:func:`align_job`, with the checks of ``_rows``: times in seconds or in the future,
   missing fields, impossible values, each named once per endpoint), and :func:`run_jobs`, which
@@ -19,12 +22,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import random
+import socket
+import ssl
 from abc import abstractmethod
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -53,6 +59,10 @@ NO_OBSERVATION = np.iinfo(np.int64).min
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 #: A body larger than this is decoded in a worker thread, so parsing it never blocks the event loop.
 PARSE_INLINE_BYTES = 64 * 1024
+#: Extra attempts (at most; never more than the ``retries`` option) after a connection could not be
+#: made at all: no network, no such host or nothing listening does not heal within a cycle, and the
+#: runner retries held symbols a minute later anyway.
+CONNECT_RETRIES = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,14 +70,75 @@ PARSE_INLINE_BYTES = 64 * 1024
 
 
 class RequestError(SourceError):
-    """One HTTP request failed; ``retry_after`` is the server's wish in seconds, ``ban`` an IP ban."""
+    """One HTTP request failed; ``retry_after`` is the server's wish in seconds, ``ban`` an IP ban,
+    ``unreachable`` that no connection could be made (nothing was sent: see :func:`connect_failure`)."""
 
     def __init__(
-        self, message: str, *, retryable: bool, retry_after: float | None = None, ban: bool = False
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        ban: bool = False,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message, retryable=retryable)
         self.retry_after = retry_after
         self.ban = ban
+        self.unreachable = unreachable
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (httpx wraps httpcore, which wraps the OS's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _target(exc: httpx.TransportError, fallback: httpx.URL) -> str:
+    """``host`` or ``host:port`` (a port only when the URL names one) of the failed request."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised without its request
+        url = fallback
+    return f"{url.host}:{url.port}" if url.port else url.host
+
+
+def connect_failure(exc: httpx.TransportError, fallback: httpx.URL) -> RequestError | None:
+    """The reason no connection could be made, as ``cannot reach HOST: CAUSE`` (``unreachable``),
+    or None when ``exc`` happened on a connection that was made (a reset, a protocol error).
+
+    Name resolution, a refused connection, no route and a TLS handshake that failed are each named;
+    an untrusted certificate is not retryable (it will not change by itself)."""
+    if not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError):
+        return None
+    host = _target(exc, fallback)
+
+    def failure(cause: str, retryable: bool = True) -> RequestError:
+        return RequestError(f"cannot reach {host}: {cause}", retryable=retryable, unreachable=True)
+
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            said = cause.verify_message or cause.reason or "not trusted"
+            return failure(f"TLS certificate not accepted ({short_msg(said)})", retryable=False)
+        if isinstance(cause, ssl.SSLError):
+            return failure(f"TLS handshake failed ({short_msg(cause.reason or cause.strerror or cause)})")
+        if isinstance(cause, socket.gaierror):
+            return failure("name resolution failed — no network?")
+        if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+            return failure("connection refused (nothing listening there?)")
+        if getattr(cause, "errno", None) in (errno.ENETUNREACH, errno.ENETDOWN):
+            return failure("network unreachable — no network?")
+        if getattr(cause, "errno", None) == errno.EHOSTUNREACH:
+            return failure("no route to host")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return failure("no connection within the timeout")
+    if isinstance(exc, httpx.ProxyError):
+        return failure(f"the proxy failed ({short_msg(exc)})")
+    return failure(f"connection failed ({short_msg(exc) or type(exc).__name__})")
 
 
 def is_retryable_status(status: int) -> bool:
@@ -363,14 +434,21 @@ class HttpClient:
                 if not limits:
                     self._block(wait_asked, str(error))
                 raise self._error(error)
-            if not error.retryable or attempt >= self.policy.retries:
+            retries = min(self.policy.retries, CONNECT_RETRIES) if error.unreachable else self.policy.retries
+            if not error.retryable or attempt >= retries:
                 raise self._error(error, attempt + 1)
             if wait_asked:
                 for limiter, _ in limits:
                     limiter.pause(wait_asked)
             wait = self.policy.delay(attempt, wait_asked, self._rng)
-            self.log.info(
-                "%s %s: %s; retry %d in %.2f s", self.name, path, self.safe(str(error)), attempt + 1, wait
+            self.log.log(  # an unreachable server is reported once, by the runner
+                logging.DEBUG if error.unreachable else logging.INFO,
+                "%s %s: %s; retry %d in %.2f s",
+                self.name,
+                path,
+                self.safe(str(error)),
+                attempt + 1,
+                wait,
             )
             await self.clock.sleep(wait)
             attempt += 1
@@ -411,9 +489,12 @@ class HttpClient:
             ) from None
         except BodyError as exc:
             raise RequestError(str(exc), retryable=exc.retryable) from None
-        except httpx.TimeoutException as exc:
-            raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
         except httpx.TransportError as exc:
+            unreachable = connect_failure(exc, self.base_url)
+            if unreachable is not None:
+                raise unreachable from None
+            if isinstance(exc, httpx.TimeoutException):
+                raise RequestError(f"timed out ({type(exc).__name__})", retryable=True) from None
             raise RequestError(f"connection failed ({type(exc).__name__})", retryable=True) from None
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() not in _BODY_HEADERS]
         return httpx.Response(streamed.status_code, headers=headers, content=body, request=streamed.request)
@@ -433,9 +514,15 @@ class HttpClient:
             )
 
     def _error(self, error: RequestError, attempts: int = 1) -> RequestError:
-        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        tries = f" after {attempts} attempts" if attempts > 1 and not error.unreachable else ""
         message = self.safe(f"{error}{tries}")
-        return RequestError(message, retryable=error.retryable, retry_after=error.retry_after, ban=error.ban)
+        return RequestError(
+            message,
+            retryable=error.retryable,
+            retry_after=error.retry_after,
+            ban=error.ban,
+            unreachable=error.unreachable,
+        )
 
 
 #: Headers that described the body as sent, not as decoded.
@@ -578,10 +665,15 @@ async def run_jobs(source: str, grid: np.ndarray, wanted: frozenset[str], jobs: 
     """Run ``jobs`` concurrently and assemble the frame of the ``wanted`` metrics.
 
     A job that raises :class:`SourceError` leaves its metrics absent and adds one reason to
-    ``frame.problems``; when every job fails, raises :class:`SourceError` with all reasons.
+    ``frame.problems``; when every job fails, raises :class:`SourceError` with all reasons, or with
+    the one reason when none of them could connect for the same reason (``cannot reach HOST: …``).
     """
     frame = Frame(grid)
     outcomes = await asyncio.gather(*(job.run() for job in jobs), return_exceptions=True)
+    unreachable = {str(o) for o in outcomes if isinstance(o, RequestError) and o.unreachable}
+    if jobs and len(unreachable) == 1 and all(str(o) in unreachable for o in outcomes):
+        # every endpoint failed to connect, for the same reason: that one reason says it all
+        raise RequestError(unreachable.pop(), retryable=True, unreachable=True)
     failures: list[SourceError] = []
     for job, outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, SourceError):

@@ -275,8 +275,11 @@ def test_one_symbol_failing_does_not_stop_the_others(tmp_path, caplog):
         with caplog.at_level(logging.WARNING, logger="perpwatch.live.runner"):
             reports = run(main())
         assert all(len(r.failures) == 1 and " ETH " in r.failures[0] for r in reports)
-        failures_logged = [r for r in caplog.records if "source coinglass failed" in r.getMessage()]
-        assert len(failures_logged) == 6  # once per cycle
+        failures_logged = [r.getMessage() for r in caplog.records if "source coinglass " in r.getMessage()]
+        # said once, then summarised after 2 and 4 failed cycles (fetching.FailureLog)
+        assert len(failures_logged) == 3, failures_logged
+        assert "source coinglass failed for ETH 1h" in failures_logged[0]
+        assert [" still failing since " in m for m in failures_logged] == [False, True, True]
         by_symbol = {s: [e for e in env.store.events() if e.symbol == s] for s in env.symbols}
         assert by_symbol["ETH"] == []
         for sym in ("BTC", "SOL"):

@@ -2,14 +2,20 @@
 strategies need over their warm-up, concurrently (at most ``runner.concurrency`` at once), each
 fetch within ``runner.source_timeout``, onto the expected bar grid (a bar not returned is unknown).
 A source is asked only for the metrics it provides; the problems it reports with data that did
-arrive (values it made unknown) are logged once per cycle, like failures."""
+arrive (values it made unknown) are logged once per cycle.
+
+A failure is logged once, when it starts (:class:`FailureLog`); while the same failure lasts, a
+``still failing since`` line follows after 2, 4, 8… failed cycles (then every ``SUMMARY_EVERY``),
+and the first cycle in which the source answers again says so once."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -21,6 +27,10 @@ from perpwatch.live.schedule import Plan
 log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
 
 FetchKey = tuple[str, str, str]  # (source instance, interval, symbol)
+
+#: While a failure lasts, a summary line at most every this many failed cycles (after 2, 4, 8…).
+SUMMARY_EVERY = 64
+HELD = "(rules needing it are held this cycle)"
 
 
 @dataclass
@@ -41,6 +51,7 @@ class Fetcher:
         self.options = options
         self.redact = redact
         self.provides = {name: frozenset(src.provides(src.options)) for name, src in sources.items()}
+        self.failure_log = FailureLog()
         self._sem: asyncio.Semaphore | None = None
 
     async def fetch_all(self, plans: list[Plan], report: CycleReport) -> dict[FetchKey, Fetched]:
@@ -65,9 +76,7 @@ class Fetcher:
                 report.failures.append(f"{source} {symbol} {interval}: {got.reason}")
             elif got.notes is not None:
                 noted.setdefault((source, got.notes), []).append(f"{symbol} {interval}")
-        for (source, reason), which in failed.items():
-            held = "(rules needing it are held this cycle)"
-            log.warning("source %s failed for %s: %s %s", source, _some(which), reason, held)
+        self.failure_log.cycle(report.time, {source for source, _, _ in keys}, failed)
         for (source, notes), which in noted.items():
             log.warning("source %s sent data with problems for %s: %s", source, _some(which), notes)
         return dict(zip(keys, results, strict=True))
@@ -102,6 +111,76 @@ class Fetcher:
         elif problems:
             notes = self.redact(problems)
         return Fetched(frame.reindex(grid), frozenset(missing), reason, notes)
+
+
+@dataclass
+class Streak:
+    """One failure of a source, cycle after cycle."""
+
+    since: float  # clock time of its first failed cycle
+    cycles: int = 1  # failed cycles in a row
+    logged: int = 1  # ``cycles`` when a line last said so
+
+
+class FailureLog:
+    """Source failures in the log: the first failed cycle says what failed and why; the same failure
+    (the same reason, numbers aside) in the cycles after is summarised, ``still failing since HH:MM
+    UTC, N cycles``, after 2, 4, 8… failed cycles and then every ``SUMMARY_EVERY``; the first cycle
+    in which the source fails no more says once that it answers again. Another reason is a new
+    failure, said in full."""
+
+    def __init__(self) -> None:
+        self.streaks: dict[tuple[str, str], Streak] = {}  # (source, reason with digits masked)
+
+    def cycle(self, now: float, fetched: set[str], failed: dict[tuple[str, str], list[str]]) -> None:
+        """Log this cycle's failures; ``fetched`` are the sources asked, ``failed`` maps (source,
+        reason) to the symbols and intervals that failed so."""
+        seen: set[tuple[str, str]] = set()
+        for (source, reason), which in failed.items():
+            key = (source, _shape(reason))
+            seen.add(key)
+            streak = self.streaks.get(key)
+            if streak is None:
+                self.streaks[key] = Streak(since=now)
+                log.warning("source %s failed for %s: %s %s", source, _some(which), reason, HELD)
+                continue
+            streak.cycles += 1
+            if streak.cycles - streak.logged >= min(streak.logged, SUMMARY_EVERY):
+                streak.logged = streak.cycles
+                log.warning(
+                    "source %s still failing since %s, %d cycles, for %s: %s %s",
+                    source,
+                    _clock_time(streak.since, now),
+                    streak.cycles,
+                    _some(which),
+                    reason,
+                    HELD,
+                )
+        failing = {source for source, _ in failed}
+        recovered: dict[str, Streak] = {}
+        for key in [k for k in self.streaks if k not in seen and k[0] in fetched]:
+            streak = self.streaks.pop(key)
+            if key[0] not in failing and streak.cycles >= recovered.get(key[0], streak).cycles:
+                recovered[key[0]] = streak
+        for source, streak in recovered.items():
+            log.info(
+                "source %s answers again after %d failed %s (failing since %s)",
+                source,
+                streak.cycles,
+                "cycle" if streak.cycles == 1 else "cycles",
+                _clock_time(streak.since, now),
+            )
+
+
+def _shape(reason: str) -> str:
+    """``reason`` with its numbers masked: "paused for another 85 s" is the same failure as 84 s."""
+    return re.sub(r"\d+(?:\.\d+)?", "#", reason)
+
+
+def _clock_time(at: float, now: float) -> str:
+    """``12:00 UTC``, or ``2024-01-02 12:00 UTC`` when ``at`` is on another day than ``now``."""
+    then, today = datetime.fromtimestamp(at, UTC), datetime.fromtimestamp(now, UTC)
+    return then.strftime("%H:%M UTC" if then.date() == today.date() else "%Y-%m-%d %H:%M UTC")
 
 
 def _some(which: list[str]) -> str:
