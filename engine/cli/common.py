@@ -39,7 +39,9 @@ def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except (click.ClickException, click.Abort):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C before a command handles signals itself: one line
+            ctx = click.get_current_context(silent=True)
+            click.echo(f"{ctx.command_path if ctx else 'perpwatch'}: interrupted", err=True)
             raise SystemExit(130) from None
         except Exception as e:  # a bug, not bad input: still no traceback unless asked for
             if os.environ.get("PERPWATCH_DEBUG"):

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,7 @@ from perpwatch.cli.common import (
     report_errors,
     time_option,
 )
-from perpwatch.common.errors import PerpwatchError, did_you_mean
+from perpwatch.common.errors import LocatedError, PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact
 from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
@@ -228,6 +230,8 @@ def run(
     except StateLost as e:  # the run stopped, having failed (not bad input): one line, exit 1
         click.echo(printable(f"error: {redact(str(e), secrets)}"), err=True)
         code = EXIT_FAILED
+    except LocatedError as e:  # still file:line:col: error: ... (once), redacted
+        raise LocatedError(e.loc, redact(e.message, secrets)) from None
     except PerpwatchError as e:
         raise PerpwatchError(redact(str(e), secrets)) from None
     finally:
@@ -255,12 +259,25 @@ def _run(
     from perpwatch.live.state import StateStore
 
     store = StateStore(state, run_lock=True)  # one run per database: a second one stops here
+    # Until the loop's own handlers are in place, Ctrl-C interrupts the start-up at once (asyncio's
+    # default handler would only cancel at the next await, after building every plugin instance).
+    previous = signal.getsignal(signal.SIGINT)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         return asyncio.run(
             _main(strategies, cfg, registry, store, clock, options, secrets, once, start, stop_at)
         )
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
         store.close()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGINT during the start-up of ``run``: KeyboardInterrupt where it is (exit 130, one line)."""
+    raise KeyboardInterrupt
 
 
 async def _main(
@@ -275,7 +292,10 @@ async def _main(
     start: float | None,
     stop_at: float | None,
 ) -> int:
+    import asyncio
+
     from perpwatch.common.clock import FakeClock
+    from perpwatch.live import loop
     from perpwatch.live.runner import Runner
 
     runner = Runner.build(strategies, cfg, registry, store, clock, options=options, secrets=secrets)
@@ -290,9 +310,10 @@ async def _main(
             stop_at = end
         runner.check_sources()  # a replay file that does not exist: one error now (exit 2)
         click.echo(banner(runner, cfg, store.path, simulate), err=True)
-        if once:
-            report = await runner.run_cycle()
-            await runner.flush()
+        if once:  # under the loop's signals: a stop finishes or rolls back the cycle
+            report = await loop.run_once(runner, runner.wakeup)
+            if report is None:
+                return EXIT_FAILED
             _log_cycle(report)
             return EXIT_FAILED if report.failed else 0
         if simulate is None:
@@ -304,6 +325,10 @@ async def _main(
         finally:
             batch.flush()
         return 0
+    except asyncio.CancelledError:
+        if runner.wakeup.aborted is None:
+            raise
+        return 128 + runner.wakeup.aborted.value  # a second signal: exit at once (130 for SIGINT)
     finally:
         await runner.aclose()
 

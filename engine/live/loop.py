@@ -1,12 +1,16 @@
 """The loop behind ``run_forever``: a cycle whenever work is due (a bar closed plus the settle delay,
 or a retry of held symbols), otherwise delivery and sleep until the next of those; a failed cycle is
-retried shortly; SIGINT and SIGTERM finish the current cycle, flush and return.
+retried shortly; SIGINT and SIGTERM finish the current cycle, flush and return. ``run_once`` is
+one cycle under the same signals (``perpwatch run --once``).
 
 A stop gives the cycle in progress ``STOP_GRACE_SECONDS`` to finish. One that is still fetching or
 evaluating after that is abandoned where it is (``Wakeup.bounded``, ``Wakeup.check``): its
 transaction rolls back, so nothing of it is recorded, and its bars are processed at the next start.
 Evaluation runs off the event loop (``perpwatch.live.stepping``), so the loop sees the signal at
-once however long an evaluation takes."""
+once however long an evaluation takes. A second signal does not wait for the grace: it cancels the
+task that installed the handlers (``Wakeup.abort``) wherever it is, mid-request or mid-delivery,
+the cycle's transaction rolls back and nothing more is delivered (``Wakeup.aborted`` says which
+signal, for the exit code)."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import format_time
@@ -50,12 +54,21 @@ class Wakeup:
         self.stopping = asyncio.Event()
         self.event = asyncio.Event()  # set by a delivery task that ends, and by stop()
         self.deadline: float | None = None  # time.monotonic() by which a stopped cycle must end
+        self.aborted: signal.Signals | None = None  # the second signal, which ended the run at once
 
     def stop(self) -> None:
         if self.deadline is None:
             self.deadline = time.monotonic() + self.grace
         self.stopping.set()
         self.event.set()
+
+    def abort(self, sig: signal.Signals, task: asyncio.Task[Any] | None) -> None:
+        """Stop now: cancel ``task`` (the run) wherever it is; ``aborted`` remembers ``sig``."""
+        self.stop()
+        if self.aborted is None:
+            self.aborted = sig
+            if task is not None:
+                task.cancel()
 
     def check(self) -> None:
         """Between the steps of a cycle: raise CycleStopped once a stop's grace has run out."""
@@ -94,14 +107,25 @@ class Wakeup:
 
 
 @contextlib.contextmanager
-def stopping_on_signals(
-    stop: Callable[[], None], enabled: bool = True, grace: float = STOP_GRACE_SECONDS
-) -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM log a line and call ``stop`` (where the loop allows it)."""
+def stopping_on_signals(stop: Callable[[], None], wakeup: Wakeup, enabled: bool = True) -> Iterator[None]:
+    """Within the block, a first SIGINT or SIGTERM logs a line and calls ``stop``; a second one logs
+    a line and aborts the task that entered the block (``Wakeup.abort``): the run ends at once."""
+    task = asyncio.current_task()
+    received: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
-        log.info("%s: finishing the cycle (rolled back if not done in %gs), then exiting", sig.name, grace)
-        stop()
+        received.append(sig)
+        if len(received) == 1:
+            log.info(
+                "%s: finishing the cycle (rolled back if not done in %gs), then exiting; %s exits at once",
+                sig.name,
+                wakeup.grace,
+                "another Ctrl-C" if sig == signal.SIGINT else f"another {sig.name}",
+            )
+            stop()
+        elif wakeup.aborted is None:
+            log.warning("%s again: exiting at once; a cycle in progress is rolled back", sig.name)
+            wakeup.abort(sig, task)
 
     loop = asyncio.get_running_loop()
     installed = []
@@ -128,8 +152,8 @@ async def run_forever(
 ) -> None:
     """Cycle at each bar close (plus the settle delay) until stopped, ``max_cycles`` or ``until``."""
     cycles = 0
-    try:
-        with stopping_on_signals(runner.stop, handle_signals, wakeup.grace):
+    with stopping_on_signals(runner.stop, wakeup, handle_signals):
+        try:
             while not wakeup.stopping.is_set():
                 wakeup.event.clear()  # set again by a delivery that ends from here on
                 now = runner.clock.time()
@@ -142,12 +166,7 @@ async def run_forever(
                     except StateLost:  # retrying cannot help: everything recorded would be lost
                         raise
                     except CycleStopped as e:
-                        log.warning(
-                            "stopping: the cycle at %s was %s and is rolled back; "
-                            "its bars are processed at the next start",
-                            format_time(int(now * 1000)),
-                            e,
-                        )
+                        _log_stopped(now, e)
                         break
                     except Exception as e:  # rolled back whole: try again shortly, never exit
                         log.error(
@@ -184,5 +203,29 @@ async def run_forever(
                 if retry is not None:
                     wake = min(wake, retry)
                 await wakeup.sleep(min(wake - now, MAX_SLEEP_SECONDS))
-    finally:
-        await runner.flush()
+        finally:
+            if wakeup.aborted is None:  # a second signal delivers nothing more
+                await runner.flush()
+
+
+async def run_once(runner: Runner, wakeup: Wakeup, *, handle_signals: bool = True) -> CycleReport | None:
+    """One cycle now, then deliver what is due, under the loop's signals: a stop lets the cycle
+    finish within the grace; a cycle that did not is rolled back and None returned."""
+    with stopping_on_signals(runner.stop, wakeup, handle_signals):
+        now = runner.clock.time()
+        try:
+            return await runner.run_cycle(now)
+        except CycleStopped as e:
+            _log_stopped(now, e)
+            return None
+        finally:
+            if wakeup.aborted is None:
+                await runner.flush()
+
+
+def _log_stopped(now: float, e: CycleStopped) -> None:
+    log.warning(
+        "stopping: the cycle at %s was %s and is rolled back; its bars are processed at the next start",
+        format_time(int(now * 1000)),
+        e,
+    )
