@@ -17,26 +17,23 @@ from typing import Any
 import numpy as np
 
 from perpwatch.common.errors import Loc, LocatedError
+from perpwatch.common.extras import require
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.frame import Cat
 
 from . import _values
 from ._values import Err, ms_range_problem, number_cell, parse_time_cell
 
-PARQUET_HINT = "reading Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"
 MAGIC = b"PAR1"
 _TIMES = "times (integer milliseconds, timestamps or ISO 8601 text)"
 _PER_MS = {"s": 0, "ms": 1, "us": 1_000, "ns": 1_000_000}
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def pyarrow_parquet(path: str, hint: str = PARQUET_HINT) -> Any:
-    """``pyarrow.parquet``, or a located error saying which extra installs it."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise LocatedError(Loc(path), hint) from None
-    return pq
+def pyarrow_parquet(path: str) -> Any:
+    """``pyarrow.parquet``, or :class:`~perpwatch.common.extras.MissingExtra` at ``path``: "reading
+    Parquet files needs pyarrow: pip install 'perpwatch[parquet]'"."""
+    return require("pyarrow.parquet", extra="parquet", purpose="reading Parquet files", where=path)
 
 
 def check_magic(path: str) -> None:

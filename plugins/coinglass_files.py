@@ -29,6 +29,7 @@ plugin registers for ``perpwatch backtest --data SNAPSHOT``; ``perpwatch convert
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,16 @@ def describe_gaps(times: np.ndarray, step: int, limit: int = 5) -> list[str]:
     return lines
 
 
+def _other_interval(notes: Iterable[str]) -> str:
+    """What to pass when a note says the price response was skipped for another interval
+    (" (its price bars are 4h apart: pass --interval 4h)"), else ""."""
+    for note in notes:
+        m = re.search(r"api_price_ohlc_history\.parquet: its bars are (\w+) apart", note)
+        if m:
+            return f" (its price bars are {m[1]} apart: pass --interval {m[1]})"
+    return ""
+
+
 def _has_numbers(col: np.ndarray | Cat | None) -> bool:
     return isinstance(col, np.ndarray) and not np.isnan(col).all()
 
@@ -229,6 +240,7 @@ class SnapshotReader(HistoryReader):
     def load(self, paths: Sequence[str], interval: str, symbols: Sequence[str] | None) -> History:
         frames: dict[str, Frame] = {}
         notes: list[str] = []
+        other = ""  # the price bars' own interval, when it is not the one asked for
         for sym in symbols or ["BTC", "ETH"]:
             if not any(find_files(p, sym) for p in paths):
                 if symbols:
@@ -237,14 +249,18 @@ class SnapshotReader(HistoryReader):
             frame = load_snapshots(paths, sym, interval)
             has_price = all(_has_numbers(frame.columns.get(c)) for c in PRICE_COLUMNS)
             if not has_price:
+                hint = _other_interval(frame.problems)
+                other = other or hint
                 if symbols:
-                    raise PerpwatchError(f"--data: the snapshots hold no {interval} price bars for {sym}")
-                notes.append(f"{sym}: skipped, the snapshots hold no {interval} price bars for it")
+                    raise PerpwatchError(
+                        f"--data: the snapshots hold no {interval} price bars for {sym}{hint}"
+                    )
+                notes.append(f"{sym}: skipped, the snapshots hold no {interval} price bars for it{hint}")
                 continue
             notes += [f"{sym}: {p}" for p in dict.fromkeys(frame.problems)]
             notes += [f"{sym}: {line}" for line in describe_gaps(frame.times, interval_ms(interval))]
             frames[sym] = frame
         if not frames:
-            raise PerpwatchError(f"--data: no {interval} price history in {', '.join(paths)}")
+            raise PerpwatchError(f"--data: no {interval} price history in {', '.join(paths)}{other}")
         source = "CoinGlass snapshot" + ("s " if len(paths) > 1 else " ") + " + ".join(paths)
         return History(frames, interval, source, notes)

@@ -46,6 +46,7 @@ from perpwatch.api.history import History, HistoryReader
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
+from perpwatch.common.extras import MissingExtra
 from perpwatch.common.timeutil import INTERVALS, format_time
 from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.language.metrics import CATALOGUE, CORE_PREFIXES
@@ -225,9 +226,9 @@ def read_columns(path: str | os.PathLike[str]) -> tuple[str, ...]:
     if hit is not None and hit[0] == stamp:
         return hit[1]
     if path.lower().endswith(".parquet"):
+        pq = pyarrow_parquet(path)  # first: without pyarrow, an error naming the extra
         import pyarrow as pa
 
-        pq = pyarrow_parquet(path)
         check_magic(path)
         try:
             names = [str(n) for n in pq.read_schema(path).names]
@@ -542,6 +543,8 @@ class ReplaySource(Source):
         for f in files:
             try:
                 found.update(read_columns(f))
+            except MissingExtra:
+                raise  # not a bad file: nothing can be read until the extra is installed
             except PerpwatchError:
                 continue  # a bad file: said, once, when it is fetched
         return frozenset(found)

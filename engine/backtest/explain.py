@@ -7,7 +7,7 @@ strategy test file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,29 +18,37 @@ from perpwatch.common.errors import Loc, LocatedError
 from perpwatch.common.timeutil import format_time, parse_time
 from perpwatch.evaluation.evaluate import evaluate
 from perpwatch.evaluation.rules import FIRING, RuleState, walk
-from perpwatch.language.compiler import load_strategy
+from perpwatch.language.compiler import compile_strategy
+from perpwatch.language.yamlsrc import LDict, load_yaml_file
 from perpwatch.testing.explain import report
 from perpwatch.testing.testfile import BarResult
 
 
 def explain_data(
     path: str,
-    data: str,
+    data: str | Sequence[str],
     at: str,
     symbol: str | None,
     params: Mapping[str, str] | None = None,
     functions: Any = None,
     extra_metrics: Any = None,
     registry: Registry | None = None,
+    interval: str | None = None,
 ) -> str:
-    """A readable report of one bar of the strategy at ``path`` run over the history at ``data``.
+    """A readable report of one bar of the strategy at ``path`` run over the history at ``data``
+    (every form ``backtest --data`` takes: one path, or several snapshot folders to join).
 
-    ``symbol`` defaults to the strategy's first, else BTC; ``registry`` holds the history readers
-    (default: every installed plugin).
+    ``symbol`` defaults to the strategy's first, else BTC; ``interval`` runs the strategy at
+    another interval than its own (as ``backtest --interval``); ``registry`` holds the history
+    readers (default: every installed plugin).
     """
-    strategy = load_strategy(path, overrides=params, functions=functions, extra_metrics=extra_metrics)
+    doc = load_yaml_file(path)
+    if interval is not None and isinstance(doc, LDict):
+        doc["interval"] = interval
+    strategy = compile_strategy(doc, path, overrides=params, functions=functions, extra_metrics=extra_metrics)
     symbol = (symbol or (strategy.symbols[0] if strategy.symbols else "BTC")).upper()
-    history = read_history([data], strategy.interval, [symbol], registry)
+    paths = [data] if isinstance(data, str) else list(data)
+    history = read_history(paths, strategy.interval, [symbol], registry)
     frame = history.frames[symbol]
     try:
         t = parse_time(at)

@@ -19,7 +19,6 @@ import numpy as np
 from perpwatch.backtest.forward import EventMove, event_moves
 from perpwatch.backtest.report import (
     FORWARD_NOTE,
-    REPORT_HINT,
     alert_only,
     forward_rows,
     summary_rows,
@@ -27,7 +26,7 @@ from perpwatch.backtest.report import (
 )
 from perpwatch.backtest.result import HORIZONS, BacktestResult
 from perpwatch.backtest.stats import buy_and_hold, rule_counts
-from perpwatch.common.errors import PerpwatchError
+from perpwatch.common.extras import require
 from perpwatch.common.timeutil import format_time
 from perpwatch.language.compiler import Rule, Strategy
 
@@ -42,12 +41,10 @@ _METRIC_COLOURS = ("#2c7a7b", "#b7791f", "#6b46c1", "#c05621", "#2b6cb0")
 def write_html(r: BacktestResult, path: str) -> None:
     """One self-contained HTML file (plotly inlined): price + markers and the metric panels under it,
     equity beside buy and hold, drawdown; the figures, forward moves, trades and events as tables."""
-    try:
-        import plotly.graph_objects as go
-        import plotly.io as pio
-        from plotly.subplots import make_subplots
-    except ImportError:
-        raise PerpwatchError(REPORT_HINT) from None
+    require("plotly", extra="report", purpose="--html")  # else an error naming the extra to install
+    import plotly.graph_objects as go
+    import plotly.io as pio
+    from plotly.subplots import make_subplots
     symbols = list(dict.fromkeys(sym for syms in r.symbols.values() for sym in syms))
     shown = symbols[:MAX_PRICE_PANELS]
     panels: list[tuple[str, str | None]] = []  # (symbol, metric group or None for the price)

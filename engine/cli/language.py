@@ -18,6 +18,7 @@ from perpwatch.cli.common import (
 from perpwatch.common.errors import ErrorList, LocatedError
 from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
+from perpwatch.common.timeutil import INTERVALS
 
 
 def register(cli: click.Group) -> None:
@@ -118,14 +119,27 @@ def test_cmd(files: tuple[str, ...]) -> None:
 @click.option(
     "--data",
     "data",
-    type=click.Path(),
-    help="With a strategy file: history, as backtest --data reads it (replay files, a snapshot folder).",
+    multiple=True,
+    metavar="PATH",
+    help="With a strategy file: history, as backtest --data reads it (a replay folder or file, "
+    "CoinGlass snapshot folders; repeat --data to join several snapshots).",
 )
 @click.option("--symbol", "symbol", help="With --data: the symbol (default: the strategy's first).")
+@click.option(
+    "--interval",
+    type=click.Choice(list(INTERVALS)),
+    help="With --data: run the strategy at this interval instead of its own, as backtest --interval.",
+)
 @param_option
 @report_errors
 def explain(
-    file: str, at: str, test_name: str | None, data: str | None, symbol: str | None, params: tuple[str, ...]
+    file: str,
+    at: str,
+    test_name: str | None,
+    data: tuple[str, ...],
+    symbol: str | None,
+    interval: str | None,
+    params: tuple[str, ...],
 ) -> None:
     """Every name's value and each condition's truth at one bar.
 
@@ -136,7 +150,7 @@ def explain(
 
     if is_test_file(file):
         click.echo(explain_test(file, at, test_name, **strategy_kwargs()))
-    elif data is None:
+    elif not data:
         raise click.UsageError(
             "FILE is a strategy: give --data PATH (replay files), or pass a strategy test file"
         )
@@ -144,7 +158,9 @@ def explain(
         overrides = parse_params(params) or None
         reg = get_registry()
         sym = symbol_option(symbol, "--symbol")
-        click.echo(explain_data(file, data, at, sym, overrides, **strategy_kwargs(), registry=reg))
+        click.echo(
+            explain_data(file, data, at, sym, overrides, **strategy_kwargs(), registry=reg, interval=interval)
+        )
 
 
 @click.command()
