@@ -64,30 +64,32 @@ def _decoder(response: httpx.Response) -> _Inflater | None:
     raise BodyError(f"unsupported Content-Encoding {given!r} (asked for {ACCEPT_ENCODING})", retryable=False)
 
 
-def _over(limit: int, what: str = "body") -> BodyError:
-    return BodyError(f"{what} over the limit of {limit} bytes (max_response_bytes)", retryable=False)
+def _over(limit: int, what: str = "body", name: str = "max_response_bytes") -> BodyError:
+    return BodyError(f"{what} over the limit of {limit} bytes ({name})", retryable=False)
 
 
-async def read_body(response: httpx.Response, limit: int) -> bytes:
+async def read_body(response: httpx.Response, limit: int, name: str = "max_response_bytes") -> bytes:
     """The decoded body of a streamed ``response``, at most ``limit`` bytes raw and decoded.
+
+    ``name`` is what the limit is called in the error (an option a user can change, say).
 
     Raises :class:`BodyError`: over the limit (not retryable: the same request gets the same
     answer), an unsupported encoding, or corrupt compressed data (retryable).
     """
     if response.is_stream_consumed:  # read before it reached here (a mock transport): decoded already
         if len(response.content) > limit:
-            raise _over(limit, "decompressed body")
+            raise _over(limit, "decompressed body", name)
         return response.content
     announced = response.headers.get("content-length", "")
     if announced.strip().isdigit() and int(announced) > limit:
-        raise _over(limit)
+        raise _over(limit, "body", name)
     decoder = _decoder(response)
     pieces: list[bytes] = []
     raw = decoded = 0
     async for chunk in response.aiter_raw():
         raw += len(chunk)
         if raw > limit:
-            raise _over(limit)
+            raise _over(limit, "body", name)
         if decoder is None:
             decoded = raw
             pieces.append(chunk)
@@ -96,6 +98,6 @@ async def read_body(response: httpx.Response, limit: int) -> bytes:
             out, chunk = decoder.decode(chunk, limit - decoded + 1)
             decoded += len(out)
             if decoded > limit:
-                raise _over(limit, "decompressed body")
+                raise _over(limit, "decompressed body", name)
             pieces.append(out)
     return b"".join(pieces)

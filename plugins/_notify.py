@@ -7,6 +7,7 @@ before it is cut to a snippet, so a cut never leaves the start of a secret behin
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -30,6 +31,8 @@ from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.language.schemas import schema_validator
+
+from ._http_body import ACCEPT_ENCODING, BodyError, read_body
 
 #: HTTP notifiers send each event's stable key in this header, so a receiver can drop a repeat
 #: (the engine delivers at least once: a crash between sending and recording the delivery resends).
@@ -267,11 +270,15 @@ def short_url(url: str) -> str:
 
 
 #: The ``timeout`` option of the HTTP notifiers.
+#: How much of a server's answer a notifier reads: answers are short (an ok, an error), and a
+#: server that sends more, or a compressed body that decodes to more, is cut off there.
+MAX_ANSWER_BYTES = 1 << 20
+
 TIMEOUT_OPTION: dict[str, Any] = {
     "type": "number",
     "exclusiveMinimum": 0,
     "default": 10,
-    "description": "Seconds per request.",
+    "description": "Seconds per request, the whole answer included.",
 }
 
 
@@ -291,7 +298,7 @@ class HttpNotifier(BaseNotifier):
             self._client = httpx.AsyncClient(
                 transport=self.ctx.transport,
                 timeout=httpx.Timeout(self.timeout),
-                headers={"User-Agent": f"perpwatch/{__version__}"},
+                headers={"User-Agent": f"perpwatch/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
                 follow_redirects=False,
             )
         return self._client
@@ -304,7 +311,11 @@ class HttpNotifier(BaseNotifier):
     async def request(
         self, method: str, url: str, payload: Any, shown: str, headers: Mapping[str, str] | None = None
     ) -> httpx.Response:
-        """Send ``payload`` as JSON; transport failures become retryable NotifierErrors about ``shown``."""
+        """Send ``payload`` as JSON; transport failures become retryable NotifierErrors about ``shown``.
+
+        The whole exchange, answer included, takes at most ``timeout`` seconds, and at most
+        :data:`MAX_ANSWER_BYTES` of the answer are read (raw and decompressed).
+        """
         body = dumps(payload).encode()
         key = _EVENT_KEY.get()
         all_headers = {
@@ -312,17 +323,34 @@ class HttpNotifier(BaseNotifier):
             **({EVENT_KEY_HEADER: key} if key else {}),
             **(headers or {}),
         }
+        client = self.client()
+        request = client.build_request(method, url, content=body, headers=all_headers)
         try:
-            return await self.client().request(method, url, content=body, headers=all_headers)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.timeout):
+                response = await client.send(request, stream=True)
+                try:
+                    content = await read_body(response, MAX_ANSWER_BYTES, "a notifier's answer limit")
+                finally:
+                    await response.aclose()
+        except (httpx.TimeoutException, TimeoutError):
             raise NotifierError(
                 f"{self.name}: {shown}: timed out after {self.timeout:g}s", retryable=True
+            ) from None
+        except BodyError as exc:
+            raise NotifierError(
+                f"{self.name}: {shown}: HTTP {response.status_code}: answer {exc}", retryable=exc.retryable
             ) from None
         except httpx.UnsupportedProtocol as exc:
             raise NotifierError(f"{self.name}: {shown}: {exc}", retryable=False) from None
         except httpx.TransportError as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise NotifierError(f"{self.name}: {shown}: {detail}", retryable=True) from None
+        kept = [
+            (k, v)
+            for k, v in response.headers.multi_items()
+            if k.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+        ]
+        return httpx.Response(response.status_code, headers=kept, content=content, request=request)
 
     def body_snippet(self, response: httpx.Response, limit: int = 200) -> str:
         """The start of ``response``'s body, redacted (servers echo the request path), one line."""
