@@ -9,6 +9,7 @@ arriving and on log lines, never on a sleep.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -20,8 +21,12 @@ import pytest
 from fakes.market import FakeMarket
 from helpers import H, perpwatch_command
 
+from perpwatch.api.registry import load_registry
 from perpwatch.common.clock import FakeClock
+from perpwatch.language.compiler import load_strategy
+from perpwatch.live.config import Config, Instance
 from perpwatch.live.loop import STOP_GRACE_SECONDS
+from perpwatch.live.runner import Runner, RunnerOptions
 from perpwatch.live.state import StateStore
 
 T0 = 1_722_470_400_000  # 2024-08-01T00:00Z: the close of the bar processed
@@ -211,3 +216,73 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, where):
     assert output.rstrip().splitlines()[-1] == "perpwatch run: interrupted"
     assert "Traceback" not in output and "KeyboardInterrupt" not in output
     assert "perpwatch run: sig (" not in output  # interrupted where it was, not after the start-up
+
+
+# --- in process: a second signal never cuts the trading layer short ---------------------------------
+
+TRADING = """\
+version: 1
+name: sig
+interval: 1h
+symbols: [BTC]
+rules:
+  - name: up
+    when: price.close > 0
+    signal: {side: long, size_usd: 100}
+notify: []
+execute: paper
+"""
+
+
+class BlockedTrading:
+    """A trading layer whose ``on_bar`` says it started and waits for ``release`` (an executor
+    that has sent its orders and awaits their fills)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.finished = False
+
+    async def on_bar(self, strategy, symbol, end, ev, i, events):
+        self.started.set()
+        await self.release.wait()
+        self.finished = True
+        return []
+
+
+def test_a_second_signal_during_trading_lets_the_cycle_commit_then_exits(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [f"{T0 - (30 - i) * H},{40_000 + i}" for i in range(30)]
+    (data / "BTC_1h.csv").write_text("time,price.close\n" + "\n".join(rows) + "\n")
+    (tmp_path / "sig.yaml").write_text(TRADING)
+    cfg = Config(symbols=["BTC"], sources={"replay": Instance("replay", "replay", {"path": str(data)})})
+    store = StateStore(str(tmp_path / "state.db"))
+    trading = BlockedTrading()
+
+    async def main() -> None:
+        runner = Runner.build(
+            [load_strategy(str(tmp_path / "sig.yaml"))],
+            cfg,
+            load_registry(),
+            store,
+            FakeClock(T0 / 1000 + 1),
+            options=RunnerOptions(settle_seconds=0),
+        )
+        runner.trading = trading
+        task = asyncio.create_task(runner.run_forever(max_cycles=1, handle_signals=False))
+        await asyncio.wait_for(trading.started.wait(), 60)
+        runner.wakeup.abort(signal.SIGINT, task)  # what a second Ctrl-C does
+        await asyncio.sleep(0)
+        assert not task.done()  # the trading layer is not interrupted
+        trading.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 60)  # then the run ends at once
+        await runner.aclose()
+
+    try:
+        asyncio.run(main())
+        assert trading.finished
+        assert store.last_processed("sig") == T0 - H  # the cycle was committed
+    finally:
+        store.close()

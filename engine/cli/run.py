@@ -293,6 +293,7 @@ async def _main(
     stop_at: float | None,
 ) -> int:
     import asyncio
+    import contextlib
 
     from perpwatch.common.clock import FakeClock
     from perpwatch.live import loop
@@ -330,7 +331,8 @@ async def _main(
             raise
         return 128 + runner.wakeup.aborted.value  # a second signal: exit at once (130 for SIGINT)
     finally:
-        await runner.aclose()
+        with contextlib.suppress(asyncio.CancelledError):  # an abort deferred past the last wait
+            await runner.aclose()
 
 
 def _log_cycle(report: CycleReport, level: int = logging.INFO) -> None:

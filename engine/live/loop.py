@@ -55,6 +55,8 @@ class Wakeup:
         self.event = asyncio.Event()  # set by a delivery task that ends, and by stop()
         self.deadline: float | None = None  # time.monotonic() by which a stopped cycle must end
         self.aborted: signal.Signals | None = None  # the second signal, which ended the run at once
+        self._finishing = 0  # depth of ``finishing`` blocks, which an abort waits for
+        self._abort_after: asyncio.Task[Any] | None = None
 
     def stop(self) -> None:
         if self.deadline is None:
@@ -63,11 +65,28 @@ class Wakeup:
         self.event.set()
 
     def abort(self, sig: signal.Signals, task: asyncio.Task[Any] | None) -> None:
-        """Stop now: cancel ``task`` (the run) wherever it is; ``aborted`` remembers ``sig``."""
+        """Stop now: cancel ``task`` (the run) wherever it is, or at the end of a ``finishing``
+        block; ``aborted`` remembers ``sig``."""
         self.stop()
         if self.aborted is None:
             self.aborted = sig
-            if task is not None:
+            if self._finishing:
+                self._abort_after = task
+            elif task is not None:
+                task.cancel()
+
+    @contextlib.contextmanager
+    def finishing(self) -> Iterator[None]:
+        """A block that an abort does not cut short (the trading layer: an executor may have placed
+        orders the cycle must record); the cancel comes at the run's next wait after it, which is
+        after the cycle's commit."""
+        self._finishing += 1
+        try:
+            yield
+        finally:
+            self._finishing -= 1
+            if not self._finishing and self._abort_after is not None:
+                task, self._abort_after = self._abort_after, None
                 task.cancel()
 
     def check(self) -> None:
@@ -204,8 +223,7 @@ async def run_forever(
                     wake = min(wake, retry)
                 await wakeup.sleep(min(wake - now, MAX_SLEEP_SECONDS))
         finally:
-            if wakeup.aborted is None:  # a second signal delivers nothing more
-                await runner.flush()
+            await _flush_unless_aborted(runner, wakeup)
 
 
 async def run_once(runner: Runner, wakeup: Wakeup, *, handle_signals: bool = True) -> CycleReport | None:
@@ -219,8 +237,16 @@ async def run_once(runner: Runner, wakeup: Wakeup, *, handle_signals: bool = Tru
             _log_stopped(now, e)
             return None
         finally:
-            if wakeup.aborted is None:
-                await runner.flush()
+            await _flush_unless_aborted(runner, wakeup)
+
+
+async def _flush_unless_aborted(runner: Runner, wakeup: Wakeup) -> None:
+    """Deliver what is due, unless a second signal aborted the run (then nothing more is sent, and
+    an abort that ``Wakeup.finishing`` deferred to the end of the cycle is raised here)."""
+    if wakeup.aborted is None:
+        await runner.flush()
+    else:
+        await asyncio.sleep(0)
 
 
 def _log_stopped(now: float, e: CycleStopped) -> None:

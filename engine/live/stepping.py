@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -221,7 +222,12 @@ class Stepper:
     async def trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
         """Second phase: the trading layer acts on each executing strategy's newest bar, each
         (strategy, symbol) in its own savepoint; a failure there is one of the cycle's failures.
-        A stop does not cut it short: an executor may have placed orders the cycle must record."""
+        A stop does not cut it short, nor does a second signal (``Wakeup.finishing``): an executor
+        may have placed orders the cycle must record."""
+        with self.wakeup.finishing() if self.wakeup is not None else contextlib.nullcontext():
+            await self._trade(trading, stepped, now, report)
+
+    async def _trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
         for item in stepped:
             strategy = item.job.strategy
             if not strategy.execute:
