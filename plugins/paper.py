@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import Executor, Fill, PluginContext, Position
+from perpwatch.api.interfaces import Executor, ExecutorError, Fill, PluginContext, Position
 from perpwatch.api.ledger import TradeSummary
 from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.evaluation.events import OrderIntent
@@ -177,6 +177,32 @@ class PaperExecutor(Executor):
                 "INSERT INTO paper_accounts (account, start_balance, balance, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (account) DO NOTHING",
                 (self.account, self.balance_usd, self.balance_usd, _time.time()),
+            )
+            self._upper_case_symbols()
+
+    def _upper_case_symbols(self) -> None:
+        """Accounts written before perpwatch upper-cased symbols hold ``btc``: rename to ``BTC``,
+        unless one coin has an open position under both spellings (refused, naming them)."""
+        clashes = self.conn.execute(
+            "SELECT a.strategy, a.symbol, b.symbol FROM paper_trades a JOIN paper_trades b "
+            "ON b.account = a.account AND b.strategy = a.strategy AND b.symbol = upper(a.symbol) "
+            "AND a.status = 'open' AND b.status = 'open' "
+            "WHERE a.account = ? AND a.symbol != upper(a.symbol) ORDER BY 1, 2",
+            (self.account,),
+        ).fetchall()
+        if clashes:
+            shown = ", ".join(f"{s}: {low!r} and {up!r}" for s, low, up in clashes[:5])
+            raise ExecutorError(
+                f"paper account {self.account!r} has two open positions on one coin ({shown}), "
+                "opened before perpwatch upper-cased symbols; remove the lower-case one (its entry fee stays "
+                f"paid) with: sqlite3 {self.store.path} \"DELETE FROM paper_trades WHERE account = "
+                f"'{self.account}' AND status = 'open' AND symbol != upper(symbol)\"",
+                retryable=False,
+            )
+        for table in ("paper_trades", "paper_orders", "paper_fills", "paper_funding"):
+            self.conn.execute(
+                f"UPDATE {table} SET symbol = upper(symbol) WHERE account = ? AND symbol != upper(symbol)",
+                (self.account,),
             )
 
     def _check_options(self) -> None:

@@ -48,7 +48,7 @@ from perpwatch.common.errors import PerpwatchError
 from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.evaluation.rules import INACTIVE, RuleState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: symbols are stored upper case (see _upper_case_symbols)
 BACKOFF_BASE = 5.0  # seconds before the first retry of a failed delivery
 BACKOFF_CAP = 3600.0  # the longest wait between two tries
 
@@ -202,6 +202,26 @@ def backoff(attempts: int) -> float:
     return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempts - 1))
 
 
+def _upper_case_symbols(conn: sqlite3.Connection, path: str) -> None:
+    """Schema 1 -> 2: symbols were stored as written (``btc``); now they are upper case, so the
+    rule states and mutes of ``btc`` become ``BTC``'s. One coin with rule states under two
+    spellings is refused, naming them: which state is right is the trader's call."""
+    clashes = conn.execute(
+        "SELECT a.strategy, a.rule, a.symbol, b.symbol FROM rule_state a JOIN rule_state b "
+        "ON b.strategy = a.strategy AND b.rule = a.rule AND b.symbol = upper(a.symbol) "
+        "WHERE a.symbol != upper(a.symbol) ORDER BY 1, 2, 3"
+    ).fetchall()
+    if clashes:
+        shown = ", ".join(f"{s}/{r}: {low!r} and {up!r}" for s, r, low, up in clashes[:5])
+        raise StateError(
+            f"{path}: rule states for one coin under two spellings ({shown}), written before perpwatch "
+            "upper-cased symbols; keep the upper-case ones with: sqlite3 "
+            f"{path} \"DELETE FROM rule_state WHERE symbol != upper(symbol)\""
+        )
+    conn.execute("UPDATE rule_state SET symbol = upper(symbol) WHERE symbol != upper(symbol)")
+    conn.execute("UPDATE OR REPLACE mutes SET symbol = upper(symbol) WHERE symbol != upper(symbol)")
+
+
 class StateStore:
     """Rule states, events, the notification outbox, mutes, flags and run progress."""
 
@@ -247,6 +267,11 @@ class StateStore:
                 if row is None:
                     self.conn.execute(
                         "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    )
+                elif int(row[0]) < SCHEMA_VERSION:
+                    _upper_case_symbols(self.conn, path)
+                    self.conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                     )
                 elif int(row[0]) > SCHEMA_VERSION:
                     raise StateError(
