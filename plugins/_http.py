@@ -120,12 +120,15 @@ def connect_failure(exc: httpx.TransportError, fallback: httpx.URL) -> RequestEr
     def failure(cause: str, retryable: bool = True) -> RequestError:
         return RequestError(f"cannot reach {host}: {cause}", retryable=retryable, unreachable=True)
 
+    if isinstance(exc, httpx.ConnectTimeout):  # its causes hold the TLS read it was waiting for
+        return failure("no connection within the timeout")
     for cause in _causes(exc):
         if isinstance(cause, ssl.SSLCertVerificationError):
-            said = cause.verify_message or cause.reason or "not trusted"
+            said = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or "not trusted"
             return failure(f"TLS certificate not accepted ({short_msg(said)})", retryable=False)
         if isinstance(cause, ssl.SSLError):
-            return failure(f"TLS handshake failed ({short_msg(cause.reason or cause.strerror or cause)})")
+            said = getattr(cause, "reason", None) or cause.strerror or cause
+            return failure(f"TLS handshake failed ({short_msg(said)})")
         if isinstance(cause, socket.gaierror):
             return failure("name resolution failed — no network?")
         if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
@@ -134,8 +137,6 @@ def connect_failure(exc: httpx.TransportError, fallback: httpx.URL) -> RequestEr
             return failure("network unreachable — no network?")
         if getattr(cause, "errno", None) == errno.EHOSTUNREACH:
             return failure("no route to host")
-    if isinstance(exc, httpx.ConnectTimeout):
-        return failure("no connection within the timeout")
     if isinstance(exc, httpx.ProxyError):
         return failure(f"the proxy failed ({short_msg(exc)})")
     return failure(f"connection failed ({short_msg(exc) or type(exc).__name__})")

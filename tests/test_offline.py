@@ -326,3 +326,20 @@ def test_failure_log_spacing_and_what_counts_as_the_same_failure(caplog):
         "source s failed for BTC 1h: HTTP 401, unauthorized (rules needing it are held this cycle)",
         "source s answers again after 1 failed cycle (failing since 06:40 UTC)",
     ]
+
+
+def test_a_connect_timeout_is_named_as_such_not_as_the_tls_read_it_interrupted():
+    """httpx's ConnectTimeout during a TLS handshake is raised from an SSLWantReadError: the cause
+    to name is the timeout."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        try:
+            raise ssl.SSLWantReadError(2, "The operation did not complete (read)")
+        except ssl.SSLWantReadError as e:
+            raise httpx.ConnectTimeout("", request=request) from e
+
+    error = get(client("https://api.example.test", httpx.MockTransport(handler)))
+    assert str(error) == "cannot reach api.example.test: no connection within the timeout"
+    assert error.retryable and len(calls) == 1 + CONNECT_RETRIES
