@@ -89,11 +89,15 @@ def test_a_misaligned_list_item_is_named_not_the_line_after_it():
 
 def test_block_scalars_and_continued_values_are_not_mistakes():
     text = (
-        "a:\n  b: |\n      free text: with a colon\n    less indented text\n"
+        "a:\n  b: |\n      free text: with a colon\n\n      - more text\n"
         "  c: one plain value\n    going on below\n  d:\n  - x\n  - y\n"
+        "  f:\n    a value on the lines\n    below its key\n  g: 1\n"
+        "  h:\n  - - a list in a list\n    - {at: 4, fired: []}\n      # a comment anywhere\n  - 'it''s: text'\n"
         "e: [1,\n"  # a flow list over two lines: the hint gives up, the parser's message stands
     )
-    assert diagnose(text.rsplit("e:", 1)[0], 99) is None
+    valid = text.rsplit("e:", 1)[0]
+    assert yaml.safe_load(valid)["a"]["f"] == "a value on the lines below its key"
+    assert diagnose(valid, 99) is None
     assert diagnose(text, 99) is None
 
 

@@ -98,6 +98,9 @@ def diagnose(text: str, until: int) -> Hint | None:
         top = stack[-1]
         popped: list[_Level] = []
         if n > top.indent:
+            if opens and not item and _scan(body)[1] < 0:
+                opens, continues, prev = False, True, n  # "key:" with its plain value on the lines below
+                continue
             if opens:
                 stack.append(_Level(n, "seq" if item else "map", owner))
             elif continues and not item and _scan(body)[1] < 0:
@@ -119,6 +122,8 @@ def diagnose(text: str, until: int) -> Hint | None:
                 )
         elif opens and item:
             stack.append(_Level(n, "seq", owner))  # "key:" with its list at the key's indentation
+        if not item and len(stack) > 1 and stack[-1].kind == "seq" and stack[-2].indent == n:
+            stack.pop()  # the next key after such a list
         top = stack[-1]
         if top.kind == "seq" and not item:
             keys = popped[-1].indent if n < prev and popped and popped[-1].kind == "item" else n + 2
@@ -137,6 +142,10 @@ def diagnose(text: str, until: int) -> Hint | None:
         key = _KEY.match(rest) if colon >= 0 else None
         if item and key:
             stack.append(_Level(at, "item", top.owner))
+        if item and (rest == "-" or rest.startswith("- ")):
+            stack.append(_Level(at, "seq", top.owner))  # "- - a": a list in a list
+            opens, continues, prev = False, False, n
+            continue
         if not item and key is None:
             return Hint(
                 number,
