@@ -80,6 +80,7 @@ def test_q_keeps_the_warnings_of_run(folder: Path) -> None:
 
 
 def test_every_command_takes_the_logging_options() -> None:
+    levels_before = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore")}
     for name in COMMANDS:
         for option in (("-q",), ("--log-level", "error"), ("--log-level", "DEBUG")):
             result = invoke(*option, name, "--help")
@@ -87,6 +88,7 @@ def test_every_command_takes_the_logging_options() -> None:
             assert logging.getLogger().handlers == [] or all(
                 not getattr(h, "perpwatch_default", False) for h in logging.getLogger().handlers
             ), "the command-wide handler is removed when the command ends"
+    assert {name: logging.getLogger(name).level for name in levels_before} == levels_before  # restored
 
 
 def test_the_levels_apply_to_any_command(folder: Path) -> None:

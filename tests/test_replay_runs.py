@@ -267,7 +267,8 @@ def test_staleness_is_said_when_it_starts_and_when_it_ends(caplog: pytest.LogCap
         grid = np.arange(end - (len(values) - 1) * HOUR, end + HOUR, HOUR, dtype=np.int64)
         frame = Frame(grid, {"price.close": np.array(values)})
         plan = SimpleNamespace(job=job, end=end, symbols=["BTC"])
-        staleness.observe([plan], {("src", "1h", "BTC"): Fetched(frame)})  # type: ignore[list-item]
+        newest = int(grid[~np.isnan(frame.columns["price.close"])][-1])  # the bars the source sent
+        staleness.observe([plan], {("src", "1h", "BTC"): Fetched(frame, newest=newest)})  # type: ignore[list-item]
 
     caplog.set_level(logging.DEBUG, logger="perpwatch.live.runner")
     cycle(T0 + 2 * HOUR, [1.0, 2.0, 3.0])  # fresh

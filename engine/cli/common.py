@@ -223,13 +223,16 @@ def install_default_log_handler(ctx: click.Context, level: int) -> None:
     before = root.level
     root.addHandler(handler)
     root.setLevel(level)
-    for name in ("httpx", "httpcore"):  # request lines carry URLs: never below WARNING
+    quieted = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    for name in quieted:  # request lines carry URLs: never below WARNING
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
     def remove() -> None:
         root.removeHandler(handler)
         handler.close()
         root.setLevel(before)
+        for name, was in quieted.items():
+            logging.getLogger(name).setLevel(was)
 
     ctx.call_on_close(remove)
 

@@ -41,6 +41,7 @@ class Fetched:
     failed: frozenset[str] = frozenset()  # metrics missing because the source failed
     reason: str | None = None
     notes: str | None = None  # the source's problems with data that did arrive (``frame.problems``)
+    newest: int | None = None  # open time of the newest bar the source returned (None: no bar)
 
 
 class Fetcher:
@@ -110,7 +111,8 @@ class Fetcher:
             reason = self.redact(problems or f"no data for {', '.join(sorted(missing))}")
         elif problems:
             notes = self.redact(problems)
-        return Fetched(frame.reindex(grid), frozenset(missing), reason, notes)
+        newest = int(frame.times.max()) if len(frame.times) else None
+        return Fetched(frame.reindex(grid), frozenset(missing), reason, notes, newest)
 
 
 @dataclass

@@ -12,11 +12,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-import numpy as np
-
 from perpwatch.api.interfaces import Source
 from perpwatch.common.timeutil import format_time
-from perpwatch.evaluation.frame import Cat, Frame
 from perpwatch.live.fetching import Fetched, FetchKey
 from perpwatch.live.schedule import Plan
 
@@ -24,18 +21,6 @@ log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of
 
 #: At most this many symbols are named in one line (then "and N more").
 SHOWN = 10
-
-
-def newest_known(frame: Frame) -> int | None:
-    """Open time of the newest bar where any column has a known value; None when none has."""
-    known = np.zeros(len(frame.times), dtype=bool)
-    for col in frame.columns.values():
-        if isinstance(col, Cat):
-            known |= col.codes >= 0
-        else:
-            known |= ~np.isnan(np.asarray(col, dtype=float))
-    idx = np.flatnonzero(known)
-    return int(frame.times[idx[-1]]) if len(idx) else None
 
 
 class Staleness:
@@ -56,7 +41,7 @@ class Staleness:
                 got = fetched.get((job.source, job.strategy.interval, symbol))
                 if got is None or got.reason is not None or not got.frame.columns:
                     continue  # a failure is logged as one; nothing asked, nothing to judge
-                newest = newest_known(got.frame)
+                newest = got.newest
                 if newest is not None and newest >= plan.end:
                     fresh.add(pair)
                     continue
