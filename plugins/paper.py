@@ -195,7 +195,7 @@ class PaperExecutor(Executor):
             raise ExecutorError(
                 f"paper account {self.account!r} has two open positions on one coin ({shown}), "
                 "opened before perpwatch upper-cased symbols; remove the lower-case one (its entry fee stays "
-                f"paid) with: sqlite3 {self.store.path} \"DELETE FROM paper_trades WHERE account = "
+                f'paid) with: sqlite3 {self.store.path} "DELETE FROM paper_trades WHERE account = '
                 f"'{self.account}' AND status = 'open' AND symbol != upper(symbol)\"",
                 retryable=False,
             )

@@ -45,6 +45,7 @@ def write_html(r: BacktestResult, path: str) -> None:
     import plotly.graph_objects as go
     import plotly.io as pio
     from plotly.subplots import make_subplots
+
     symbols = list(dict.fromkeys(sym for syms in r.symbols.values() for sym in syms))
     shown = symbols[:MAX_PRICE_PANELS]
     panels: list[tuple[str, str | None]] = []  # (symbol, metric group or None for the price)

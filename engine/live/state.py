@@ -216,7 +216,7 @@ def _upper_case_symbols(conn: sqlite3.Connection, path: str) -> None:
         raise StateError(
             f"{path}: rule states for one coin under two spellings ({shown}), written before perpwatch "
             "upper-cased symbols; keep the upper-case ones with: sqlite3 "
-            f"{path} \"DELETE FROM rule_state WHERE symbol != upper(symbol)\""
+            f'{path} "DELETE FROM rule_state WHERE symbol != upper(symbol)"'
         )
     conn.execute("UPDATE rule_state SET symbol = upper(symbol) WHERE symbol != upper(symbol)")
     conn.execute("UPDATE OR REPLACE mutes SET symbol = upper(symbol) WHERE symbol != upper(symbol)")
