@@ -224,6 +224,7 @@ def run(
     state = state_path(state_opt, cfg)
     chosen = log_level()
     level = logging.DEBUG if verbose else (chosen if chosen is not None else logging.INFO)
+    saved = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore")}
     handlers = setup_logging(secrets, log_file, level)
     try:
         code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
@@ -238,6 +239,8 @@ def run(
         for h in handlers:
             logging.getLogger().removeHandler(h)
             h.close()
+        for name, was in saved.items():  # as before the command (demo runs run in-process)
+            logging.getLogger(name).setLevel(was)
     if code:
         raise SystemExit(code)
 
