@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from perpwatch.api.interfaces import FetchRequest, PluginContext, Source, SourceError
-from perpwatch.cli.common import EXIT_FAILED, get_registry, report_errors, time_option
+from perpwatch.cli.common import EXIT_FAILED, config_option, get_registry, report_errors, time_option
 from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.numbers import parse_number
 from perpwatch.common.symbols import symbols_option
@@ -99,9 +99,7 @@ def build_source(name: str, config_path: str | None) -> tuple[Source, Any]:
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
 )
 @click.option("--metrics", help="Comma-separated subset of the source's metrics (default: all it provides).")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ./perpwatch.yaml)."
-)
+@config_option("Config file (default ./perpwatch.yaml).")
 @click.option(
     "--chunk-bars",
     default=DEFAULT_CHUNK_BARS,

@@ -41,12 +41,28 @@ def invoke(*args: object, env: Mapping[str, str] | None = None, input: str | Non
     )
 
 
-def perpwatch_command(now: float | None = None) -> list[str]:
+#: Run before ``perpwatch`` (``perpwatch_command(gated=True)``): after each cycle's log line the
+#: run writes "." to stdout and waits for a byte on stdin, so a test knows which cycle the run is at
+#: and the run holds still while the test acts (kills it, starts another, ...).
+GATE = """
+import logging, os
+class Gate(logging.Handler):
+    def emit(self, record):
+        if record.getMessage().startswith("cycle "):
+            os.write(1, b".")
+            os.read(0, 1)
+logging.getLogger().addHandler(Gate())
+"""
+
+
+def perpwatch_command(now: float | None = None, *, gated: bool = False) -> list[str]:
     """``perpwatch`` as a subprocess of this interpreter (the checkout's code, whatever is on PATH).
     With ``now`` (seconds since the epoch) its wall clock, ``time.time()``, stands still there: the
-    bar it runs at is known, wherever the real clock is."""
+    bar it runs at is known, wherever the real clock is. ``gated``: in lock step with the test
+    (:data:`GATE`)."""
     freeze = "" if now is None else f"import time; time.time = lambda: {float(now)!r}; "
-    return [sys.executable, "-c", freeze + "from perpwatch.cli.main import main; main()"]
+    gate = GATE if gated else ""
+    return [sys.executable, "-c", gate + freeze + "from perpwatch.cli.main import main; main()"]
 
 
 def run_perpwatch(

@@ -5,7 +5,7 @@ with a fake clock that jumps from bar close to bar close; a restart with the sam
 after the last bar processed. The events delivered to the jsonl notifier by a run killed again and
 again must equal those of an uninterrupted run, line for line.
 
-The killed runs go in lock step with the test (see ``GATE``), so each one dies at its chosen
+The killed runs go in lock step with the test (see ``helpers.GATE``), so each one dies at its chosen
 cycle, however fast or slow the machine: the number of kills is always the same.
 """
 
@@ -34,18 +34,6 @@ BARS = 260
 SIM_FROM = "2024-01-03T00:00:00Z"
 SIM_TO = "2024-01-11T00:00:00Z"  # 193 cycles (both ends included)
 KILLS = 30
-
-#: Run before ``perpwatch`` in a killed run: after each cycle's log line, the run writes a byte to
-#: stdout and waits for a byte on stdin, so the test knows which cycle it is at and when it may go on.
-GATE = """
-import logging, os
-class Gate(logging.Handler):
-    def emit(self, record):
-        if record.getMessage().startswith("cycle "):
-            os.write(1, b".")
-            os.read(0, 1)
-logging.getLogger().addHandler(Gate())
-"""
 
 STRATEGY = """
 version: 1
@@ -89,11 +77,8 @@ def write_files(tmp: Path) -> tuple[Path, Path]:
 
 
 def command(strategy: Path, cfg: Path, gated: bool = False) -> list[str]:
-    python, flag, code = perpwatch_command()
     return [
-        python,
-        flag,
-        GATE + code if gated else code,
+        *perpwatch_command(gated=gated),
         "run",
         str(strategy),
         "--config",

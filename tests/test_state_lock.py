@@ -37,18 +37,6 @@ BARS = 120
 SIM_FROM = "2024-01-03T00:00:00Z"
 SIM_TO = "2024-01-05T00:00:00Z"  # 49 cycles
 
-#: Run before ``perpwatch``: after each cycle's log line the run writes "." to stdout and waits for
-#: a byte on stdin, so the test knows where the run is, and the run holds still while it acts.
-GATE = """
-import logging, os
-class Gate(logging.Handler):
-    def emit(self, record):
-        if record.getMessage().startswith("cycle "):
-            os.write(1, b".")
-            os.read(0, 1)
-logging.getLogger().addHandler(Gate())
-"""
-
 STRATEGY = """
 version: 1
 name: churn
@@ -81,11 +69,8 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def command(strategy: Path, cfg: Path, *, gated: bool = False) -> list[str]:
-    python, flag, code = perpwatch_command()
     return [
-        python,
-        flag,
-        GATE + code if gated else code,
+        *perpwatch_command(gated=gated),
         "run",
         str(strategy),
         "--config",

@@ -12,13 +12,13 @@ import click
 from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     NumberType,
-    check_state_option,
     get_registry,
     load_strategies,
     param_option,
     parse_params,
     report_errors,
     time_option,
+    with_state_options,
 )
 from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.symbols import symbols_option
@@ -208,16 +208,7 @@ def _options(
 
 @click.command("halt")
 @click.option("--reason", default="", help="Why (kept with the flag, shown in every rejection).")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
-)
-@click.option(
-    "--state",
-    "state_opt",
-    type=click.Path(dir_okay=False),
-    callback=check_state_option,
-    help="State database.",
-)
+@with_state_options
 @report_errors
 def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
     """Kill switch: open no new positions (closing stays allowed) until `perpwatch resume`."""
@@ -236,16 +227,7 @@ def halt(reason: str, config_path: str | None, state_opt: str | None) -> None:
 
 
 @click.command("resume")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
-)
-@click.option(
-    "--state",
-    "state_opt",
-    type=click.Path(dir_okay=False),
-    callback=check_state_option,
-    help="State database.",
-)
+@with_state_options
 @report_errors
 def resume(config_path: str | None, state_opt: str | None) -> None:
     """Lift the kill switch: new positions may open again."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from perpwatch.language.compiler import Strategy
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def report_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -195,6 +197,23 @@ def check_state_option(ctx: click.Context, param: click.Parameter, value: str | 
     if problem:
         raise click.BadParameter(problem, ctx=ctx, param=param)
     return value
+
+
+def config_option(help: str = "Config file (for its state path).") -> Callable[[F], F]:
+    """``--config FILE`` (as ``config_path``), the option of every command that reads the config."""
+    return click.option("--config", "config_path", type=click.Path(dir_okay=False), help=help)
+
+
+def state_option(help: str = "State database.") -> Callable[[F], F]:
+    """``--state FILE`` (as ``state_opt``), checked by :func:`check_state_option`."""
+    return click.option(
+        "--state", "state_opt", type=click.Path(dir_okay=False), callback=check_state_option, help=help
+    )
+
+
+def with_state_options(fn: F) -> F:
+    """``--config`` and ``--state``: the options of the commands that work on the state database."""
+    return config_option()(state_option()(fn))
 
 
 def log_level(ctx: click.Context | None = None) -> int | None:

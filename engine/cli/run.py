@@ -24,14 +24,16 @@ from perpwatch.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     NumberType,
-    check_state_option,
+    config_option,
     get_registry,
     load_strategies,
     log_level,
     param_option,
     parse_params,
     report_errors,
+    state_option,
     time_option,
+    with_state_options,
 )
 from perpwatch.common.errors import LocatedError, PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact
@@ -165,16 +167,8 @@ def simulated_start(runner: Runner, start: float) -> float:
 @click.command("run")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--once", is_flag=True, help="Run one cycle and exit (1 if a source failed).")
-@click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default ./perpwatch.yaml)."
-)
-@click.option(
-    "--state",
-    "state_opt",
-    type=click.Path(dir_okay=False),
-    callback=check_state_option,
-    help="State database (default from config).",
-)
+@config_option("Config file (default ./perpwatch.yaml).")
+@state_option("State database (default from config).")
 @param_option
 @click.option(
     "--interval",
@@ -385,25 +379,6 @@ class CycleBatch:
 
 
 # --- events, mute, unmute -------------------------------------------------------------------------
-
-state_options = [
-    click.option(
-        "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (for its state path)."
-    ),
-    click.option(
-        "--state",
-        "state_opt",
-        type=click.Path(dir_okay=False),
-        callback=check_state_option,
-        help="State database.",
-    ),
-]
-
-
-def with_state_options(fn):
-    for option in reversed(state_options):
-        fn = option(fn)
-    return fn
 
 
 def open_state(config_path: str | None, state_opt: str | None) -> StateStore:

@@ -18,6 +18,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -125,6 +127,12 @@ class Wakeup:
             task.cancel()
 
 
+def _can_handle_signals() -> bool:
+    """Whether asyncio can take signal handlers here: on POSIX, in the main thread (a run started
+    from another thread, as some embedding programs do, goes on without them)."""
+    return sys.platform != "win32" and threading.current_thread() is threading.main_thread()
+
+
 @contextlib.contextmanager
 def stopping_on_signals(stop: Callable[[], None], wakeup: Wakeup, enabled: bool = True) -> Iterator[None]:
     """Within the block, a first SIGINT or SIGTERM logs a line and calls ``stop``; a second one logs
@@ -148,11 +156,10 @@ def stopping_on_signals(stop: Callable[[], None], wakeup: Wakeup, enabled: bool 
 
     loop = asyncio.get_running_loop()
     installed = []
-    if enabled:
+    if enabled and _can_handle_signals():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal, sig)
-                installed.append(sig)
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
     try:
         yield
     finally:
