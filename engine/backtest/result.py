@@ -90,6 +90,8 @@ class BacktestResult:
     #: after its last, where the data has them (forward moves reach past ``--to``: ``forward.py``)
     ahead_opens: dict[str, np.ndarray] = field(default_factory=dict)
     ahead_closes: dict[str, np.ndarray] = field(default_factory=dict)
+    #: when the account's equity first reached zero or below (ms; it opens no position after), else None
+    bust_time: int | None = None
 
     @property
     def equity_times(self) -> np.ndarray:
