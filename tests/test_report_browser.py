@@ -250,6 +250,9 @@ CONTENT = """(() => {
   return {titles: gd.layout.annotations.map(a => a.text),
           traces: gd.data.map(t => ({name: t.name, yaxis: t.yaxis || 'y', n: t.x.length, mode: t.mode})),
           forward: rows('forward'), trades: rows('trades'), events: rows('events'),
+          per_symbol: rows('per_symbol'),
+          bust: (document.getElementById('bust') || {}).textContent || '',
+          drawdown_min: Math.min(...Array.from(gd._fullData.find(t => t.name === 'drawdown').y)),
           trades_text: (document.getElementById('trades') || {}).textContent || ''};
 })()"""
 
@@ -303,6 +306,8 @@ def test_report_renders_offline_without_errors_and_is_screenshotted(tmp_path):
     assert drawn["points"] >= 20  # event and trade markers
     assert content["trades"] == trades + 1  # the trade table: a header and a row per trade
     assert content["forward"] == 3  # a header and the two rules
+    assert content["per_symbol"] == 3  # buy and hold per symbol: a header, BTC and ETH
+    assert content["bust"] == "" and content["drawdown_min"] > -100
     assert content["events"] > 1  # no execute: in the file, so its events are listed too
     hold = [t for t in content["traces"] if t["name"] == "buy and hold (no costs)"]
     equity = next(t for t in content["traces"] if t["name"] == "equity")
@@ -356,3 +361,36 @@ def test_alert_only_report_has_metric_panels_event_markers_and_tables(tmp_path):
     assert content["forward"] == 4  # a header and one row per rule
     assert content["events"] > 10  # the alert-only strategy's events, listed
     assert content["trades"] == 0 and content["trades_text"] == "No trades."
+
+
+BUSTS = """
+version: 1
+name: busts
+interval: 1h
+rules:
+  - name: enter
+    when: price.close > 90
+    signal: {side: long, size_usd: 5000}
+"""
+
+
+def test_a_bust_report_says_so_and_its_drawdown_stops_at_100_percent(tmp_path):
+    """1,000 USD holding a 5,000 USD long through a 40 % fall: equity goes below 0."""
+    n = 200
+    close = np.concatenate([np.full(50, 100.0), np.linspace(100, 60, 50), np.full(n - 100, 60.0)])
+    frames = {
+        "BTC": Frame(T0 + H * np.arange(n, dtype=np.int64), {"price.open": close, "price.close": close})
+    }
+    s = load_strategy("busts.yaml", text=BUSTS)
+    r = run_backtest(
+        [s], History(frames, "1h", "synthetic test data"), None, BacktestOptions(balance_usd=1000)
+    )
+    assert r.stats["bust_time"] is not None and r.equity_curve.min() < 0
+    page = tmp_path / "bust.html"
+    write_html(r, str(page))
+    content: dict = {}
+    problems, drawn = inspect(page, tmp_path / "profile", content=content)
+    assert problems == [] and drawn["plots"] == 1
+    assert content["bust"].startswith(f"bust at {r.stats['bust_time'][:16].replace('T', ' ')} UTC")
+    assert content["drawdown_min"] == -100  # not below: equity under 0 counts as 0
+    assert content["per_symbol"] == 2

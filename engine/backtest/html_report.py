@@ -19,8 +19,11 @@ import numpy as np
 from perpwatch.backtest.forward import EventMove, event_moves
 from perpwatch.backtest.report import (
     FORWARD_NOTE,
+    PER_SYMBOL_NOTE,
     alert_only,
+    bust_line,
     forward_rows,
+    per_symbol_rows,
     summary_rows,
     t_iso,
 )
@@ -126,7 +129,9 @@ def write_html(r: BacktestResult, path: str) -> None:
             row=rows - 1,
             col=1,
         )
-    dd = (eq / np.maximum.accumulate(eq) - 1.0) * 100
+    floored = np.maximum(eq, 0.0)  # below 0 the account is bust: 100 % down, no more
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = (floored / np.maximum.accumulate(floored) - 1.0) * 100
     fig.add_trace(
         go.Scatter(
             x=eq_x, y=dd, mode="lines", name="drawdown", fill="tozeroy", line={"color": "#c53030", "width": 1}
@@ -296,6 +301,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 6px}
 .grid{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;border-bottom:1px solid #e2e8f0;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f7fafc}
+.bust{background:#fff5f5;border:2px solid #c53030;color:#9b2c2c;font-weight:600;padding:8px 12px;margin:10px 0;max-width:1100px}
 ul{font-size:12.5px;color:#2d3748;max-width:1100px}li{margin:3px 0}
 """
 
@@ -325,15 +331,20 @@ def _page(r: BacktestResult, plot: str, symbols: list[str], shown: list[str]) ->
     moves = event_moves(r)
     headers, rows = forward_rows(r, moves)
     forward = _table("forward", headers, rows, range(2, len(headers)))
+    headers, rows = per_symbol_rows(r)
+    hold = _table("per_symbol", headers, rows, range(1, len(headers)))
+    bust = f"<p class=bust id=bust>{esc(bust_line(r))}</p>" if bust_line(r) else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>perpwatch backtest: {esc(names)}</title>
 <style>{_CSS}</style></head><body>
 <h1>perpwatch backtest: {esc(names)}</h1>
 <p class=meta>{esc(r.history.source)} &middot; {esc(", ".join(symbols))} &middot; {esc(r.strategies[0].interval)} bars
-&middot; {esc(t_iso(r.stats["start"]))} .. {esc(t_iso(r.stats["end"]))} UTC ({r.stats["bars"]:,} bars)</p>{notes}
+&middot; {esc(t_iso(r.stats["start"]))} .. {esc(t_iso(r.stats["end"]))} UTC ({r.stats["bars"]:,} bars)</p>{notes}{bust}
 <div class=grid><div><h2>Performance</h2><table>{stats}</table></div>
 <div><h2>Events per rule</h2><table><tr><th>strategy</th><th>rule</th><th>fired</th><th>suppressed</th>
 <th>resolved</th><th>orders</th><th>no order</th><th>rejected</th></tr>{counts}</table></div></div>
+<h2>Buy and hold per symbol (same bars)</h2>{hold}
+<p class=meta>{esc(PER_SYMBOL_NOTE)}</p>
 <h2>Forward price move after each rule's fired events ({", ".join(map(str, HORIZONS))} bars)</h2>{forward}
 <p class=meta>{esc(FORWARD_NOTE)}</p>
 <h2>Charts</h2>{left_out}{plot}

@@ -12,7 +12,7 @@ import numpy as np
 
 from perpwatch.backtest.forward import EventMove, event_moves, forward_table
 from perpwatch.backtest.result import HORIZONS, BacktestResult
-from perpwatch.backtest.stats import rule_counts
+from perpwatch.backtest.stats import bust_index, per_symbol, rule_counts
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
@@ -64,7 +64,9 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
     if s["max_drawdown_start"]:
         dd += f"  {t_iso(s['max_drawdown_start'])} -> {t_iso(s['max_drawdown_end'])}"
     wl = f"{_usd(s['avg_win_usd'], True)} / {_usd(s['avg_loss_usd'], True)} USD"
-    return [
+    upto = f", up to the bust {t_iso(s['bust_time'])}" if s.get("bust_time") else ""
+    rows = [("BUST", bust_line(r))] if s.get("bust_time") else []
+    return rows + [
         ("starting balance", f"{_usd(s['starting_balance_usd'])} USD"),
         ("final equity", f"{_usd(s['final_equity_usd'])} USD"),
         ("net PnL (after fees and funding)", f"{_usd(s['net_pnl_usd'], True)} USD"),
@@ -73,15 +75,77 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
         ("fees paid", f"{_usd(-s['fees_usd'], True)} USD"),
         ("funding received (+) / paid (-)", f"{_usd(s['funding_usd'], True)} USD"),
         ("max drawdown", dd),
-        ("Sharpe (annualised)", _num(s["sharpe"])),
-        ("Sortino (annualised)", _num(s["sortino"])),
+        (f"CAGR{upto}", f"{_num(s['cagr_pct'], '+.2f')} %"),
+        ("Calmar (CAGR / max drawdown)", _num(s["calmar"])),
+        (f"Sharpe (annualised{upto})", _num(s["sharpe"])),
+        (f"Sortino (annualised{upto})", _num(s["sortino"])),
+        (f"volatility (annualised{upto})", f"{_num(s['volatility_pct'])} %"),
         ("trades", f"{s['trades']} ({s['closed_trades']} closed, {s['open_trades']} open at the end)"),
         ("win rate (closed trades)", f"{_num(s['win_rate_pct'], '.1f')} %"),
         ("average win / average loss", wl),
+        ("profit factor (gross profit / gross loss)", profit_factor_text(s)),
+        ("largest single loss", largest_loss_text(r)),
+        ("average trade duration (closed trades)", duration_text(s["avg_trade_duration_hours"])),
         ("exposure", f"{_num(s['exposure_pct'], '.1f')} % of bars with a position open"),
         ("orders rejected", str(s["rejected"])),
         ("buy and hold (equal shares, no costs)", f"{_num(s.get('buy_and_hold_return_pct'), '+.2f')} %"),
     ]
+
+
+def bust_line(r: BacktestResult) -> str:
+    """The bust warning of every report ("" when the account never went bust)."""
+    bust = r.stats.get("bust_time")
+    if not bust:
+        return ""
+    return (
+        f"bust at {t_iso(bust)} UTC: equity reached 0 or below and the account opened no position after; "
+        "Sharpe, Sortino, volatility and CAGR are computed up to the bust only"
+    )
+
+
+def profit_factor_text(s: dict[str, Any]) -> str:
+    if s["profit_factor"] is not None:
+        return _num(s["profit_factor"])
+    return "n/a (no losing trade)" if s["closed_trades"] else "n/a (no closed trade)"
+
+
+def largest_loss_text(r: BacktestResult) -> str:
+    k = r.stats["largest_loss_trade"]
+    if k is None:
+        return "n/a (no losing trade)"
+    t = r.trades[k - 1]
+    return f"{_usd(t.net_pnl, True)} USD: trade #{k}, {t.strategy} {t.symbol} {t.side}, entered {_t(t.entry_time)}"
+
+
+def duration_text(hours: float | None) -> str:
+    if hours is None:
+        return "-"
+    return f"{hours:,.1f} h" + (f" ({hours / 24:,.1f} days)" if hours >= 48 else "")
+
+
+def per_symbol_rows(r: BacktestResult) -> tuple[list[str], list[list[str]]]:
+    """The buy-and-hold comparison per symbol, as table cells."""
+    headers = ["symbol", "first close", "last close", "hold %", "hold USD", "trades", "strategy net PnL USD"]
+    rows = [
+        [
+            p["symbol"],
+            _num(p["first_close"], ",.2f"),
+            _num(p["last_close"], ",.2f"),
+            _pct(p["hold_return_pct"]),
+            _usd(p["hold_pnl_usd"], True),
+            str(p["trades"]),
+            _usd(p["net_pnl_usd"], True),
+        ]
+        for p in per_symbol(r)
+    ]
+    return headers, rows
+
+
+PER_SYMBOL_NOTE = (
+    "Buy and hold: the symbol's return from its first to its last close over the bars walked, and what "
+    "an equal share of the starting balance held that way would have made (no fees, slippage or funding); "
+    "beside it the strategies' net PnL on the symbol (open trades marked at the last close)."
+)
 
 
 def t_iso(text: str) -> str:
@@ -134,6 +198,8 @@ def format_text(r: BacktestResult, max_trades: int = 20, max_events: int = 50) -
         f"  period    {t_iso(r.stats['start'])} .. {t_iso(r.stats['end'])} UTC ({r.stats['bars']:,} bars)"
     )
     lines += [f"  note      {n}" for n in r.history.notes]
+    if r.stats.get("bust_time"):
+        lines += ["", f"  *** {bust_line(r)} ***"]
     lines += ["", "Events per rule"]
     counts = rule_counts(r)
     lines += table(
@@ -197,6 +263,10 @@ def format_text(r: BacktestResult, max_trades: int = 20, max_events: int = 50) -
             lines.append("  (no events fired)")
     lines += ["", "Performance"]
     lines += table(["figure", "value"], summary_rows(r))
+    lines += ["", "Buy and hold per symbol (same bars)"]
+    headers, rows = per_symbol_rows(r)
+    lines += table(headers, rows, [False, True, True, True, True, True, True])
+    lines += textwrap.wrap(PER_SYMBOL_NOTE, 110, initial_indent="  ", subsequent_indent="  ")
     shown = r.trades[:max_trades]
     more = (
         f" (first {len(shown)} of {len(r.trades)}; --json has every trade)"
@@ -301,7 +371,9 @@ def to_json(r: BacktestResult) -> dict[str, Any]:
             "end_iso": _iso(options["end"]),
         },
         "assumptions": r.assumptions,
+        "bust": _bust(r),
         "stats": r.stats,
+        "per_symbol": per_symbol(r),
         "events_per_rule": rule_counts(r),
         "forward_moves": forward_table(r, moves),
         "trades": [t.to_dict() for t in r.trades],
@@ -311,6 +383,20 @@ def to_json(r: BacktestResult) -> dict[str, Any]:
             {"time": int(t), "time_iso": format_time(int(t)), "equity_usd": float(v)}
             for t, v in zip(r.equity_times, r.equity_curve, strict=True)
         ],
+    }
+
+
+def _bust(r: BacktestResult) -> dict[str, Any] | None:
+    """When the account went bust (the equity point at or below 0), or None."""
+    b = bust_index(r)
+    if b is None:
+        return None
+    t = int(r.equity_times[b])
+    return {
+        "time": t,
+        "time_iso": format_time(t),
+        "equity_usd": float(r.equity_curve[b]),
+        "note": bust_line(r),
     }
 
 

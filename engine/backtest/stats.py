@@ -8,48 +8,64 @@ from typing import Any
 
 import numpy as np
 
-from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestResult
-from perpwatch.common.timeutil import DAY, format_time
+from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestResult, TradeRecord
+from perpwatch.common.timeutil import DAY, HOUR, format_time
 
 
 def compute_stats(r: BacktestResult) -> dict[str, Any]:
-    """PnL, return, drawdown, Sharpe/Sortino (annualised by the bar interval), trade statistics."""
+    """The report's figures, flat: numbers, ISO times or None (never NaN or infinity).
+
+    Once equity reaches zero or below the account is bust and per-bar returns are no longer
+    defined, so Sharpe, Sortino, volatility and CAGR use the equity curve up to the bust point
+    only; the drawdown floors equity at 0 (at most 100 %)."""
     balance = r.options.balance_usd
     eq = r.equity_curve
     times = r.equity_times
+    bars = len(r.times)
     net = float(eq[-1] - balance)
-    peak = np.maximum.accumulate(eq)
-    dd = eq / peak - 1.0
-    j = int(np.argmin(dd))
-    p = int(np.flatnonzero(eq[: j + 1] == peak[j])[-1])
-    rets = np.diff(eq) / eq[:-1]
+    b = bust_index(r)
+    cut = eq if b is None else eq[: b + 1]  # the returns are defined up to here
+    rets = np.diff(cut) / cut[:-1] if balance > 0 else np.empty(0)
     per_year = 365 * DAY / r.step_ms
     sd = float(np.std(rets, ddof=1)) if len(rets) > 1 else 0.0
     downside = float(np.sqrt(np.mean(np.minimum(rets, 0.0) ** 2))) if len(rets) else 0.0
     mean = float(np.mean(rets)) if len(rets) else 0.0
+    dd_pct, dd_usd, dd_from, dd_to = _drawdown(eq, times)
+    cagr = _cagr(cut, (len(cut) - 1) * r.step_ms)
     closed = [t for t in r.trades if t.status == "closed"]
     wins = [t.net_pnl for t in closed if t.net_pnl > 0]
     losses = [t.net_pnl for t in closed if t.net_pnl <= 0]
+    gross_loss = -sum(x for x in losses if x < 0)
+    worst = min(
+        (k for k, t in enumerate(r.trades) if t.status == "closed" and t.net_pnl < 0),
+        key=lambda k: r.trades[k].net_pnl,
+        default=None,
+    )
     fees = sum(t.fees for t in r.trades)
     funding = sum(t.funding for t in r.trades)
     hold = buy_and_hold(r)
     return {
-        "start": format_time(int(r.times[0])),
-        "end": format_time(int(r.times[-1] + r.step_ms)),
-        "bars": len(r.times),
+        "start": format_time(int(r.times[0])) if bars else None,
+        "end": format_time(int(r.times[-1] + r.step_ms)) if bars else None,
+        "bars": bars,
+        "bust_time": None if b is None else format_time(int(times[b])),
+        "returns_until": format_time(int(times[len(cut) - 1])) if bars else None,
         "starting_balance_usd": balance,
         "final_equity_usd": float(eq[-1]),
         "net_pnl_usd": net,
-        "total_return_pct": net / balance * 100,
+        "total_return_pct": _finite(net / balance * 100) if balance > 0 else None,
         "gross_pnl_usd": sum(t.pnl for t in r.trades),
         "fees_usd": fees,
         "funding_usd": funding,
-        "max_drawdown_pct": float(-dd[j] * 100),
-        "max_drawdown_usd": float(peak[j] - eq[j]),
-        "max_drawdown_start": format_time(int(times[p])) if j else None,
-        "max_drawdown_end": format_time(int(times[j])) if j else None,
-        "sharpe": mean / sd * math.sqrt(per_year) if sd > 0 else None,
-        "sortino": mean / downside * math.sqrt(per_year) if downside > 0 else None,
+        "max_drawdown_pct": dd_pct,
+        "max_drawdown_usd": dd_usd,
+        "max_drawdown_start": dd_from,
+        "max_drawdown_end": dd_to,
+        "sharpe": _finite(mean / sd * math.sqrt(per_year)) if sd > 0 else None,
+        "sortino": _finite(mean / downside * math.sqrt(per_year)) if downside > 0 else None,
+        "volatility_pct": _finite(sd * math.sqrt(per_year) * 100) if len(rets) > 1 else None,
+        "cagr_pct": None if cagr is None else cagr * 100,
+        "calmar": _finite(cagr / (dd_pct / 100)) if cagr is not None and dd_pct else None,
         "bars_per_year": per_year,
         "trades": len(r.trades),
         "closed_trades": len(closed),
@@ -57,12 +73,98 @@ def compute_stats(r: BacktestResult) -> dict[str, Any]:
         "win_rate_pct": len(wins) / len(closed) * 100 if closed else None,
         "avg_win_usd": sum(wins) / len(wins) if wins else None,
         "avg_loss_usd": sum(losses) / len(losses) if losses else None,
+        "profit_factor": sum(wins) / gross_loss if gross_loss > 0 else None,
+        "largest_loss_usd": None if worst is None else r.trades[worst].net_pnl,
+        "largest_loss_trade": None if worst is None else worst + 1,
+        "avg_trade_duration_hours": (
+            sum(_held_ms(t) for t in closed) / len(closed) / HOUR if closed else None
+        ),
         "exposure_pct": float(np.mean(r.exposed) * 100) if len(r.exposed) else 0.0,
         "funding_settlements": r.funding_settlements,
         "funding_settlements_skipped": r.funding_skipped,
         "rejected": sum(e.kind == "rejected" for e in r.trading),
-        "buy_and_hold_return_pct": None if hold is None else float(hold[-1] / balance - 1) * 100,
+        "buy_and_hold_return_pct": None if hold is None else _finite(float(hold[-1] / balance - 1) * 100),
     }
+
+
+def bust_index(r: BacktestResult) -> int | None:
+    """The first point of the equity curve at zero or below (the account is bust from there), else
+    the first point at or after ``r.bust_time`` when the executor reported one; ``None`` if neither."""
+    low = np.flatnonzero(r.equity_curve <= 0)
+    if len(low):
+        return int(low[0])
+    if r.bust_time is None:
+        return None
+    return min(int(np.searchsorted(r.equity_times, r.bust_time, side="left")), len(r.equity_curve) - 1)
+
+
+def _drawdown(eq: np.ndarray, times: np.ndarray) -> tuple[float | None, float | None, str | None, str | None]:
+    """Largest fall from a running peak, in % and USD, with the peak's and the trough's times; equity
+    below 0 counts as 0 (a bust account has lost all it had: 100 %, no more)."""
+    if eq[0] <= 0:
+        return None, None, None, None
+    floored = np.maximum(eq, 0.0)
+    peak = np.maximum.accumulate(floored)
+    dd = floored / peak - 1.0
+    j = int(np.argmin(dd))
+    if not j:
+        return 0.0, 0.0, None, None
+    p = int(np.flatnonzero(floored[: j + 1] == peak[j])[-1])
+    return (
+        float(-dd[j] * 100),
+        float(peak[j] - floored[j]),
+        format_time(int(times[p])),
+        format_time(int(times[j])),
+    )
+
+
+def _cagr(eq: np.ndarray, span_ms: int) -> float | None:
+    """Compound annual growth from ``eq[0]`` to ``eq[-1]`` over ``span_ms`` (a fraction): -1 when the
+    end is at or below 0; None for an empty span or when the annualised figure overflows."""
+    if span_ms <= 0 or eq[0] <= 0:
+        return None
+    if eq[-1] <= 0:
+        return -1.0
+    years = span_ms / (365 * DAY)
+    try:
+        return _finite(math.exp(math.log(float(eq[-1] / eq[0])) / years) - 1)
+    except OverflowError:
+        return None
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _held_ms(t: TradeRecord) -> int:
+    return (t.exit_time if t.exit_time is not None else t.entry_time) - t.entry_time
+
+
+def per_symbol(r: BacktestResult) -> list[dict[str, Any]]:
+    """Per traded symbol: its close-to-close return over the bars walked (first known close to last
+    known close), what an equal share of the starting balance held that way would have made (no
+    costs), and the strategies' trades and net PnL on it (open trades marked at the last close)."""
+    symbols = list(dict.fromkeys(sym for syms in r.symbols.values() for sym in syms))
+    share = r.options.balance_usd / len(symbols) if symbols else 0.0
+    rows = []
+    for sym in symbols:
+        close = r.closes.get(sym, np.empty(0))
+        known = close[np.isfinite(close)]
+        first, last = (float(known[0]), float(known[-1])) if len(known) else (None, None)
+        ret = (last / first - 1) if first and last is not None and first > 0 else None
+        mine = [t for t in r.trades if t.symbol == sym]
+        rows.append(
+            {
+                "symbol": sym,
+                "first_close": first,
+                "last_close": last,
+                "hold_return_pct": None if ret is None else ret * 100,
+                "hold_pnl_usd": None if ret is None else share * ret,
+                "trades": len(mine),
+                "net_pnl_usd": sum(t.net_pnl for t in mine),
+            }
+        )
+    return rows
 
 
 def buy_and_hold(r: BacktestResult) -> np.ndarray | None:
@@ -128,8 +230,21 @@ def assumptions(r: BacktestResult) -> list[str]:
         "is never set in a backtest.",
         "Missing or stale values are unknown: no rule fires on them and no order is placed; bars the data "
         "lacks are unknown bars on the interval's grid.",
-        f"Sharpe and Sortino: per-bar returns of the equity curve, risk-free rate 0, annualised by "
-        f"sqrt({per_year:g}) bars per 365-day year.",
+        f"Sharpe, Sortino and volatility: per-bar returns of the equity curve, risk-free rate 0, "
+        f"annualised by sqrt({per_year:g}) bars per 365-day year; CAGR compounds the return over "
+        "365-day years; Calmar = CAGR / max drawdown.",
+        *_bust_note(r),
+    ]
+
+
+def _bust_note(r: BacktestResult) -> list[str]:
+    bust = r.stats.get("bust_time")
+    if not bust:
+        return []
+    return [
+        f"BUST at {bust}: equity reached 0 or below; the account opened no position after it. Returns "
+        "are undefined from there, so Sharpe, Sortino, volatility and CAGR cover the equity curve up to "
+        "the bust only (CAGR -100 %); the max drawdown counts equity below 0 as 0 (100 %)."
     ]
 
 
