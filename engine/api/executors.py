@@ -1,5 +1,13 @@
 """Executors: what acts on the order intents that passed the risk layer, and the accounting the
-trading layer reads from them."""
+trading layer reads from them.
+
+Protective exits: an :class:`OrderIntent` that opens a position may carry ``stop_loss``,
+``take_profit`` and ``trailing_stop`` (each an :class:`ExitDistance`: a percent of the entry fill, or
+a price distance the decision bar gave; ``value`` is never None when the trading layer submits it,
+it refuses entries whose exits are unknown). ``perpwatch.api.exits.exit_levels(side, fill_price,
+intent)`` resolves them into prices once the entry's fill price is known; an exchange executor
+places them as reduce-only orders then. An executor that also implements :class:`Protective`
+has ``check_exits`` called once per bar for each open position, before that bar's signals."""
 
 from __future__ import annotations
 
@@ -8,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from perpwatch.api.plugin import Plugin, PluginError
-from perpwatch.evaluation.events import OrderIntent
+from perpwatch.evaluation.events import ExitDistance, OrderIntent
 
 
 class ExecutorError(PluginError):
@@ -17,7 +25,11 @@ class ExecutorError(PluginError):
 
 @dataclass
 class Fill:
-    """The result of an order: what filled, at what price, with what fee."""
+    """The result of an order: what filled, at what price, with what fee.
+
+    ``info`` may carry ``action`` (``open``/``close``), ``trade_id``, ``pnl`` and, for a close that
+    no signal asked for, ``reason`` (``stop_loss``, ``take_profit``, ``trailing_stop``,
+    ``liquidation``: ``perpwatch.api.exits.EXIT_REASONS``)."""
 
     symbol: str
     side: str  # "buy" or "sell"
@@ -80,3 +92,36 @@ class Accounting(Protocol):
     async def equity(self) -> float:
         """The account's equity in USD: balance plus the unrealised PnL of every open position."""
         ...
+
+
+@runtime_checkable
+class Protective(Protocol):
+    """What an executor offers to carry out protective exits (stops, take-profits, trailing stops,
+    liquidations) between signals. The trading layer calls ``check_exits`` for every open position of
+    the strategy in ``symbol`` once per bar, before the bar's funding, marks and signals, and records
+    each fill it returns as an ``order`` event with the fill's ``info["reason"]``."""
+
+    async def check_exits(
+        self,
+        strategy: str,
+        symbol: str,
+        bar_time: int,
+        prices: tuple[float | None, float | None, float | None, float | None],
+        time: int,
+    ) -> list[Fill]:
+        """Judge the bar opening at ``bar_time`` (ms) with ``prices`` (open, high, low, close; None:
+        unknown) against the position's exits (``perpwatch.api.exits.check_bar``); close what it
+        hits at ``time`` and return the fills (``info["reason"]`` set), [] when nothing was hit."""
+        ...
+
+
+__all__ = [
+    "Accounting",
+    "Executor",
+    "ExecutorError",
+    "ExitDistance",
+    "Fill",
+    "OrderIntent",
+    "Position",
+    "Protective",
+]

@@ -253,6 +253,8 @@ def _slim(ev: Evaluation, s: Strategy) -> Evaluation:
     keep = {k for k, node in enumerate(s.plan.nodes) if node.op == "metric"}
     for rule in s.rules:
         keep.update(x for x in (rule.cond, rule.side, rule.size) if x is not None)
+        exits = (rule.stop_loss, rule.take_profit, rule.trailing_stop)
+        keep.update(x.node for x in exits if x is not None and x.node is not None)
         names = [*rule.names, *(rule.message.names if rule.message is not None else ())]
         keep.update(x for x in map(s.node_of, names) if x is not None)
     for k, value in enumerate(ev.values):

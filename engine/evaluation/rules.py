@@ -15,8 +15,8 @@ import numpy as np
 
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation
-from perpwatch.evaluation.events import Event, OrderIntent
-from perpwatch.language.compiler import Rule, Strategy
+from perpwatch.evaluation.events import Event, ExitDistance, OrderIntent
+from perpwatch.language.compiler import ExitSpec, Rule, Strategy
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 
@@ -85,7 +85,13 @@ def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: st
     if rule.side is not None:
         side = ev.value(rule.side, i)
         size = ev.value(rule.size, i) if rule.size is not None else None
-        signal = OrderIntent(side=side if side in ("long", "short", "flat") else None, size_usd=size)
+        signal = OrderIntent(
+            side=side if side in ("long", "short", "flat") else None,
+            size_usd=size,
+            stop_loss=_exit(rule.stop_loss, ev, i),
+            take_profit=_exit(rule.take_profit, ev, i),
+            trailing_stop=_exit(rule.trailing_stop, ev, i),
+        )
     return Event(
         kind=kind,
         strategy=strategy.name,
@@ -98,6 +104,17 @@ def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: st
         signal=signal,
         interval=strategy.interval,
     )
+
+
+def _exit(spec: ExitSpec | None, ev: Evaluation, i: int) -> ExitDistance | None:
+    """A protective exit as bar ``i`` knows it: its percent, or its expression's value there."""
+    if spec is None:
+        return None
+    if spec.pct is not None:
+        return ExitDistance("pct", spec.pct)
+    assert spec.node is not None
+    value = ev.value(spec.node, i)
+    return ExitDistance("price", float(value) if value is not None else None)
 
 
 def walk(strategy: Strategy, ev: Evaluation, states: dict[str, RuleState], start: int = 0) -> list[Event]:

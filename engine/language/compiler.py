@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import keyword
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,11 +28,28 @@ from perpwatch.language.templates import Template, compile_template
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml, load_yaml_file
 
 SIDES = ("long", "short", "flat")
+#: The protective exits a signal (or, as defaults, ``risk:``) may name.
+EXITS = ("stop_loss", "take_profit", "trailing_stop")
+#: The largest percent each exit may be: a stop 100% away from the fill would lie at zero.
+EXIT_MAX_PCT = {"stop_loss": 99.0, "take_profit": 1000.0, "trailing_stop": 99.0}
+_PERCENT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*")
 MAX_FOR_BARS = 100_000  # as many bars as the longest window (functions.MAX_WINDOW)
 MAX_DURATION_MS = 365 * DAY  # for:, cooldown:, max_data_age:
 # The most bars of history an expression may need before the bar it decides (its warm-up): as many
 # as the longest window. ema and rsi look back 4n - 1 bars, and nested windows add up.
 MAX_WARMUP_BARS = 100_000
+
+
+@dataclass(frozen=True)
+class ExitSpec:
+    """A compiled protective exit: ``pct`` percent of the entry fill, or the plan ``node`` giving a
+    price distance at the decision bar; ``text`` as written, ``loc`` where."""
+
+    name: str  # stop_loss | take_profit | trailing_stop
+    text: str
+    loc: Loc
+    pct: float | None = None
+    node: int | None = None
 
 
 @dataclass
@@ -47,6 +65,10 @@ class Rule:
     side: int | None = None  # plan node giving long/short/flat
     size: int | None = None  # plan node giving the size in USD
     notify_resolved: bool = False
+    # protective exits of the positions its signal opens: its own, else the strategy's risk: defaults
+    stop_loss: ExitSpec | None = None
+    take_profit: ExitSpec | None = None
+    trailing_stop: ExitSpec | None = None
     parts: list[tuple[str, int]] = field(
         default_factory=list
     )  # each condition and sub-condition, for explain
@@ -59,6 +81,11 @@ class Risk:
     max_daily_loss_pct: float | None = None
     max_data_age_ms: int = 0
     inhibited_by: list[str] = field(default_factory=list)
+    # defaults for every rule's signal that does not name its own
+    stop_loss: ExitSpec | None = None
+    take_profit: ExitSpec | None = None
+    trailing_stop: ExitSpec | None = None
+
 
 
 @dataclass
@@ -87,6 +114,11 @@ class Strategy:
     @property
     def metrics(self) -> set[str]:
         return self.plan.metrics()
+
+    @property
+    def has_exits(self) -> bool:
+        """Whether any rule opens positions with protective exits (which need each bar's high and low)."""
+        return any(getattr(r, x) is not None for r in self.rules for x in EXITS)
 
     def node_of(self, name: str) -> int | None:
         """The plan node for a let name or metric path used by this strategy."""
@@ -180,6 +212,7 @@ class _Compiler:
                 pass
             except LocatedError as e:
                 self.errors.append(e)
+        self.exit_defaults = self._exit_defaults()
         rules = []
         seen: dict[str, Loc] = {}
         for i, raw in enumerate(self.doc["rules"]):
@@ -214,7 +247,7 @@ class _Compiler:
             rules=rules,
             notify=list(doc["notify"]) if "notify" in doc else None,
             execute=doc.get("execute"),
-            risk=self._risk(),
+            risk=self._risk(self.exit_defaults),
             functions=self.functions,
         )
 
@@ -480,6 +513,61 @@ class _Compiler:
             self._check_warmup(rule.size, sig.val_loc("size_usd"), "signal size_usd")
             if self.plan.nodes[rule.size].kind == "str":
                 raise LocatedError(sig.val_loc("size_usd"), "signal size_usd must be a number (USD)")
+        for name in EXITS:
+            spec = self.exit_defaults.get(name)
+            if name in sig:
+                spec = self._guard(self._exit, name, sig[name], sig.val_loc(name), "signal")
+            setattr(rule, name, spec)
+
+    def _exit_defaults(self) -> dict[str, ExitSpec | None]:
+        """The ``risk:`` block's protective exits (defaults for every signal), compiled once."""
+        raw = self.doc.get("risk")
+        if not isinstance(raw, LDict):
+            return {}
+        return {
+            name: self._guard(self._exit, name, raw[name], raw.val_loc(name), "risk")
+            for name in EXITS
+            if name in raw
+        }
+
+    def _exit(self, name: str, value: Any, loc: Loc, where: str) -> ExitSpec:
+        """``stop_loss`` / ``take_profit`` / ``trailing_stop``: ``2%`` of the entry fill, or an
+        expression giving a price distance at the decision bar."""
+        what = f"{where} {name}"
+        valid = (
+            "write a percent of the entry fill (2%) or an expression giving a price distance, "
+            "such as 2 * sma(price.high - price.low, 14)"
+        )
+        text = str(value)
+        if isinstance(value, bool):
+            raise LocatedError(loc, f"{what}: {value!r} is not a distance; {valid}")
+        if isinstance(value, str) and "%" in value:
+            m = _PERCENT.fullmatch(value)
+            if m is None:
+                raise LocatedError(loc, f"{what}: {_short(value)!r} is not a percent like 2%; {valid}")
+            pct = float(m.group(1))
+            top = EXIT_MAX_PCT[name]
+            if not 0 < pct <= top:
+                raise LocatedError(
+                    loc, f"{what}: {_short(value)!r} must be more than 0% and at most {top:g}%"
+                )
+            return ExitSpec(name, text, loc, pct=pct)
+        if isinstance(value, int | float):
+            problem = number_problem(value)
+            if problem:
+                raise LocatedError(loc, f"{what}: {problem}")
+            if value <= 0:
+                raise LocatedError(loc, f"{what}: {value!r} is not a positive price distance; {valid}")
+        node = self.expr.compile(value, loc)
+        self._check_warmup(node, loc, what)
+        got = self.plan.nodes[node]
+        if got.kind != "num":
+            gives = "text" if got.kind == "str" else "true/false"
+            raise LocatedError(loc, f"{what}: {_short(text)!r} gives {gives}, not a price distance; {valid}")
+        if got.op == "const" and not (isinstance(got.data, float) and got.data > 0):
+            raise LocatedError(loc, f"{what}: {_short(text)!r} is not a positive price distance; {valid}")
+        return ExitSpec(name, text, loc, node=node)
+
 
     def _template_kind(self, name: str) -> str | None:
         if name in self.params:
@@ -496,7 +584,7 @@ class _Compiler:
             return self.metrics[name]
         return None
 
-    def _risk(self) -> Risk:
+    def _risk(self, exits: Mapping[str, ExitSpec | None]) -> Risk:
         raw = self.doc.get("risk") or {}
         age = 2 * self.step
         if "max_data_age" in raw:
@@ -507,6 +595,9 @@ class _Compiler:
             max_daily_loss_pct=raw.get("max_daily_loss_pct"),
             max_data_age_ms=age,
             inhibited_by=list(raw.get("inhibited_by", [])),
+            stop_loss=exits.get("stop_loss"),
+            take_profit=exits.get("take_profit"),
+            trailing_stop=exits.get("trailing_stop"),
         )
 
 
