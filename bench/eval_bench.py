@@ -13,19 +13,32 @@ block, condition sets, for/cooldown) runs over synthetic 1h market data generate
     the rule state machine is stepped per bar. Each expression is parsed once, and events are
     recorded as bare tuples (no messages or values): both kind to the baseline. It is measured on a subset of bars and scaled linearly (its cost per bar does not
     depend on the bar's position), which the output says;
-(c) the live path: ``evaluate_last`` for the newest bar (a warm-up + 1 bar window), per second.
+(c) the live path: ``evaluate_last`` for the newest bar (a warm-up + 1 bar window), per second;
+(d) the same rule set written by hand in pandas and in polars (``dataframe_rules.py``: the ten
+    rules' truths over every bar) against the engine's ``evaluate`` alone, in the same run, with
+    the rule-bar truths each agrees on. pandas and polars come with ``pip install 'perpwatch[test]'``;
+    without one, its row says so and the rest runs.
+
+Times are medians of ``--runs`` runs (at least 5) with their spread (min .. max), wall clock and
+process CPU time (polars uses several threads, so its CPU time can exceed its wall time). The
+machine is shared: compare rows of one run, not runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import simpleeval
 import yaml
+from dataframe_rules import load, pandas_rules, polars_rules
 
+from perpwatch.common.extras import MissingExtra
 from perpwatch.evaluation.evaluate import evaluate, evaluate_last
 from perpwatch.evaluation.frame import Frame
 from perpwatch.evaluation.rules import RuleState, step, walk
@@ -282,13 +295,31 @@ class Baseline:
 # --- main -----------------------------------------------------------------------------------------
 
 
+def timed(fn: Callable[[], Any], runs: int) -> tuple[list[float], list[float], Any]:
+    """Wall and CPU seconds of ``runs`` calls of ``fn`` (after one untimed warm-up call), and its result."""
+    out = fn()
+    walls, cpus = [], []
+    for _ in range(runs):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        cpus.append(time.process_time() - c)
+        walls.append(time.perf_counter() - w)
+    return walls, cpus, out
+
+
+def spread(xs: list[float]) -> str:
+    """``median ms [min .. max]``."""
+    return f"{statistics.median(xs) * 1000:8.1f} ms [{min(xs) * 1000:.1f} .. {max(xs) * 1000:.1f}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bars", type=int, default=100_000)
     ap.add_argument("--baseline-bars", type=int, default=2_000)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--runs", type=int, default=7, help="timed runs per measurement (at least 5)")
     args = ap.parse_args()
-    n = args.bars
+    n, runs = args.bars, max(5, args.runs)
 
     t0 = time.perf_counter()
     s = load_strategy("bench.yaml", text=STRATEGY)
@@ -300,21 +331,19 @@ def main() -> None:
         f"  strategy: {len(s.rules)} rules, {len(s.lets)} lets, {len(s.metrics)} metrics, "
         f"warm-up {s.warmup} bars, {len(s.plan.nodes)} plan nodes"
     )
-    print(f"  data:     {n:,} synthetic 1h bars (seed {args.seed})")
+    print(f"  data:     {n:,} synthetic 1h bars (seed {args.seed}); {runs} timed runs per row")
     print(f"  compile (load_strategy, once):                 {compile_s * 1000:8.2f} ms")
 
     # (a) the column-wise engine
-    runs = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        ev = evaluate(s, frame, "BTC")
-        events = walk(s, ev, {})
-        runs.append(time.perf_counter() - t0)
-    engine_s = min(runs)
+    def engine_all() -> list:
+        return walk(s, evaluate(s, frame, "BTC"), {})
+
+    walls, cpus, events = timed(engine_all, runs)
+    engine_s = statistics.median(walls)
     kinds = {k: sum(e.kind == k for e in events) for k in ("fired", "suppressed", "resolved")}
     print(
-        f"  (a) engine, evaluate + walk, {n:,} bars:     {engine_s:8.3f} s   "
-        f"(best of 5; {n / engine_s / 1e6:.2f} M bars/s)"
+        f"  (a) engine, evaluate + walk, {n:,} bars:  {spread(walls)}  "
+        f"({n / engine_s / 1e6:.2f} M bars/s; CPU median {statistics.median(cpus) * 1000:.1f} ms)"
     )
     print(
         f"      events: {kinds['fired']} fired, {kinds['suppressed']} suppressed, {kinds['resolved']} resolved"
@@ -325,7 +354,7 @@ def main() -> None:
     base = Baseline(STRATEGY, frame)
     first = n - m
     truths = np.empty((m, len(s.rules)), dtype=bool)
-    runs = []
+    runs_b = []
     for _ in range(3):
         states = [RuleState() for _ in s.rules]
         base_events: list[tuple[int, str, str]] = []
@@ -337,12 +366,13 @@ def main() -> None:
                 kind = step(state, truth, int(frame.times[t]), rule.for_bars, rule.cooldown_ms)
                 if kind:
                     base_events.append((t, rule.name, kind))
-        runs.append(time.perf_counter() - t0)
-    measured_s = min(runs)
+        runs_b.append(time.perf_counter() - t0)
+    measured_s = statistics.median(runs_b)
     baseline_s = measured_s * n / m
     scaled = "" if m == n else f" -> {baseline_s:8.1f} s for {n:,} bars (scaled linearly x{n / m:g})"
     print(f"  (b) row-by-row simpleeval, {m:,} bars measured: {measured_s:8.3f} s{scaled}")
-    print(f"      (best of 3; {len(base_events)} events on the measured bars)")
+    print(f"      (median of 3; {len(base_events)} events on the measured bars)")
+    ev = evaluate(s, frame, "BTC")
     engine_truths = np.stack([ev.series(rule.cond)[first:] == 1 for rule in s.rules], axis=1)
     agree = int((engine_truths == truths).sum())
     print(
@@ -362,6 +392,26 @@ def main() -> None:
         f"  (c) live path, evaluate_last on {s.warmup + 1} bars:      {1 / live_s:8,.0f} evaluations/s "
         f"({live_s * 1000:.3f} ms each)"
     )
+
+    # (d) the same rules in pandas and polars, against evaluate alone
+    print(f"  (d) the ten rules' truths over {n:,} bars (median [min .. max] wall; CPU median):")
+    walls, cpus, ev = timed(lambda: evaluate(s, frame, "BTC"), runs)
+    mine = {rule.name: ev.series(rule.cond) == 1 for rule in s.rules}
+    base_wall = statistics.median(walls)
+    print(f"      perpwatch evaluate  {spread(walls)}  CPU {statistics.median(cpus) * 1000:7.1f} ms   1.00 x")
+    columns = {name: np.asarray(col) for name, col in frame.columns.items()}
+    for name, rules in (("pandas", pandas_rules), ("polars", polars_rules)):
+        try:
+            lib = load(name)
+        except MissingExtra as e:
+            print(f"      {name:<18}  not measured: {e}")
+            continue
+        walls, cpus, theirs = timed(lambda lib=lib, rules=rules: rules(lib, columns), runs)
+        same = sum(int((theirs[r] == mine[r]).sum()) for r in mine)
+        print(
+            f"      {name} {lib.__version__:<11} {spread(walls)}  CPU {statistics.median(cpus) * 1000:7.1f} ms  "
+            f"{statistics.median(walls) / base_wall:5.2f} x   agrees on {same:,} of {n * len(mine):,} rule-bar truths"
+        )
 
 
 if __name__ == "__main__":
