@@ -1,0 +1,1 @@
+"""Research: parameter sweeps over backtests (specs, walk-forward folds, trials, studies, reports)."""
