@@ -28,6 +28,22 @@ Funding: settlements fall every ``funding_interval_hours`` on UTC boundaries (8 
 UTC). A position open at a settlement pays ``qty x price x rate / 100`` when long and funding is
 positive (receives it when negative; shorts the reverse); funding rates are percent per interval.
 
+Protective exits (``stop_loss``, ``take_profit``, ``trailing_stop`` on the intent): their levels
+are set from the entry fill (``perpwatch.api.exits.exit_levels``) and kept on the position;
+``check_exits`` judges each later bar's open, high and low against them (``exits.check_bar``: a gap
+through a stop fills at the open, a stop and a take-profit in one bar take the stop) and closes the
+position at that price, with slippage and fees like any order; the order's note and the fill's
+``info["reason"]`` say why. An intent whose exits are unknown opens nothing (recorded as ignored).
+
+Margin (off unless ``leverage`` is set; then isolated margin per position): opening a position
+needs ``size_usd / leverage`` of initial margin plus the opening fee out of the free margin (equity
+less the margin of the other open positions, and of the position a reversal closes); without it
+the order is refused (``ExecutorError``, recorded as ``rejected``). Each position gets a
+liquidation price where its loss leaves only the maintenance margin
+(``maintenance_margin_pct`` of the notional at entry): a long's ``entry x (1 - 1/leverage +
+mmr)``, a short's ``entry x (1 + 1/leverage - mmr)``; a bar whose low (a short: high) reaches it
+closes the position there (``reason`` ``liquidation``), after any protective stop at or before it.
+
 Beyond ``submit``/``positions`` it keeps the accounts the trading layer reads (``Accounting``:
 ``update``, ``pnl``, ``equity``) and the ledger a backtest reports from (``Ledger``:
 ``trade_summaries``, ``funding_counts``); its fills carry ``trade_id`` and ``action`` in ``info``.
@@ -38,9 +54,10 @@ from __future__ import annotations
 import math
 import time as _time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from perpwatch.api.exits import ExitProblem, Levels, check_bar, exit_levels
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import Executor, ExecutorError, Fill, PluginContext, Position
 from perpwatch.api.ledger import TradeSummary
@@ -84,7 +101,19 @@ CREATE TABLE IF NOT EXISTS paper_funding (
 
 _TRADE_COLUMNS = (
     "id, strategy, symbol, side, qty, size_usd, entry_time, entry_price, entry_fee, exit_time, "
-    "exit_price, exit_fee, funding, pnl, mark_price, funded_to, status"
+    "exit_price, exit_fee, funding, pnl, mark_price, funded_to, status, stop_price, take_price, "
+    "trail, best_price, liq_price, margin, exit_reason"
+)
+
+#: Columns added to ``paper_trades`` by protective exits and the margin model (older databases get them).
+_EXIT_COLUMNS = (
+    ("stop_price", "REAL"),
+    ("take_price", "REAL"),
+    ("trail", "REAL"),
+    ("best_price", "REAL"),
+    ("liq_price", "REAL"),
+    ("margin", "REAL"),
+    ("exit_reason", "TEXT"),
 )
 
 
@@ -109,6 +138,24 @@ class Trade:
     mark_price: float
     funded_to: int
     status: str  # open | closed
+    stop_price: float | None = None
+    take_price: float | None = None
+    trail: float | None = None  # trailing-stop distance, price units
+    best_price: float | None = None  # best price since entry (for the trailing stop)
+    liq_price: float | None = None  # liquidation price (margin model)
+    margin: float | None = None  # initial margin held (margin model)
+    exit_reason: str | None = None  # signal, stop_loss, take_profit, trailing_stop, liquidation
+
+    @property
+    def levels(self) -> Levels:
+        return Levels(
+            side=self.side,
+            stop=self.stop_price,
+            take=self.take_price,
+            trail=self.trail,
+            best=self.best_price,
+            liquidation=self.liq_price,
+        )
 
     @property
     def sign(self) -> int:
@@ -145,6 +192,20 @@ class PaperExecutor(Executor):
             "fee_bps": {"type": "number", "minimum": 0, "maximum": 1000, "default": 5},
             "slippage_bps": {"type": "number", "minimum": 0, "maximum": 1000, "default": 2},
             "funding_interval_hours": {"type": "integer", "minimum": 1, "maximum": 24, "default": 8},
+            "leverage": {
+                "type": "number",
+                "minimum": 1,
+                "maximum": 125,
+                "description": "turns the margin model on: initial margin size_usd / leverage, isolated per "
+                "position, with a liquidation price; unset (default): no margin limit and no liquidation",
+            },
+            "maintenance_margin_pct": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 50,
+                "default": 0.5,
+                "description": "maintenance margin in percent of a position's notional at entry (with leverage)",
+            },
             "account": {
                 "type": "string",
                 "pattern": "^[A-Za-z0-9_.-]+$",
@@ -162,6 +223,14 @@ class PaperExecutor(Executor):
         self.slippage = float(self.options.get("slippage_bps", 2)) / 10_000
         self.funding_ms = int(self.options.get("funding_interval_hours", 8)) * HOUR_MS
         self.account = str(self.options.get("account", "paper"))
+        lev = self.options.get("leverage")
+        self.leverage = float(lev) if lev is not None else None
+        self.mmr = float(self.options.get("maintenance_margin_pct", 0.5)) / 100
+        if self.leverage is not None and self.mmr >= 1 / self.leverage:
+            raise ValueError(
+                f"paper executor: maintenance_margin_pct {self.mmr * 100:g} must be below 100 / leverage "
+                f"({100 / self.leverage:g}): a position would be liquidated as it opens"
+            )
         store = self.ctx.store
         if store is None:
             from perpwatch.live.state import StateStore
@@ -173,6 +242,10 @@ class PaperExecutor(Executor):
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     self.conn.execute(statement)
+            have = {row[1] for row in self.conn.execute("PRAGMA table_info(paper_trades)")}
+            for column, kind in _EXIT_COLUMNS:
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE paper_trades ADD COLUMN {column} {kind}")
             self.conn.execute(
                 "INSERT INTO paper_accounts (account, start_balance, balance, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (account) DO NOTHING",
@@ -233,6 +306,48 @@ class PaperExecutor(Executor):
             for t in self.trades(status="open")
         ]
 
+    async def position(self, strategy: str, symbol: str) -> Position | None:
+        """The strategy's open position in ``symbol`` (one indexed lookup, not every position)."""
+        t = self.open_trade(strategy, symbol)
+        return None if t is None else Position(t.strategy, t.symbol, t.side, t.qty, t.entry_price, t.entry_time)
+
+    async def check_exits(
+        self,
+        strategy: str,
+        symbol: str,
+        bar_time: int,
+        prices: tuple[float | None, float | None, float | None, float | None],
+        time: int,
+    ) -> list[Fill]:
+        """Judge the bar (open, high, low, close) against the open position's protective exits and
+        liquidation price; close it at the exit's price (plus slippage and fees) when one is hit."""
+        trade = self.open_trade(strategy, symbol)
+        if trade is None or not trade.levels.active:
+            return []
+        hit, after = check_bar(trade.levels, *prices)
+        with self.store.transaction():
+            if hit is None:
+                if after.best != trade.best_price:
+                    self.conn.execute(
+                        "UPDATE paper_trades SET best_price = ? WHERE id = ?", (after.best, trade.id)
+                    )
+                return []
+            note = f"{hit.reason}: level {hit.level:.8g}" + (
+                f", the bar opened beyond it at {hit.price:.8g}" if hit.price != hit.level else ""
+            )
+            order = self.conn.execute(
+                "INSERT INTO paper_orders (account, strategy, symbol, time, side, size_usd, price, status, note) "
+                "VALUES (?, ?, ?, ?, 'flat', NULL, ?, 'pending', ?)",
+                (self.account, strategy, symbol, int(time), hit.price, note),
+            ).lastrowid
+            assert order is not None
+            fill = self._close(trade, order, hit.price, int(time), reason=hit.reason)
+            self.conn.execute(
+                "UPDATE paper_orders SET status = 'filled', note = ? WHERE id = ?",
+                (f"{note}; close {fill.side} {fill.qty:.8g} @ {fill.price:.8g}", order),
+            )
+        return [fill]
+
     # -- accounting the trading layer uses ------------------------------------------------------
 
     async def update(
@@ -285,14 +400,18 @@ class PaperExecutor(Executor):
         return self.snapshot()[0]
 
     def snapshot(self) -> tuple[float, int]:
-        """(equity at the marks, number of open positions), in one query."""
-        row = self.conn.execute(
-            "SELECT a.balance + COALESCE(SUM(CASE t.side WHEN 'long' THEN 1 ELSE -1 END * "
-            "(t.mark_price - t.entry_price) * t.qty), 0), COUNT(t.id) FROM paper_accounts a "
-            "LEFT JOIN paper_trades t ON t.account = a.account AND t.status = 'open' WHERE a.account = ?",
+        """(equity at the marks, number of open positions): the balance plus each open position's
+        unrealised PnL, added one by one in (strategy, symbol) order; a defined order of additions,
+        so a backtest's fast path (``perpwatch.backtest.fastloop``) reproduces it bit for bit."""
+        rows = self.conn.execute(
+            "SELECT side, mark_price, entry_price, qty FROM paper_trades WHERE account = ? AND status = 'open' "
+            "ORDER BY strategy, symbol",
             (self.account,),
-        ).fetchone()
-        return float(row[0]), int(row[1])
+        ).fetchall()
+        unrealized = 0.0
+        for side, mark, entry, qty in rows:
+            unrealized += (1 if side == "long" else -1) * (mark - entry) * qty
+        return self.balance() + unrealized, len(rows)
 
     def strategy_pnl(self, strategy: str) -> float:
         row = self.conn.execute(
@@ -430,8 +549,20 @@ class PaperExecutor(Executor):
                 return ignore(
                     f"{side}: a {side} position is already open (signals are targets, not additions)"
                 )
+            fill_price = self._fill_price(side == "long", price)
+            try:
+                levels = exit_levels(side, fill_price, intent)
+            except ExitProblem as e:
+                return ignore(f"{side}: {e}; not opening without it")
+            if self.leverage is not None:
+                problem = self._margin_problem(size, fill_price, trade)
+                if problem:
+                    ignore(problem)
+                    self.conn.execute("UPDATE paper_orders SET status = 'rejected' WHERE id = ?", (order,))
+                    raise ExecutorError(problem, retryable=False)
+                levels = replace(levels, liquidation=self._liquidation_price(side, fill_price))
             fills = [] if trade is None else [self._close(trade, order, price, time)]
-            fills.append(self._open(strategy, symbol, side, size, order, price, time))
+            fills.append(self._open(strategy, symbol, side, size, order, price, time, levels))
         note = "; ".join(f"{f.info['action']} {f.side} {f.qty:.8g} @ {f.price:.8g}" for f in fills)
         self.conn.execute("UPDATE paper_orders SET status = 'filled', note = ? WHERE id = ?", (note, order))
         return fills
@@ -439,36 +570,74 @@ class PaperExecutor(Executor):
     def _fill_price(self, buy: bool, price: float) -> float:
         return price * (1 + self.slippage) if buy else price * (1 - self.slippage)
 
+    def _margin_problem(self, size: float, fill_price: float, closing: Trade | None) -> str | None:
+        """Why a position of ``size`` USD cannot open on the free margin, or None."""
+        assert self.leverage is not None
+        need = size / self.leverage + (size / fill_price) * fill_price * self.fee
+        held = self.conn.execute(
+            "SELECT COALESCE(SUM(margin), 0) FROM paper_trades WHERE account = ? AND status = 'open' AND id != ?",
+            (self.account, closing.id if closing is not None else -1),
+        ).fetchone()[0]
+        free = self.account_equity() - float(held)
+        if need <= free:
+            return None
+        return (
+            f"insufficient free margin: {size:,.2f} USD at leverage {self.leverage:g} needs {need:,.2f} "
+            f"(initial margin and fee), free {free:,.2f}"
+        )
+
+    def _liquidation_price(self, side: str, entry: float) -> float:
+        assert self.leverage is not None
+        if side == "long":
+            return entry * (1 - 1 / self.leverage + self.mmr)
+        return entry * (1 + 1 / self.leverage - self.mmr)
+
     def _open(
-        self, strategy: str, symbol: str, side: str, size: float, order: int, price: float, time: int
+        self,
+        strategy: str,
+        symbol: str,
+        side: str,
+        size: float,
+        order: int,
+        price: float,
+        time: int,
+        levels: Levels | None = None,
     ) -> Fill:
         buy = side == "long"
         qty = size / price
         fill_price = self._fill_price(buy, price)
         fee = qty * fill_price * self.fee
+        lv = levels or Levels(side=side)
+        margin = size / self.leverage if self.leverage is not None else None
         trade_id = self.conn.execute(
             "INSERT INTO paper_trades (account, strategy, symbol, side, qty, size_usd, entry_time, entry_price, "
-            "entry_fee, mark_price, funded_to, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-            (self.account, strategy, symbol, side, qty, size, time, fill_price, fee, price, time),
+            "entry_fee, mark_price, funded_to, status, stop_price, take_price, trail, best_price, liq_price, "
+            "margin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?, ?, ?, ?, ?)",
+            (
+                *(self.account, strategy, symbol, side, qty, size, time, fill_price, fee, price, time),
+                *(lv.stop, lv.take, lv.trail, lv.best if lv.active else None, lv.liquidation, margin),
+            ),
         ).lastrowid
         assert trade_id is not None
         self._cash(-fee)
         return self._fill(order, trade_id, strategy, symbol, time, buy, qty, fill_price, fee, "open", 0.0)
 
-    def _close(self, trade: Trade, order: int, price: float, time: int) -> Fill:
+    def _close(self, trade: Trade, order: int, price: float, time: int, reason: str = "signal") -> Fill:
         buy = trade.side == "short"
         fill_price = self._fill_price(buy, price)
         fee = trade.qty * fill_price * self.fee
         pnl = trade.sign * (fill_price - trade.entry_price) * trade.qty
         self.conn.execute(
             "UPDATE paper_trades SET status = 'closed', exit_time = ?, exit_price = ?, exit_fee = ?, pnl = ?, "
-            "mark_price = ? WHERE id = ?",
-            (time, fill_price, fee, pnl, fill_price, trade.id),
+            "mark_price = ?, exit_reason = ? WHERE id = ?",
+            (time, fill_price, fee, pnl, fill_price, reason, trade.id),
         )
         self._cash(pnl - fee)
-        return self._fill(
+        fill = self._fill(
             order, trade.id, trade.strategy, trade.symbol, time, buy, trade.qty, fill_price, fee, "close", pnl
         )
+        fill.info["reason"] = reason
+        return fill
 
     def _fill(
         self,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from perpwatch.backtest.forward import EventMove, event_moves, forward_table
-from perpwatch.backtest.result import HORIZONS, BacktestResult
+from perpwatch.backtest.result import EXIT_KINDS, HORIZONS, BacktestResult
 from perpwatch.backtest.stats import bust_index, per_symbol, rule_counts
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
@@ -88,8 +88,15 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
         ("average trade duration (closed trades)", duration_text(s["avg_trade_duration_hours"])),
         ("exposure", f"{_num(s['exposure_pct'], '.1f')} % of bars with a position open"),
         ("orders rejected", str(s["rejected"])),
+        ("closed by", exits_text(s)),
         ("buy and hold (equal shares, no costs)", f"{_num(s.get('buy_and_hold_return_pct'), '+.2f')} %"),
     ]
+
+
+def exits_text(s: dict[str, Any]) -> str:
+    """How the closed trades ended: by a signal, a protective exit or a liquidation."""
+    counts = [(why.replace("_", " "), s.get(f"exits_{why}", 0)) for why in EXIT_KINDS]
+    return ", ".join(f"{what} {n}" for what, n in counts if n) or "-"
 
 
 def bust_line(r: BacktestResult) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from perpwatch.api.exits import EXIT_REASONS
 from perpwatch.api.history import History
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
@@ -15,6 +16,9 @@ from perpwatch.language.compiler import Strategy
 #: The options of the account a backtest trades on, handed to its executor when the executor's
 #: ``options_schema`` declares them (``paper`` declares all four).
 ACCOUNT_OPTIONS = ("balance_usd", "fee_bps", "slippage_bps", "funding_interval_hours")
+
+#: Why a trade closed: a signal, or what closed it between signals (``perpwatch.api.exits``).
+EXIT_KINDS = ("signal", *EXIT_REASONS)
 
 #: The horizons (in bars) of the forward price move after each fired event; ``AHEAD_BARS`` the
 #: bars past the last walked one a result keeps prices of, to measure them.
@@ -58,6 +62,8 @@ class TradeRecord:
     exit_rule: str | None = None
     entry_bar: int | None = None  # the bar whose signal opened it
     exit_bar: int | None = None
+    #: why it closed: signal, stop_loss, take_profit, trailing_stop, liquidation (None while open)
+    exit_reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(vars(self))

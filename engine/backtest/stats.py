@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from perpwatch.backtest.result import ACCOUNT_OPTIONS, BacktestResult, TradeRecord
+from perpwatch.backtest.result import ACCOUNT_OPTIONS, EXIT_KINDS, BacktestResult, TradeRecord
 from perpwatch.common.timeutil import DAY, HOUR, format_time
 
 
@@ -83,6 +83,7 @@ def compute_stats(r: BacktestResult) -> dict[str, Any]:
         "funding_settlements": r.funding_settlements,
         "funding_settlements_skipped": r.funding_skipped,
         "rejected": sum(e.kind == "rejected" for e in r.trading),
+        **{f"exits_{why}": sum(t.exit_reason == why for t in closed) for why in EXIT_KINDS},
         "buy_and_hold_return_pct": None if hold is None else _finite(float(hold[-1] / balance - 1) * 100),
     }
 

@@ -82,6 +82,7 @@ async def run_backtest_async(
     step_ms = steps.pop()
     symbols = symbols or symbols_for(strategies, history, None)
     _check_inhibitors(strategies)
+    _check_exit_data(strategies, history)
     grid, frames = _grid(history, step_ms)
     i0, i1 = _range(grid, opts, step_ms)
 
@@ -263,6 +264,20 @@ def _slim(ev: Evaluation, s: Strategy) -> Evaluation:
     return ev
 
 
+def _check_exit_data(strategies: Sequence[Strategy], history: History) -> None:
+    """Protective exits are judged on each bar's high and low: data without them cannot backtest them."""
+    named = [s.name for s in strategies if s.has_exits]
+    if not named:
+        return
+    for sym, frame in history.frames.items():
+        absent = [c for c in ("price.high", "price.low") if c not in frame.columns]
+        if absent:
+            raise PerpwatchError(
+                f"{sym}: the data has no {', '.join(absent)} column; the protective exits of "
+                f"{', '.join(named)} (stop_loss, take_profit, trailing_stop) are judged on each bar's high and low"
+            )
+
+
 def _check_inhibitors(strategies: Sequence[Strategy]) -> None:
     by_name = {s.name: s for s in strategies}
     for s in strategies:
@@ -320,6 +335,9 @@ def _trades(ledger: Ledger, trading_events: list[Event]) -> list[TradeRecord]:
     out = []
     for t in ledger.trade_summaries():
         o, c = opened.get(t.id), closed.get(t.id)
+        reason = None
+        if t.status == "closed":
+            reason = str(c.values.get("reason", "signal")) if c is not None else "signal"
         summary = {k: v for k, v in dataclasses.asdict(t).items() if k != "id"}
         out.append(
             TradeRecord(
@@ -328,6 +346,7 @@ def _trades(ledger: Ledger, trading_events: list[Event]) -> list[TradeRecord]:
                 exit_rule=c.rule if c else None,
                 entry_bar=o.time if o else None,
                 exit_bar=c.time if c else None,
+                exit_reason=reason,
             )
         )
     return out

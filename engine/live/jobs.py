@@ -14,6 +14,8 @@ CATCH_UP_BARS = 24  # the most missed bars a rule steps through when it catches 
 # What the trading layer reads from the evaluated frame (fill and mark price, funding rate), fetched
 # for every strategy with ``execute:`` whether or not its rules name them.
 TRADING_METRICS = frozenset({"price.close", "funding.close"})
+# What protective exits are judged on (each bar's open, high and low), for strategies that have them.
+EXIT_METRICS = frozenset({"price.open", "price.high", "price.low"})
 
 
 @dataclass
@@ -43,6 +45,8 @@ class Job:
 
     def __post_init__(self) -> None:
         extra = TRADING_METRICS if self.strategy.execute else frozenset()
+        if self.strategy.execute and self.strategy.has_exits:
+            extra |= EXIT_METRICS
         self.metrics = frozenset(self.strategy.metrics) | extra
 
 

@@ -8,6 +8,16 @@ bar, after every rule of every strategy has stepped, inside the cycle's transact
 2. for each ``fired`` event with a signal, checks the data, then the risk limits, and submits what
    passes to the executor named by ``execute:``.
 
+Before both, an executor that implements ``Protective`` (``paper`` does) has the bar's open, high,
+low and close judged against the open position's protective exits and liquidation price
+(``check_exits``); what that closes is an ``order`` event of the pseudo-rule ``exit:<reason>``
+with ``values["reason"]`` (``stop_loss``, ``take_profit``, ``trailing_stop``, ``liquidation``),
+at the bar's open time. An entry whose protective exits are unknown at its bar is ``rejected``.
+
+A bust account opens nothing: once :attr:`Trading.bust` is set (the backtest sets it when the
+equity after a bar is at or below zero), every entry is ``rejected`` with that reason (a reversal
+closes instead); closing stays allowed.
+
 It returns events for the runner to record: ``rejected`` (the message is the reason), ``order``
 (the message says what filled) and ``no_order`` (nothing to do: flat without a position, or the
 side already held). Suppressed events never trade.
@@ -20,9 +30,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, cast
 
-from perpwatch.api.interfaces import Accounting, Executor, ExecutorError, Fill, Position
+from perpwatch.api.exits import check_exits_known
+from perpwatch.api.interfaces import Accounting, Executor, ExecutorError, Fill, Position, Protective
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import DAY
 from perpwatch.evaluation.evaluate import Evaluation
@@ -42,6 +54,7 @@ class Trading:
         self._days: dict[str, int] = {}  # strategy -> the UTC day whose start is noted
         self._inputs: dict[tuple[int, str], list[tuple[str, int]]] = {}
         self._accounting = {name: isinstance(ex, Accounting) for name, ex in self.executors.items()}
+        self._protective = {name: isinstance(ex, Protective) for name, ex in self.executors.items()}
 
     async def on_bar(
         self,
@@ -65,16 +78,62 @@ class Trading:
             return [_derived(e, "rejected", reason, {}) for e in signals]
         age = strategy.risk.max_data_age_ms
         price = market_value(ev, "price.close", i, age)
+        out: list[Event] = []
+        if self._protective[strategy.execute]:
+            out += await self._exits(strategy, symbol, bar_time, ev, i, cast(Protective, executor), price)
         acct = cast(Accounting, executor) if self._accounting[strategy.execute] else None
         if acct is not None:
             if strategy.risk.max_daily_loss_pct is not None:
                 await self._note_day(strategy.name, bar_time, acct)
             rate = market_value(ev, "funding.close", i, age)
             await acct.update(strategy.name, symbol, price, rate, bar_time + strategy.step_ms)
-        out: list[Event] = []
         for event in signals:
             out.extend(
                 await self._act(strategy, symbol, event, ev, i, executor, acct, price, fill_price, fill_time)
+            )
+        return out
+
+    async def _exits(
+        self,
+        strategy: Strategy,
+        symbol: str,
+        bar_time: int,
+        ev: Evaluation,
+        i: int,
+        executor: Protective,
+        close: float | None,
+    ) -> list[Event]:
+        """The bar judged against the open position's exits; an ``order`` event per exit it hit."""
+        age = strategy.risk.max_data_age_ms
+        prices = (
+            market_value(ev, "price.open", i, age),
+            market_value(ev, "price.high", i, age),
+            market_value(ev, "price.low", i, age),
+            close,
+        )
+        fills = await executor.check_exits(strategy.name, symbol, bar_time, prices, bar_time)
+        out = []
+        for f in fills:
+            reason = str(f.info.get("reason", "exit"))
+            fill = {"side": f.side, "qty": f.qty, "price": f.price, "fee_usd": f.fee_usd, **f.info}
+            out.append(
+                Event(
+                    kind="order",
+                    strategy=strategy.name,
+                    rule=f"exit:{reason}",
+                    symbol=symbol,
+                    time=bar_time,
+                    severity="high" if reason == "liquidation" else "info",
+                    message=f"{reason.replace('_', ' ')}: {_describe(f)}",
+                    values={
+                        "reason": reason,
+                        "side": "flat",
+                        "price": f.price,
+                        "fill_time": f.time,
+                        "fills": [fill],
+                    },
+                    interval=strategy.interval,
+                )
             )
         return out
 
@@ -109,6 +168,10 @@ class Trading:
 
         if intent.side is None:
             return reject("the signal's side is unknown at this bar")
+        if intent.side != "flat":
+            problem = check_exits_known(intent)
+            if problem:
+                return reject(problem)
         rule = self._rule(strategy, event.rule)
         missing = unknown_inputs(ev, i, self._rule_inputs(strategy, rule)) if rule is not None else []
         if missing:
@@ -151,7 +214,7 @@ class Trading:
         )
         if verdict.ok:
             return await self._submit(
-                event, executor, OrderIntent(intent.side, verdict.size_usd), px, t, base, verdict.note
+                event, executor, replace(intent, size_usd=verdict.size_usd), px, t, base, verdict.note
             )
         if current is None:
             return reject(verdict.reason or "")
