@@ -65,6 +65,8 @@ def value_range(metric: str) -> tuple[float, float, bool] | None:
         return _PERCENT if name == "buy_pct" else _NON_NEGATIVE
     if group == "ls":
         return _PERCENT
+    if group == "depth":  # resting order-book USD; the imbalance is signed
+        return None if name.startswith("imbalance") else _NON_NEGATIVE
     return None  # funding rates may be negative; other plugins' metrics are theirs to judge
 
 

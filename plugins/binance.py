@@ -19,6 +19,9 @@ endpoint                                      fields                            
 /futures/data/openInterestHist (period)       sumOpenInterestValue                         oi.close (USDT), last 30 days only
 /futures/data/globalLongShortAccountRatio     longAccount, shortAccount (fractions) x 100  ls.global_long_pct, ls.global_short_pct (percent)
 /futures/data/topLongShortAccountRatio        longAccount, shortAccount (fractions) x 100  ls.top_long_pct, ls.top_short_pct (percent)
+/futures/data/basis (pair, PERPETUAL)         basisRate (fraction) x 100, basis             basis.rate_pct (percent of index), basis.usd
+/fapi/v1/depth (limit 1000, weight 20)        bids, asks [price, qty] within the band        depth.bid_usd/ask_usd/imbalance _1pct, _2pct
+                                              around the mid price: sum of price x qty     and at ``depth_range``: the newest bar only
 ============================================  ===========================================  =============================================
 
 What Binance does not honestly provide, and so is absent from :meth:`BinanceSource.provides`:
@@ -58,7 +61,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
 
@@ -91,11 +94,16 @@ from ._http import (
     status_error,
     to_ms,
 )
+from ._rows import MS_FLOOR
 
 BASE_URL = "https://fapi.binance.com"
 KLINES_PATH = "/fapi/v1/klines"
 FUNDING_PATH = "/fapi/v1/fundingRate"
 PREMIUM_PATH = "/fapi/v1/premiumIndex"
+DEPTH_PATH = "/fapi/v1/depth"
+#: Levels per side asked of ``/fapi/v1/depth`` (the most it serves; request weight 20).
+DEPTH_LIMIT = 1000
+DEPTH_WEIGHT = 20
 KLINES_LIMIT = 1000
 FUNDING_LIMIT = 1000
 DATA_LIMIT = 500
@@ -133,11 +141,15 @@ FUNDING_METRICS = frozenset({"funding.close"})
 
 @dataclass(frozen=True)
 class DataEndpoint:
-    """A ``/futures/data`` statistics endpoint and how its fields map to metrics (times ``scale``)."""
+    """A ``/futures/data`` statistics endpoint and how its fields map to metrics (times ``scale``;
+    ``rescale`` multiplies single metrics after that), with its symbol parameter and extra params."""
 
     path: str
     fields: Mapping[str, str]
     scale: float = 1.0
+    symbol_param: str = "symbol"
+    params: Mapping[str, str] = field(default_factory=dict)
+    rescale: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -156,7 +168,21 @@ DATA: dict[str, DataEndpoint] = {
         {"longAccount": "ls.top_long_pct", "shortAccount": "ls.top_short_pct"},
         100.0,
     ),
+    "basis": DataEndpoint(
+        "/futures/data/basis",
+        {"basisRate": "basis.rate_pct", "basis": "basis.usd"},
+        symbol_param="pair",
+        params={"contractType": "PERPETUAL"},
+        rescale={"basis.rate_pct": 100.0},  # basisRate is a fraction of the index price
+    ),
 }
+#: Depth metrics' suffix -> band in percent ("" is the ``depth_range`` option's).
+DEPTH_BANDS = {"_1pct": 1.0, "_2pct": 2.0}
+DEPTH_METRICS = frozenset(
+    f"depth.{kind}{suffix}"
+    for kind in ("bid_usd", "ask_usd", "imbalance")
+    for suffix in ("_1pct", "_2pct", "")
+)
 
 
 def klines_weight(limit: int) -> int:
@@ -232,6 +258,13 @@ class BinanceSource(HttpSource):
             "weight_limit_per_min": {"type": "integer", "minimum": 1, "default": 2400},
             "data_requests_per_5min": {"type": "integer", "minimum": 1, "default": 1000},
             "funding_requests_per_5min": {"type": "integer", "minimum": 1, "default": 500},
+            "depth_range": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 10,
+                "default": 1,
+                "description": "band (percent around the mid price) of depth.bid_usd/ask_usd/imbalance",
+            },
             "funding_estimate_newest": {
                 "type": "boolean",
                 "default": False,
@@ -241,11 +274,15 @@ class BinanceSource(HttpSource):
         },
     )
 
+    #: Current values with no history (``perpwatch fetch`` asks for them only when named).
+    snapshot_metrics: ClassVar[frozenset[str]] = DEPTH_METRICS
+
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
         super().__init__(options, ctx)
         clock = self.ctx.clock
         self.quote = str(self.option("quote"))
         self.funding_estimate_newest = bool(self.option("funding_estimate_newest"))
+        self.depth_bands = {**DEPTH_BANDS, "": float(self.option("depth_range"))}
         self.weight = RateLimiter(int(self.option("weight_limit_per_min")), 60.0, clock)
         self.data_limiter = RateLimiter(int(self.option("data_requests_per_5min")), 300.0, clock)
         self.funding_limiter = RateLimiter(int(self.option("funding_requests_per_5min")), 300.0, clock)
@@ -253,7 +290,12 @@ class BinanceSource(HttpSource):
     @classmethod
     def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
         """Klines, settled funding and the ``/futures/data`` statistics, whatever the options."""
-        return KLINE_METRICS | FUNDING_METRICS | frozenset().union(*(e.metrics for e in DATA.values()))
+        return (
+            KLINE_METRICS
+            | FUNDING_METRICS
+            | DEPTH_METRICS
+            | frozenset().union(*(e.metrics for e in DATA.values()))
+        )
 
     def jobs(self, plan: FetchPlan) -> list[Job]:
         """Klines, funding and one job per ``/futures/data`` endpoint wanted; see the module docstring."""
@@ -270,6 +312,8 @@ class BinanceSource(HttpSource):
                     partial(self._funding, pair, grid, step, plan.newest, plan.now_ms),
                 )
             )
+        if DEPTH_METRICS & wanted:
+            jobs.append(Job(DEPTH_PATH, DEPTH_METRICS, partial(self._depth, pair, plan)))
         for endpoint in DATA.values():
             if endpoint.metrics & wanted:
                 jobs.append(
@@ -413,7 +457,14 @@ class BinanceSource(HttpSource):
                 *(
                     self.http.get(
                         endpoint.path,
-                        {"symbol": pair, "period": period, "startTime": start, "endTime": end, "limit": bars},
+                        {
+                            endpoint.symbol_param: pair,
+                            **endpoint.params,
+                            "period": period,
+                            "startTime": start,
+                            "endTime": end,
+                            "limit": bars,
+                        },
                         partial(_decode_rows, time_key="timestamp"),
                         [(self.data_limiter, 1)],
                     )
@@ -424,7 +475,32 @@ class BinanceSource(HttpSource):
             if not rows:
                 raise RequestError(f"no data for {pair} in the requested range", retryable=False)
         aligned = align_job(rows, "timestamp", endpoint.fields, plan, endpoint.scale)
-        return Columns(dict(aligned.columns), notes=[*notes, *aligned.problems])
+        cols: dict[str, np.ndarray | Cat] = dict(aligned.columns)
+        for name, factor in endpoint.rescale.items():
+            col = cols.get(name)
+            if isinstance(col, np.ndarray):
+                cols[name] = col * factor
+        return Columns(cols, notes=[*notes, *aligned.problems])
+
+    async def _depth(self, pair: str, plan: FetchPlan) -> Columns:
+        """The order book now, on the newest closed bar (observed at the book's time); older bars
+        are unknown: Binance serves no depth history."""
+        n = len(plan.grid)
+        unknown = {m: np.full(n, np.nan) for m in DEPTH_METRICS}
+        if not plan.newest:
+            return Columns(dict(unknown), notes=["depth.* is the live order book: no history (unknown)"])
+        body = await self.http.get(
+            DEPTH_PATH, {"symbol": pair, "limit": DEPTH_LIMIT}, decode, [(self.weight, DEPTH_WEIGHT)]
+        )
+        values, when, notes = depth_bands(body, self.depth_bands, DEPTH_LIMIT)
+        cols: dict[str, np.ndarray | Cat] = {}
+        for name, value in values.items():
+            col = np.full(n, np.nan)
+            col[-1] = value
+            cols[name] = col
+        observed = np.full(n, NO_OBSERVATION, dtype=np.int64)
+        observed[-1] = when if when is not None else plan.now_ms
+        return Columns(cols, {name: observed.copy() for name in cols}, notes)
 
 
 def _decode_rows(response: httpx.Response, *, time_key: str) -> list[dict[str, Any]]:
@@ -438,6 +514,68 @@ async def _nothing() -> None:
 @hookimpl
 def register_sources(register: Callable[[type[Source]], None]) -> None:
     register(BinanceSource)
+
+
+def _levels(side: object) -> np.ndarray | None:
+    """``[[price, qty], ...]`` (strings) -> an (n, 2) float array; None when any level is not two
+    positive finite numbers."""
+    if not isinstance(side, list):
+        return None
+    out = np.empty((len(side), 2))
+    for i, level in enumerate(side):
+        if not isinstance(level, list) or len(level) < 2:
+            return None
+        price, qty = to_float(level[0]), to_float(level[1])
+        if not (np.isfinite(price) and np.isfinite(qty)) or price <= 0 or qty < 0:
+            return None
+        out[i] = (price, qty)
+    return out
+
+
+def depth_bands(
+    body: object, bands: Mapping[str, float], limit: int
+) -> tuple[dict[str, float], int | None, list[str]]:
+    """A ``/fapi/v1/depth`` body -> depth.bid_usd/ask_usd/imbalance per band (percent around the mid
+    price; USD = price x quantity, USDT taken as USD), the book's time (``E``, ms) and notes.
+
+    A side whose returned levels end inside a band (a full page of ``limit`` levels that does not
+    reach the band's edge) cannot say what rests there: unknown, said; so is a level that is not a
+    number and a book time in seconds."""
+    if not isinstance(body, dict):
+        raise RequestError("malformed depth: expected an object", retryable=True)
+    notes: list[str] = []
+    when = to_ms(body.get("E", body.get("T")))
+    if when is not None and when < MS_FLOOR:
+        notes.append(f"book time {when} is in seconds, not milliseconds: depth.* unknown")
+        return {m: np.nan for m in DEPTH_METRICS}, None, notes
+    bids, asks = _levels(body.get("bids")), _levels(body.get("asks"))
+    if bids is None or asks is None or not len(bids) or not len(asks):
+        notes.append(
+            "order book levels that are not [price, quantity] numbers, or an empty side: depth.* unknown"
+        )
+        return {m: np.nan for m in DEPTH_METRICS}, when, notes
+    best_bid, best_ask = float(bids[:, 0].max()), float(asks[:, 0].min())
+    if best_bid >= best_ask:
+        notes.append(f"crossed book (bid {best_bid:g} >= ask {best_ask:g}): depth.* unknown")
+        return {m: np.nan for m in DEPTH_METRICS}, when, notes
+    mid = (best_bid + best_ask) / 2
+    out: dict[str, float] = {}
+    short: list[str] = []
+    for suffix, band in bands.items():
+        low, high = mid * (1 - band / 100), mid * (1 + band / 100)
+        bid_ok = len(bids) < limit or float(bids[:, 0].min()) < low
+        ask_ok = len(asks) < limit or float(asks[:, 0].max()) > high
+        bid = float((bids[:, 0] * bids[:, 1])[bids[:, 0] >= low].sum()) if bid_ok else np.nan
+        ask = float((asks[:, 0] * asks[:, 1])[asks[:, 0] <= high].sum()) if ask_ok else np.nan
+        if not (bid_ok and ask_ok):
+            short.append(f"{band:g} %")
+        out[f"depth.bid_usd{suffix}"] = bid
+        out[f"depth.ask_usd{suffix}"] = ask
+        total = bid + ask
+        out[f"depth.imbalance{suffix}"] = (bid - ask) / total if total > 0 else np.nan
+    if short:
+        notes.append(f"the {limit} levels returned do not reach +/-{', '.join(short)}: those depths unknown")
+    return out, when, notes
 
 
 def funding_interval(times: np.ndarray) -> int:

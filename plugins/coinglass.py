@@ -24,9 +24,26 @@ endpoint (params)                                       fields                  
   (symbol=<COIN>, exchange_list=``exchanges``)          aggregated_sell_volume_usd                        taker.buy_pct = buy / (buy + sell) x 100
 ======================================================  ================================================  ==============================================
 
+Issue 17's families (``docs/market-data.md``; the payload parsing is in ``coinglass_market.py``):
+
+* ``/api/futures/orderbook/ask-bids-history`` (pair) or ``aggregated-ask-bids-history``
+  (``depth_scope: aggregated``, exchange_list = ``exchanges``), one request per band (``range`` 1,
+  2 and ``depth_range``, always sent): bids_usd, asks_usd -> depth.bid_usd/ask_usd_1pct, _2pct and
+  unsuffixed (USD), depth.imbalance* = (bids - asks) / (bids + asks);
+* ``/api/coinbase-premium-index`` (no symbol; times in seconds): premium_rate -> premium.coinbase_btc_pct
+  (percent), premium -> premium.coinbase_btc_usd;
+* ``/api/futures/basis/history`` (pair): close_basis, close_change -> basis.cg_close,
+  basis.cg_close_change, raw (their units are unconfirmed);
+* ``/api/etf/{bitcoin,ethereum}/flow-history`` and ``.../net-assets/history`` (whole history, daily):
+  etf.{btc,eth}_flow_usd, _flow_cum_usd, _net_assets_usd, on the bars causally;
+* snapshots on the newest bar: ``/api/option/max-pain`` (symbol, ``options_exchange``) ->
+  options.max_pain_near/_chosen; ``/api/option/info`` -> options.oi_usd, options.volume_usd_24h;
+  the funding list -> funding.ex.<exchange> (percent per 8 h) and funding.count;
+  ``/api/futures/liquidation/aggregated-heatmap/model{1,2,3}`` (Professional only) -> liqmap.*.
+
 History endpoints are paged in windows of at most 1000 bars (``start_time``/``end_time``, ms).
 The funding list is a snapshot: its values fill only the newest closed bar, with the fetch time
-in ``frame.observed``; it uses the stablecoin-margined rates of the configured ``exchanges``,
+in ``frame.observed``; it uses the stablecoin-margined rates of ``funding_exchanges`` (all by default),
 skips null rates, and rescales each rate from its own ``funding_rate_interval`` (hours) to
 ``funding_basis_hours`` (default 8, null keeps the rates as sent) so that exchanges with 1 h and
 8 h funding compare fairly; a rate with an unknown interval is then skipped.
@@ -40,7 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -52,6 +69,7 @@ from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.interfaces import PluginContext, Source, SourceError
 from perpwatch.common.jsonsafe import finite_or_none
 from perpwatch.evaluation.frame import Cat
+from perpwatch.language.metrics import FUNDING_EXCHANGES
 
 from ._http import (
     NO_OBSERVATION,
@@ -74,6 +92,20 @@ from ._http import (
     status_meaning,
 )
 from .coinglass_convert import register_commands, register_history_readers  # noqa: F401 (hookimpls)
+from .coinglass_market import (
+    ETF_KNOWN_AFTER_MS,
+    ETF_METRICS,
+    ETF_PATHS,
+    cross_exchange,
+    daily_on_bars,
+    etf_days,
+    exchange_columns,
+    funding_by_exchange,
+    heatmap_levels,
+    max_pain,
+    options_totals,
+    seconds_to_ms,
+)
 
 BASE_URL = "https://open-api-v4.coinglass.com"
 #: Requests per minute of each CoinGlass plan.
@@ -82,7 +114,7 @@ PLANS = {"hobbyist": 30, "startup": 80, "standard": 300, "professional": 1200}
 PAGE_LIMIT = 1000
 QUOTE = "USDT"
 FUNDING_LIST_PATH = "/api/futures/funding-rate/exchange-list"
-FUNDING_LIST_METRICS = frozenset(
+CROSS_FUNDING_METRICS = frozenset(
     {
         "funding.avg",
         "funding.max",
@@ -105,13 +137,17 @@ def _taker_pct(cols: Mapping[str, np.ndarray]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class HistoryEndpoint:
-    """A bar-history endpoint: where it lives, how it names the symbol, which fields map to which metrics."""
+    """A bar-history endpoint: where it lives, how it names the symbol, which fields map to which metrics.
+
+    ``seconds``: the endpoint stamps rows in seconds (the premium index); such times become ms."""
 
     path: str
-    scope: str  # "pair": exchange + <COIN>USDT; "coin": <COIN>; "coin_exchanges": <COIN> + exchange_list
+    scope: str  # "pair": exchange + <COIN>USDT; "coin": <COIN>; "coin_exchanges": <COIN> + exchange_list;
+    # "none": no symbol (BTC-only indexes)
     fields: Mapping[str, str]
     params: Mapping[str, str] = field(default_factory=dict)
     derived: Mapping[str, Callable[[Mapping[str, Any]], np.ndarray]] = field(default_factory=dict)
+    seconds: bool = False
 
     @property
     def metrics(self) -> frozenset[str]:
@@ -120,6 +156,35 @@ class HistoryEndpoint:
 
 def _ohlc(prefix: str) -> dict[str, str]:
     return {f: f"{prefix}.{f}" for f in ("open", "high", "low", "close")}
+
+
+def _imbalance(suffix: str) -> Callable[[Mapping[str, Any]], np.ndarray]:
+    def derive(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+        bid, ask = cols[f"depth.bid_usd{suffix}"], cols[f"depth.ask_usd{suffix}"]
+        total = bid + ask
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, (bid - ask) / total, np.nan)
+
+    return derive
+
+
+#: Depth metrics' suffix -> the ``range`` (percent) asked for; "" is the source's ``depth_range``.
+DEPTH_RANGES = {"_1pct": "1", "_2pct": "2"}
+DEPTH_RANGE_CHOICES = ("0.25", "0.5", "0.75", "1", "2", "3", "5", "10")
+
+
+def depth_endpoint(suffix: str, range_pct: str, aggregated: bool) -> HistoryEndpoint:
+    """The order-book history (``ask-bids-history``, or its coin-aggregated twin) at ``range_pct``."""
+    prefix = "aggregated_" if aggregated else ""
+    return HistoryEndpoint(
+        "/api/futures/orderbook/aggregated-ask-bids-history"
+        if aggregated
+        else "/api/futures/orderbook/ask-bids-history",
+        "coin_exchanges" if aggregated else "pair",
+        {f"{prefix}bids_usd": f"depth.bid_usd{suffix}", f"{prefix}asks_usd": f"depth.ask_usd{suffix}"},
+        {"range": range_pct},
+        derived={f"depth.imbalance{suffix}": _imbalance(suffix)},
+    )
 
 
 HISTORY: dict[str, HistoryEndpoint] = {
@@ -158,7 +223,35 @@ HISTORY: dict[str, HistoryEndpoint] = {
         {"aggregated_buy_volume_usd": "taker.buy_usd", "aggregated_sell_volume_usd": "taker.sell_usd"},
         derived={"taker.buy_pct": _taker_pct},
     ),
+    "premium": HistoryEndpoint(
+        "/api/coinbase-premium-index",
+        "none",
+        {"premium_rate": "premium.coinbase_btc_pct", "premium": "premium.coinbase_btc_usd"},
+        seconds=True,
+    ),
+    "basis": HistoryEndpoint(
+        "/api/futures/basis/history",
+        "pair",
+        {"close_basis": "basis.cg_close", "close_change": "basis.cg_close_change"},
+    ),
 }
+#: Snapshot endpoints of the options metrics.
+OPTIONS_MAX_PAIN_PATH = "/api/option/max-pain"
+OPTIONS_INFO_PATH = "/api/option/info"
+MAX_PAIN_METRICS = frozenset({"options.max_pain_near", "options.max_pain_chosen"})
+OPTIONS_INFO_METRICS = frozenset({"options.oi_usd", "options.volume_usd_24h"})
+HEATMAP_PATH = "/api/futures/liquidation/aggregated-heatmap/model{model}"
+HEATMAP_METRICS = frozenset({"liqmap.above_usd", "liqmap.below_usd", "liqmap.cluster_dist_pct"})
+HEATMAP_RANGES = ("12h", "24h", "3d", "7d", "30d", "90d", "180d", "1y")
+EXCHANGE_FUNDING_METRICS = frozenset(f"funding.ex.{slug}" for slug in FUNDING_EXCHANGES) | {"funding.count"}
+#: Everything the funding exchange list (a current snapshot) fills.
+FUNDING_LIST_METRICS = CROSS_FUNDING_METRICS | EXCHANGE_FUNDING_METRICS
+DEPTH_METRICS = frozenset(
+    f"depth.{kind}{suffix}"
+    for kind in ("bid_usd", "ask_usd", "imbalance")
+    for suffix in ("_1pct", "_2pct", "")
+)
+ETF_ALL_METRICS = frozenset().union(*ETF_METRICS.values())
 
 
 def decode_envelope(response: httpx.Response, *, interval: str = "") -> Any:
@@ -259,9 +352,68 @@ class CoinGlassSource(HttpSource):
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
                 "default": 8,
-                "description": "rescale per-exchange funding to this many hours; null keeps the rates as sent",
+                "description": "rescale funding.avg/max/min/spread to this many hours; null keeps the rates as sent",
+            },
+            "funding_exchanges": {
+                "type": ["array", "null"],
+                "items": {"type": "string", "minLength": 1},
+                "minItems": 1,
+                "default": None,
+                "description": "exchanges of funding.avg/max/min/spread/count; null: every exchange CoinGlass reports",
+            },
+            "depth_range": {
+                "enum": list(DEPTH_RANGE_CHOICES),
+                "default": "1",
+                "description": "band (percent around the price) of depth.bid_usd/ask_usd/imbalance",
+            },
+            "depth_scope": {
+                "enum": ["pair", "aggregated"],
+                "default": "pair",
+                "description": "depth.* from the pair_exchange's order book, or aggregated over exchanges",
+            },
+            "options_exchange": {
+                "type": "string",
+                "default": "Deribit",
+                "description": "exchange of options.max_pain_* (Deribit, Binance, OKX)",
+            },
+            "options_expiry": {
+                "type": ["string", "null"],
+                "pattern": "^[0-9]{6}$",
+                "default": None,
+                "description": "expiry (YYMMDD) of options.max_pain_chosen",
+            },
+            "etf_known_after_hours": {
+                "type": "number",
+                "minimum": 0,
+                "default": ETF_KNOWN_AFTER_MS / 3_600_000,
+                "description": "hours after a US trading day's 00:00 UTC stamp when its ETF figures count as known",
+            },
+            "heatmap_model": {"enum": [1, 2, 3], "default": 1, "description": "CoinGlass heatmap model"},
+            "heatmap_range": {
+                "enum": list(HEATMAP_RANGES),
+                "default": "3d",
+                "description": "heatmap time range",
+            },
+            "heatmap_band_pct": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 50,
+                "default": 2,
+                "description": "liqmap.above_usd/below_usd: levels within this many percent of the price",
+            },
+            "heatmap_cluster_share": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "default": 0.05,
+                "description": "a price level holding at least this share of the heatmap's total is a large cluster",
             },
         },
+    )
+
+    #: Current values with no history (``perpwatch fetch`` asks for them only when named).
+    snapshot_metrics: ClassVar[frozenset[str]] = (
+        FUNDING_LIST_METRICS | MAX_PAIN_METRICS | OPTIONS_INFO_METRICS | HEATMAP_METRICS
     )
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None) -> None:
@@ -280,6 +432,16 @@ class CoinGlassSource(HttpSource):
         self.pair_exchange = str(self.option("pair_exchange"))
         basis = self.option("funding_basis_hours")
         self.funding_basis_hours = None if basis is None else float(basis)
+        listed = self.option("funding_exchanges")
+        self.funding_exchanges = None if listed is None else [str(e) for e in listed]
+        self.plan = plan
+        aggregated = self.option("depth_scope") == "aggregated"
+        ranges = {**DEPTH_RANGES, "": str(self.option("depth_range"))}
+        self.depth = {s: depth_endpoint(s, r, aggregated) for s, r in ranges.items()}
+        self.options_exchange = str(self.option("options_exchange"))
+        expiry = self.option("options_expiry")
+        self.options_expiry = None if expiry is None else str(expiry)
+        self.etf_known_after_ms = int(float(self.option("etf_known_after_hours")) * 3_600_000)
         self.limiter = RateLimiter(self.rate_limit_per_min, 60.0, self.ctx.clock)
 
     def __repr__(self) -> str:
@@ -287,8 +449,17 @@ class CoinGlassSource(HttpSource):
 
     @classmethod
     def provides(cls, options: Mapping[str, Any]) -> frozenset[str]:
-        """Every metric of the history endpoints and of the funding list, whatever the options."""
-        return frozenset().union(*(e.metrics for e in HISTORY.values())) | FUNDING_LIST_METRICS
+        """Every metric of the history endpoints and the snapshots, whatever the options (the
+        liquidation heatmap is refused at fetch time without the Professional plan)."""
+        return (
+            frozenset().union(*(e.metrics for e in HISTORY.values()))
+            | FUNDING_LIST_METRICS
+            | DEPTH_METRICS
+            | ETF_ALL_METRICS
+            | MAX_PAIN_METRICS
+            | OPTIONS_INFO_METRICS
+            | HEATMAP_METRICS
+        )
 
     def jobs(self, plan: FetchPlan) -> list[Job]:
         """One job per history endpoint wanted, and the funding list; see the module docstring."""
@@ -302,7 +473,7 @@ class CoinGlassSource(HttpSource):
                 endpoint.metrics,
                 partial(self._history, endpoint, coin, pair, request.interval, plan),
             )
-            for endpoint in HISTORY.values()
+            for endpoint in [*HISTORY.values(), *self.depth.values()]
             if endpoint.metrics & wanted
         ]
         if FUNDING_LIST_METRICS & wanted:
@@ -313,6 +484,17 @@ class CoinGlassSource(HttpSource):
                     partial(self._funding_list, coin, grid, plan.newest),
                 )
             )
+        for etf_coin, metrics in ETF_METRICS.items():
+            if metrics & wanted:
+                jobs.append(Job(ETF_PATHS[etf_coin][0], metrics, partial(self._etf, etf_coin, plan)))
+        snapshots = [
+            (OPTIONS_MAX_PAIN_PATH, MAX_PAIN_METRICS, self._max_pain),
+            (OPTIONS_INFO_PATH, OPTIONS_INFO_METRICS, self._option_info),
+            (HEATMAP_PATH.format(model=self.option("heatmap_model")), HEATMAP_METRICS, self._heatmap),
+        ]
+        for path, metrics, get in snapshots:
+            if metrics & wanted:
+                jobs.append(Job(path, metrics, partial(self._snapshot, metrics, get, coin, plan)))
         return jobs
 
     def observe(self, response: httpx.Response) -> None:
@@ -329,7 +511,7 @@ class CoinGlassSource(HttpSource):
         params: dict[str, Any] = {"interval": interval, **endpoint.params}
         if endpoint.scope == "pair":
             params.update(exchange=self.pair_exchange, symbol=pair)
-        else:
+        elif endpoint.scope != "none":
             params["symbol"] = coin
         if endpoint.scope == "coin_exchanges":
             params["exchange_list"] = ",".join(self.exchanges)
@@ -339,7 +521,7 @@ class CoinGlassSource(HttpSource):
         self, endpoint: HistoryEndpoint, coin: str, pair: str, interval: str, plan: FetchPlan
     ) -> Columns:
         base = self._params(endpoint, coin, pair, interval)
-        decode = partial(_decode_rows, interval=interval)
+        decode = partial(_decode_rows, interval=interval, seconds=endpoint.seconds)
         windows = chunks(int(plan.grid[0]), int(plan.grid[-1]), plan.step, PAGE_LIMIT)
         pages = await asyncio.gather(
             *(
@@ -357,23 +539,28 @@ class CoinGlassSource(HttpSource):
             raise RequestError(f"no data for {coin} {interval} in the requested range", retryable=False)
         aligned = align_job(rows, "time", endpoint.fields, plan)
         cols: dict[str, np.ndarray | Cat] = dict(aligned.columns)
+        notes = list(aligned.problems)
         if set(endpoint.fields.values()) <= cols.keys():  # else what derives from them is missing too
             for name, derive in endpoint.derived.items():
                 cols[name] = derive(cols)
-        return Columns(cols, notes=aligned.problems)
+        if endpoint is HISTORY["premium"]:
+            notes += premium_unit_check(rows, cols, plan)
+        return Columns(cols, notes=notes)
 
     async def _funding_list(self, coin: str, grid: np.ndarray, newest: bool) -> Columns:
-        n = len(grid)
         if not newest:
-            empty: dict[str, np.ndarray | Cat] = {
-                m: Cat.from_values([None] * n) if m.endswith("_exchange") else np.full(n, np.nan)
-                for m in FUNDING_LIST_METRICS
-            }
-            return Columns(empty, notes=["funding.avg/max/min/spread are a current snapshot; no history"])
+            return Columns(
+                _unknown(FUNDING_LIST_METRICS, len(grid)),
+                notes=["funding.avg/max/min/spread and funding.ex.* are a current snapshot; no history"],
+            )
         data = await self.http.get(FUNDING_LIST_PATH, {"symbol": coin}, decode_envelope, [(self.limiter, 1)])
-        stats = funding_stats(data, coin, self.exchanges, self.funding_basis_hours)
+        stats, notes = funding_stats(data, coin, self.funding_exchanges, self.funding_basis_hours)
+        return self._newest_only(stats, len(grid), notes)
+
+    def _newest_only(self, values: Mapping[str, float | str], n: int, notes: list[str]) -> Columns:
+        """Snapshot values on the newest bar (older bars unknown), observed when they arrived."""
         cols: dict[str, np.ndarray | Cat] = {}
-        for name, value in stats.items():
+        for name, value in values.items():
             if name.endswith("_exchange"):
                 cols[name] = Cat.from_values([None] * (n - 1) + [value])
             else:
@@ -382,20 +569,159 @@ class CoinGlassSource(HttpSource):
                 cols[name] = col
         observed = np.full(n, NO_OBSERVATION, dtype=np.int64)
         observed[-1] = int(self.ctx.clock.time() * 1000)  # when the snapshot arrived
-        return Columns(cols, {name: observed.copy() for name in cols})
+        return Columns(cols, {name: observed.copy() for name in cols}, notes)
+
+    async def _snapshot(
+        self,
+        metrics: frozenset[str],
+        get: Callable[[str, int], Awaitable[tuple[dict[str, float], list[str]]]],
+        coin: str,
+        plan: FetchPlan,
+    ) -> Columns:
+        """A current snapshot (options, heatmap): the newest bar only; history is unknown."""
+        n = len(plan.grid)
+        if not plan.newest:
+            return Columns(
+                _unknown(metrics, n), notes=[f"{', '.join(sorted(metrics))}: a current snapshot; no history"]
+            )
+        values, notes = await get(coin, plan.now_ms)
+        return self._newest_only(values, n, notes)
+
+    async def _max_pain(self, coin: str, now_ms: int) -> tuple[dict[str, float], list[str]]:
+        params = {"symbol": coin, "exchange": self.options_exchange}
+        data = await self.http.get(OPTIONS_MAX_PAIN_PATH, params, decode_envelope, [(self.limiter, 1)])
+        try:
+            return max_pain(data, now_ms, self.options_expiry)
+        except ValueError as e:
+            raise RequestError(str(e), retryable=True) from None
+
+    async def _option_info(self, coin: str, now_ms: int) -> tuple[dict[str, float], list[str]]:
+        data = await self.http.get(OPTIONS_INFO_PATH, {"symbol": coin}, decode_envelope, [(self.limiter, 1)])
+        try:
+            return options_totals(data)
+        except ValueError as e:
+            raise RequestError(str(e), retryable=True) from None
+
+    async def _heatmap(self, coin: str, now_ms: int) -> tuple[dict[str, float], list[str]]:
+        if self.plan != "professional":
+            raise RequestError(
+                f"the liquidation heatmap (liqmap.*) needs the Professional plan; this source is set to "
+                f"plan: {self.plan}",
+                retryable=False,
+            )
+        path = HEATMAP_PATH.format(model=self.option("heatmap_model"))
+        params = {"symbol": coin, "range": self.option("heatmap_range")}
+        data = await self.http.get(path, params, _decode_professional, [(self.limiter, 1)])
+        try:
+            return heatmap_levels(
+                data, float(self.option("heatmap_band_pct")), float(self.option("heatmap_cluster_share"))
+            )
+        except ValueError as e:
+            raise RequestError(str(e), retryable=True) from None
+
+    async def _etf(self, coin: str, plan: FetchPlan) -> Columns:
+        """Daily ETF flows and net assets (full history each call), aligned causally to the bars."""
+        flow_path, assets_path = ETF_PATHS[coin]
+        wanted = plan.wanted & ETF_METRICS[coin]
+        want_flow = bool(wanted - {f"etf.{coin}_net_assets_usd"})
+        want_assets = f"etf.{coin}_net_assets_usd" in wanted
+        rows = partial(_decode_rows, interval="", time_key="timestamp")
+        flows, assets = await asyncio.gather(
+            self.http.get(flow_path, {}, rows, [(self.limiter, 1)]) if want_flow else _none(),
+            self.http.get(assets_path, {}, rows, [(self.limiter, 1)]) if want_assets else _none(),
+        )
+        days = etf_days(flows, assets, coin, plan.now_ms)
+        if not len(days.days):
+            raise RequestError(f"no {coin.upper()} ETF days in the response", retryable=False)
+        cols, observed = daily_on_bars(days, plan.grid, plan.step, self.etf_known_after_ms)
+        return Columns(dict(cols), observed, days.notes)
 
 
-def _decode_rows(response: httpx.Response, *, interval: str) -> list[dict[str, Any]]:
-    return rows_with_time(decode_envelope(response, interval=interval), "time")
+async def _none() -> None:
+    return None
+
+
+def _unknown(metrics: frozenset[str], n: int) -> dict[str, np.ndarray | Cat]:
+    return {
+        m: Cat.from_values([None] * n) if m.endswith("_exchange") else np.full(n, np.nan) for m in metrics
+    }
+
+
+def _decode_rows(
+    response: httpx.Response, *, interval: str, seconds: bool = False, time_key: str = "time"
+) -> list[dict[str, Any]]:
+    data = decode_envelope(response, interval=interval)
+    if seconds and isinstance(data, list):
+        data = seconds_to_ms([r for r in data if isinstance(r, dict)], time_key)
+    return rows_with_time(data, time_key)
+
+
+def _decode_professional(response: httpx.Response) -> Any:
+    """A Professional-only endpoint: a plan refusal says which plan it needs."""
+    try:
+        return decode_envelope(response)
+    except RequestError as e:
+        if "plan" in str(e).lower() or response.status_code in (401, 403):
+            raise RequestError(
+                f"the liquidation heatmap (liqmap.*) needs the Professional plan; CoinGlass refused it: {e}",
+                retryable=False,
+            ) from None
+        raise
+
+
+def premium_unit_check(
+    rows: list[dict[str, Any]], cols: dict[str, np.ndarray | Cat], plan: FetchPlan
+) -> list[str]:
+    """``premium_rate`` is a percent in the real responses (premium / price x 100), a fraction in the
+    docs' wording. Where a row also has ``coinbase_price`` both readings are tested; rates that read
+    as fractions are rescaled to percent and said, rates that fit neither are unknown and said."""
+    percent = fraction = neither = 0
+    for row in rows:
+        rate, prem, cb = (
+            finite_or_none(_num(row.get(k))) for k in ("premium_rate", "premium", "coinbase_price")
+        )
+        if rate is None or prem is None or cb is None or cb - prem <= 0 or rate == 0:
+            continue
+        actual = prem / (cb - prem) * 100.0
+        if abs(rate - actual) <= 0.05 * abs(actual) + 1e-6:
+            percent += 1
+        elif abs(rate * 100.0 - actual) <= 0.05 * abs(actual) + 1e-6:
+            fraction += 1
+        else:
+            neither += 1
+    col = cols.get("premium.coinbase_btc_pct")
+    if not isinstance(col, np.ndarray) or not (fraction or neither):
+        return []
+    if fraction > percent + neither:
+        cols["premium.coinbase_btc_pct"] = col * 100.0
+        return [
+            f"premium_rate reads as a fraction in {fraction} rows (checked with coinbase_price): scaled to percent"
+        ]
+    cols["premium.coinbase_btc_pct"] = np.full(len(col), np.nan)
+    return [
+        f"premium_rate fits neither percent nor fraction of coinbase_price in {fraction + neither} of "
+        f"{fraction + neither + percent} rows: premium.coinbase_btc_pct unknown"
+    ]
+
+
+def _num(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return value
 
 
 def funding_stats(
-    data: object, coin: str, exchanges: list[str], basis_hours: float | None
-) -> dict[str, float | str]:
-    """funding.avg/max/min/spread/max_exchange/min_exchange from an exchange-list payload.
+    data: object, coin: str, exchanges: list[str] | None, basis_hours: float | None
+) -> tuple[dict[str, float | str], list[str]]:
+    """funding.avg/max/min/spread/count/max_exchange/min_exchange and funding.ex.* from an
+    exchange-list payload, and notes on what was left out.
 
-    Uses the stablecoin-margined rates of ``exchanges`` (case-insensitive), skipping null rates;
-    with ``basis_hours`` each rate is rescaled from its ``funding_rate_interval`` (hours).
+    funding.ex.<exchange> is every exchange's stablecoin-margined rate rescaled from its own
+    ``funding_rate_interval`` to 8 h. The cross-exchange figures use ``exchanges`` (case-insensitive;
+    None: all of them) rescaled to ``basis_hours`` (None: the rates as sent).
     """
     if not isinstance(data, list):
         raise RequestError("malformed funding list: data is not a list", retryable=True)
@@ -404,32 +730,27 @@ def funding_stats(
     )
     if entry is None:
         raise RequestError(f"no funding list for {coin}", retryable=False)
-    allowed = {e.lower() for e in exchanges}
-    rates: list[tuple[str, float]] = []
-    for item in entry.get("stablecoin_margin_list") or []:
-        if not isinstance(item, dict) or str(item.get("exchange", "")).lower() not in allowed:
-            continue
-        rate = finite_or_none(item.get("funding_rate"))
-        if rate is None:
-            continue
-        if basis_hours is not None:
-            hours = finite_or_none(item.get("funding_rate_interval"))
-            if hours is None or hours <= 0:
-                continue
-            rate = rate * basis_hours / hours
-        rates.append((str(item["exchange"]), rate))
+    every = funding_by_exchange(entry, None)
+    chosen = funding_by_exchange(entry, exchanges)
+    notes = list(chosen.notes)
+    if basis_hours is None:  # the rates as sent, whatever their interval
+        raw = funding_by_exchange({"stablecoin_margin_list": _as_if_8h(entry)}, exchanges)
+        rates = raw.rates
+        notes = list(raw.notes)
+    else:
+        rates = {name: rate * basis_hours / 8.0 for name, rate in chosen.rates.items()}
     if not rates:
-        raise RequestError(f"no funding rates for {coin} on {', '.join(exchanges)}", retryable=False)
-    hi = max(rates, key=lambda r: r[1])
-    lo = min(rates, key=lambda r: r[1])
-    return {
-        "funding.avg": float(np.mean([r for _, r in rates])),
-        "funding.max": hi[1],
-        "funding.min": lo[1],
-        "funding.spread": hi[1] - lo[1],
-        "funding.max_exchange": hi[0],
-        "funding.min_exchange": lo[0],
-    }
+        among = ", ".join(exchanges) if exchanges else "any exchange"
+        raise RequestError(f"no funding rates for {coin} on {among}", retryable=False)
+    return {**exchange_columns(every.rates), **cross_exchange(rates)}, notes
+
+
+def _as_if_8h(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {**item, "funding_rate_interval": 8}
+        for item in entry.get("stablecoin_margin_list") or []
+        if isinstance(item, dict)
+    ]
 
 
 @hookimpl

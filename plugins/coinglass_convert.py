@@ -41,14 +41,27 @@ from .replay import metric_order, replay_file_name, write_replay_csv
     show_default=True,
     help="The coin of responses saved without a _<SYMBOL> suffix (price, long/short, taker).",
 )
+@click.option(
+    "--depth-range",
+    type=click.Choice(["0.25", "0.5", "0.75", "1", "2", "3", "5", "10"]),
+    default=None,
+    help="The range (percent) the saved order-book responses were asked with (they do not record it); "
+    "without it they are skipped. 1 and 2 fill depth.*_1pct / _2pct, others depth.bid_usd/ask_usd/imbalance.",
+)
 @report_errors
 def convert_coinglass(
-    snapshots: tuple[str, ...], symbols: str, interval: str, out_dir: str, bare_symbol: str
+    snapshots: tuple[str, ...],
+    symbols: str,
+    interval: str,
+    out_dir: str,
+    bare_symbol: str,
+    depth_range: str | None,
 ) -> None:
     """Convert saved CoinGlass V4 responses (snapshot folders of Parquet files) into replay files.
 
     Several snapshots are joined; where they overlap, the newer one wins. The last (still open)
-    bar of every response is dropped.
+    bar of every response is dropped. ETF daily flows and net assets are put on the bars causally
+    (a day counts once it is over); the order book needs --depth-range.
     """
     from .coinglass_files import describe_gaps, load_snapshots  # imports coinglass.py: not at the top
 
@@ -56,7 +69,7 @@ def convert_coinglass(
     bare_symbol = symbol_option(bare_symbol, "--bare-symbol") or "BTC"
     if not coins:
         raise click.BadParameter("name at least one coin", param_hint="--symbol")
-    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol) for coin in coins}
+    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol, depth_range) for coin in coins}
     empty = [coin for coin, frame in frames.items() if not len(frame)]
     if empty:
         raise PerpwatchError(

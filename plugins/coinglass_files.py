@@ -10,6 +10,18 @@ history endpoint, named after the request, anywhere below it::
     api_futures_global_long_short_account_ratio_history.parquet       ls.global_*  (Binance BTCUSDT)
     api_futures_top_long_short_account_ratio_history.parquet          ls.top_*     (Binance BTCUSDT)
     api_futures_aggregated_taker_buy_sell_volume_history.parquet      taker.*      (BTC)
+    api_futures_basis_history.parquet                                 basis.cg_*   (Binance BTCUSDT)
+    api_coinbase_premium_index.parquet                                premium.*    (BTC's, any symbol;
+                                                                                    times in seconds)
+    api_futures_orderbook_ask_bids_history.parquet                    depth.*      (Binance BTCUSDT; only
+    api_futures_orderbook_aggregated_ask_bids_history_<SYM>.parquet                with depth_range)
+    api_etf_{bitcoin,ethereum}_flow_history.parquet                   etf.*_flow_usd, etf.*_flow_cum_usd
+    api_etf_{bitcoin,ethereum}_net_assets_history.parquet             etf.*_net_assets_usd
+
+The saved order-book responses do not record the ``range`` they were asked for, so they are read
+only when ``depth_range`` (``convert-coinglass --depth-range``) says it; otherwise they are skipped
+with a note. ETF files hold one row per US trading day, for every symbol: they are put on the
+other responses' bars causally (``coinglass_market.daily_on_bars``), their placeholder rows unknown.
 
 Each file's rows are the ``data`` items of the endpoint in ``perpwatch.plugins.coinglass.HISTORY``,
 and they are mapped with exactly that table (fields -> metrics, derived metrics such as
@@ -33,7 +45,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -44,7 +56,9 @@ from perpwatch.evaluation.frame import Cat, Frame, join_frames
 
 from ._http import align
 from ._parquet import read_table, times_of
-from .coinglass import HISTORY
+from ._rows import MS_FLOOR
+from .coinglass import DEPTH_RANGES, HISTORY, HistoryEndpoint, depth_endpoint
+from .coinglass_market import ETF_KNOWN_AFTER_MS, daily_on_bars, etf_days
 
 #: HISTORY key of ``perpwatch.plugins.coinglass`` -> the saved file's name stem.
 FILE_STEMS: dict[str, str] = {
@@ -55,6 +69,20 @@ FILE_STEMS: dict[str, str] = {
     "ls_global": "api_futures_global_long_short_account_ratio_history",
     "ls_top": "api_futures_top_long_short_account_ratio_history",
     "taker": "api_futures_aggregated_taker_buy_sell_volume_history",
+    "basis": "api_futures_basis_history",
+    "premium": "api_coinbase_premium_index",
+}
+#: Responses that are the same for every symbol (the BTC premium index).
+GLOBAL_KEYS = frozenset({"premium"})
+#: Order-book responses: key -> (stem, aggregated); read only with a known ``range``.
+DEPTH_STEMS = {
+    "depth": ("api_futures_orderbook_ask_bids_history", False),
+    "depth_aggregated": ("api_futures_orderbook_aggregated_ask_bids_history", True),
+}
+#: ETF responses (one row per US trading day, for every symbol): coin -> (flows stem, net assets stem).
+ETF_STEMS = {
+    "btc": ("api_etf_bitcoin_flow_history", "api_etf_bitcoin_net_assets_history"),
+    "eth": ("api_etf_ethereum_flow_history", "api_etf_ethereum_net_assets_history"),
 }
 
 
@@ -80,9 +108,10 @@ def find_files(folder: str | os.PathLike[str], symbol: str, bare_symbol: str = "
         by_name.setdefault(p.stem, p)
     sym = symbol.upper()
     out = []
-    for key, stem in FILE_STEMS.items():
+    stems = {**FILE_STEMS, **{key: stem for key, (stem, _) in DEPTH_STEMS.items()}}
+    for key, stem in stems.items():
         names = [f"{stem}_{sym}", f"{stem}_{sym}_{sym}"]
-        if sym == bare_symbol.upper():
+        if sym == bare_symbol.upper() or key in GLOBAL_KEYS:
             names.append(stem)
         path = next((by_name[n] for n in names if n in by_name), None)
         if path is not None:
@@ -90,7 +119,7 @@ def find_files(folder: str | os.PathLike[str], symbol: str, bare_symbol: str = "
     return out
 
 
-def read_response(file: SnapshotFile, step: int) -> Frame:
+def read_response(file: SnapshotFile, step: int, endpoint: HistoryEndpoint | None = None) -> Frame:
     """One saved response -> metric columns on its own bars (last row dropped).
 
     Uses the CoinGlass source's endpoint table and ``align`` helper. Raises SnapshotError when
@@ -103,11 +132,14 @@ def read_response(file: SnapshotFile, step: int) -> Frame:
     table = read_table(path)
     if "time" not in table.column_names:
         raise LocatedError(Loc(path), f"no 'time' column (it has {', '.join(map(str, table.column_names))})")
-    times_all = times_of(table.column("time"), path)
+    column = table.column("time")
+    if endpoint is None and HISTORY[file.key].seconds:  # stamped in seconds (the premium index)
+        column = seconds_column(column)
+    times_all = times_of(column, path)
     rows = table.drop_columns(["time"]).to_pylist() if table.num_columns > 1 else [{} for _ in times_all]
     for row, t in zip(rows, times_all.tolist(), strict=True):
         row["time"] = t
-    endpoint = HISTORY[file.key]
+    endpoint = endpoint or HISTORY[file.key]
     rows.sort(key=lambda r: int(r["time"]))
     rows = rows[:-1]  # the newest bar was still open when the response was saved
     times = np.unique(np.asarray([int(r["time"]) for r in rows], dtype=np.int64))
@@ -121,6 +153,16 @@ def read_response(file: SnapshotFile, step: int) -> Frame:
     for name, derive in endpoint.derived.items():
         frame.columns[name] = derive(frame.columns)
     return frame
+
+
+def seconds_column(column: Any) -> Any:
+    """An integer time column in epoch seconds as milliseconds (values that are ms already stay)."""
+    import pyarrow as pa
+
+    if not pa.types.is_integer(column.type) and not pa.types.is_floating(column.type):
+        return column
+    values = column.to_numpy()
+    return pa.array(np.where(np.abs(values) < MS_FLOOR, values * 1000, values))
 
 
 def _blank_leading_zeros(frame: Frame) -> None:
@@ -141,34 +183,94 @@ def _span(ms: int) -> str:
     return f"{ms} ms"
 
 
+def _depth_endpoint(key: str, depth_range: str | None) -> HistoryEndpoint | str:
+    """The endpoint a saved order-book response answers, or why it cannot be read."""
+    stem, aggregated = DEPTH_STEMS[key]
+    if depth_range is None:
+        return (
+            f"skipped {stem}: the saved order-book responses do not record the range (percent) they "
+            f"were asked for; pass --depth-range (e.g. 1) if you know it"
+        )
+    suffix = next((s for s, r in DEPTH_RANGES.items() if float(r) == float(depth_range)), "")
+    return depth_endpoint(suffix, depth_range, aggregated)
+
+
 def load_snapshot(
-    folder: str | os.PathLike[str], symbol: str, interval: str, bare_symbol: str = "BTC"
+    folder: str | os.PathLike[str],
+    symbol: str,
+    interval: str,
+    bare_symbol: str = "BTC",
+    depth_range: str | None = None,
 ) -> Frame:
-    """Every usable response of one snapshot folder as one Frame; notes in ``frame.problems``."""
+    """Every usable response of one snapshot folder as one Frame; notes in ``frame.problems``.
+
+    ``depth_range``: the range (percent) the saved order-book responses were asked with; without it
+    they are skipped with a note. The pair order book wins over the aggregated one."""
     step = interval_ms(interval)
     frame = Frame(np.zeros(0, dtype=np.int64))
     notes: list[str] = []
     files = find_files(folder, symbol, bare_symbol)
     found = {f.key for f in files}
+    if "depth" in found:
+        files = [f for f in files if f.key != "depth_aggregated"]
     for file in files:
+        endpoint = _depth_endpoint(file.key, depth_range) if file.key in DEPTH_STEMS else None
+        if isinstance(endpoint, str):
+            notes.append(endpoint)
+            continue
         try:
-            part = read_response(file, step)
+            part = read_response(file, step, endpoint)
         except SnapshotError as e:
             notes.append(f"skipped {e}")
             continue
         frame = frame.merge(part)
-    absent = [FILE_STEMS[k] for k in FILE_STEMS if k not in found]
+    absent = [FILE_STEMS[k] for k in FILE_STEMS if k not in found and k not in ("basis", "premium")]
     if absent:
         notes.append(f"{folder}: no {symbol} response for {', '.join(absent)}")
+    if len(frame):
+        add_etf(frame, folder, step, notes)
     frame.problems = notes
     return frame
 
 
+def read_rows(path: Path, time_key: str) -> list[dict[str, object]]:
+    """The rows of a saved list response, ``time_key`` checked and in ms (located errors)."""
+    table = read_table(str(path))
+    if time_key not in table.column_names:
+        raise LocatedError(Loc(str(path)), f"no {time_key!r} column (it has {', '.join(table.column_names)})")
+    times = times_of(table.column(time_key), str(path), time_key)
+    rows = table.to_pylist()
+    for row, t in zip(rows, times.tolist(), strict=True):
+        row[time_key] = t
+    return rows
+
+
+def add_etf(frame: Frame, folder: str | os.PathLike[str], step: int, notes: list[str]) -> None:
+    """The ETF responses under ``folder`` onto ``frame``'s bars, causally (in place)."""
+    by_name: dict[str, Path] = {}
+    for p in sorted(Path(folder).rglob("api_etf_*.parquet")):
+        by_name.setdefault(p.stem, p)
+    for coin, (flow_stem, assets_stem) in ETF_STEMS.items():
+        flows_path, assets_path = by_name.get(flow_stem), by_name.get(assets_stem)
+        if flows_path is None and assets_path is None:
+            continue
+        flows = read_rows(flows_path, "timestamp") if flows_path else None
+        assets = read_rows(assets_path, "timestamp") if assets_path else None
+        days = etf_days(flows, assets, coin, None)
+        notes.extend(days.notes)
+        cols, _ = daily_on_bars(days, frame.times, step, ETF_KNOWN_AFTER_MS)
+        frame.columns.update(cols)
+
+
 def load_snapshots(
-    folders: Iterable[str | os.PathLike[str]], symbol: str, interval: str, bare_symbol: str = "BTC"
+    folders: Iterable[str | os.PathLike[str]],
+    symbol: str,
+    interval: str,
+    bare_symbol: str = "BTC",
+    depth_range: str | None = None,
 ) -> Frame:
     """Several snapshot folders joined: the one with the newest bar wins on overlapping bars."""
-    frames = [load_snapshot(f, symbol, interval, bare_symbol) for f in folders]
+    frames = [load_snapshot(f, symbol, interval, bare_symbol, depth_range) for f in folders]
     frames.sort(key=lambda f: int(f.times[-1]) if len(f) else -1)  # stable: ties keep the given order
     return trim(join_frames(frames))
 

@@ -98,7 +98,11 @@ def build_source(name: str, config_path: str | None) -> tuple[Source, Any]:
 @click.option(
     "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the files."
 )
-@click.option("--metrics", help="Comma-separated subset of the source's metrics (default: all it provides).")
+@click.option(
+    "--metrics",
+    help="Comma-separated subset of the source's metrics (default: all it provides that have a history; "
+    "current snapshots such as funding.max, options.* and liqmap.* only on request).",
+)
 @config_option("Config file (default ./perpwatch.yaml).")
 @click.option(
     "--chunk-bars",
@@ -130,8 +134,8 @@ def fetch(
     """Fetch history from a source into <SYMBOL>_<interval>.csv replay files, for offline backtests.
 
     Bars that open in [--from, --to) are fetched in chunks of --chunk-bars, each within --timeout;
-    each symbol's file holds the metrics the source provides (or --metrics), empty cells where a
-    value is unknown.
+    each symbol's file holds the metrics the source provides with a history (or --metrics), empty
+    cells where a value is unknown.
     """
     first = time_option(start, "--from")
     stop = time_option(end, "--to") if end else int(time.time() * 1000)
@@ -148,7 +152,8 @@ def fetch(
             raise click.BadParameter(
                 f"source {source_name!r} does not provide {name!r}{hint}", param_hint="--metrics"
             )
-    names = metric_order(set(wanted) if wanted else provided)
+    snapshots = frozenset(getattr(source, "snapshot_metrics", frozenset()))  # current values, no history
+    names = metric_order(set(wanted) if wanted else provided - snapshots)
     coins = symbols_option([symbols or ""], "--symbols") or list(cfg.symbols)
     windows = bar_chunks(first, stop - 1, step, chunk_bars)
     if not windows:

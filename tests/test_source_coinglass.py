@@ -214,7 +214,11 @@ def test_price_oi_funding_map_exactly_and_drop_the_open_bar():
 
 def test_headers_paths_and_params():
     fake = FakeCoinGlass()
-    fetch(make_source(fake), coinglass.CoinGlassSource({"api_key": KEY}).provides())
+    base = ("price", "oi", "funding", "liq", "ls_global", "ls_top", "taker")  # issue 17's families: elsewhere
+    metrics = (
+        frozenset().union(*(coinglass.HISTORY[k].metrics for k in base)) | coinglass.CROSS_FUNDING_METRICS
+    )
+    fetch(make_source(fake), metrics)
     assert sorted(set(fake.paths())) == sorted([*ROWS, coinglass.FUNDING_LIST_PATH])
     for request in fake.requests:
         assert request.headers["CG-API-KEY"] == KEY
@@ -317,7 +321,8 @@ def test_pagination_window_boundaries_are_exact():
 
 def test_funding_exchange_list_fills_only_the_newest_bar():
     clock = FakeClock(NOW)
-    frame = fetch(make_source(FakeCoinGlass(), clock), coinglass.FUNDING_LIST_METRICS)
+    source = make_source(FakeCoinGlass(), clock, funding_exchanges=["Binance", "OKX", "Bybit"])
+    frame = fetch(source, coinglass.FUNDING_LIST_METRICS)
     now_ms = int(NOW * 1000)
     # Binance 0.008631 and OKX "0.0102" (8h); Bybit's null is skipped; dYdX and Bitget are not configured.
     assert frame.columns["funding.max"].tolist()[0] != frame.columns["funding.max"].tolist()[0]  # NaN
@@ -332,13 +337,14 @@ def test_funding_exchange_list_fills_only_the_newest_bar():
 
 
 def test_funding_list_rescales_to_the_basis_interval():
-    source = make_source(FakeCoinGlass(), exchanges=["Binance", "dYdX", "Bitget"])
+    source = make_source(FakeCoinGlass(), funding_exchanges=["Binance", "dYdX", "Bitget"])
     frame = fetch(source, {"funding.max", "funding.max_exchange", "funding.min"})
     assert frame.columns["funding.max"][-1] == pytest.approx(0.0019890625 * 8)  # 1h rate as 8h
     assert frame.columns["funding.max_exchange"].value(1) == "dYdX"
     assert frame.columns["funding.min"][-1] == -0.002
     raw = fetch(
-        make_source(FakeCoinGlass(), exchanges=["Binance", "dYdX"], funding_basis_hours=None), {"funding.max"}
+        make_source(FakeCoinGlass(), funding_exchanges=["Binance", "dYdX"], funding_basis_hours=None),
+        {"funding.max"},
     )
     assert raw.columns["funding.max"][-1] == 0.008631
 
@@ -515,7 +521,10 @@ def test_rate_limit_holds_30_per_minute_under_8_concurrent_symbol_fetches():
     fake = FakeCoinGlass()
     fake.on_request = lambda r: stamps.append(clock.monotonic())
     source = make_source(fake, clock, plan="hobbyist")
-    metrics = source.provides()
+    base = ("price", "oi", "funding", "liq", "ls_global", "ls_top", "taker")  # issue 17's families: elsewhere
+    metrics = (
+        frozenset().union(*(coinglass.HISTORY[k].metrics for k in base)) | coinglass.FUNDING_LIST_METRICS
+    )
 
     async def go():
         req = [

@@ -207,6 +207,12 @@ def test_wrong_key_is_refused_by_the_server(market, clock):
         fetch(source("coinglass", market, clock, api_key="wrong-key-00000"))
 
 
+def _before_issue_17(metrics: frozenset[str]) -> frozenset[str]:
+    """The families the fake market serves in full (issue 17's are covered by test_market_more)."""
+    new = ("depth.", "etf.", "options.", "premium.", "basis.", "liqmap.", "funding.ex.", "funding.count")
+    return frozenset(m for m in metrics if not m.startswith(new))
+
+
 def test_all_metrics_end_to_end_for_eight_symbols_with_latency(market, clock):
     coins = ["BTC", "ETH", "SOL", "XRP", "DOGE", "ADA", "BNB", "LTC"]
     for seed, coin in enumerate(coins):
@@ -218,7 +224,7 @@ def test_all_metrics_end_to_end_for_eight_symbols_with_latency(market, clock):
     async def go():
         frames = await asyncio.gather(
             *(
-                src.fetch(FetchRequest(c, "1h", src.provides(), START, OPEN_BAR))
+                src.fetch(FetchRequest(c, "1h", _before_issue_17(src.provides()), START, OPEN_BAR))
                 for src in (cg, bn)
                 for c in coins
             )

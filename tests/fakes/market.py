@@ -408,10 +408,14 @@ class FakeMarket:
         if path == "/api/futures/funding-rate/exchange-list":
             data = [] if shape == "empty" else self._funding_list(params.get("symbol"))
             return Reply.json({"code": "0", "msg": "success", "data": data})
+        if path in _CG_ETF:
+            return Reply.json({"code": "0", "msg": "success", "data": _CG_ETF[path]})
         endpoint = _CG_HISTORY.get(path)
         if endpoint is None:
             return Reply.json({"code": "404", "msg": "Endpoint not found"}, 404)
         fields, scope, style = endpoint
+        if scope == "none":  # the BTC-only indexes
+            params = {**params, "symbol": "BTC"}
         _require(params, ("symbol", "interval"), binance=False)
         if scope == "pair":
             _require(params, ("exchange",), binance=False)
@@ -932,7 +936,50 @@ _CG_HISTORY: dict[str, tuple[dict[str, Callable[[Series, int], float | None]], s
         "coin_exchanges",
         "num",
     ),
+    # issue 17: served from the series' depth.*/basis.*/premium.* metrics (null where not set)
+    "/api/futures/orderbook/ask-bids-history": (
+        {"bids_usd": _get("depth.bid_usd_1pct"), "asks_usd": _get("depth.ask_usd_1pct")},
+        "pair",
+        "num",
+    ),
+    "/api/futures/orderbook/aggregated-ask-bids-history": (
+        {
+            "aggregated_bids_usd": _get("depth.bid_usd_1pct"),
+            "aggregated_asks_usd": _get("depth.ask_usd_1pct"),
+        },
+        "coin_exchanges",
+        "num",
+    ),
+    "/api/futures/basis/history": (
+        {"close_basis": _get("basis.cg_close"), "close_change": _get("basis.cg_close_change")},
+        "pair",
+        "num",
+    ),
+    "/api/coinbase-premium-index": (
+        {"premium_rate": _get("premium.coinbase_btc_pct"), "premium": _get("premium.coinbase_btc_usd")},
+        "none",
+        "num",
+    ),
 }
+#: ETF daily paths (issue 17): the documented example day and the feed's trailing placeholder row.
+_CG_ETF = {
+    "/api/etf/bitcoin/flow-history": [
+        {"timestamp": 1704931200000, "flow_usd": 655300000, "price_usd": 46663,
+         "etf_flows": [{"etf_ticker": "GBTC", "flow_usd": -95100000}, {"etf_ticker": "IBIT", "flow_usd": 111700000}]},
+        {"timestamp": 1705017600000, "flow_usd": 0.0, "price_usd": None,
+         "etf_flows": [{"etf_ticker": "GBTC", "flow_usd": None}, {"etf_ticker": "IBIT", "flow_usd": None}]},
+    ],
+    "/api/etf/ethereum/flow-history": [
+        {"timestamp": 1721692800000, "flow_usd": 106600000, "price_usd": 3480.1,
+         "etf_flows": [{"etf_ticker": "ETHA", "flow_usd": 266500000}, {"etf_ticker": "ETHE", "flow_usd": -484100000}]},
+    ],
+    "/api/etf/bitcoin/net-assets/history": [
+        {"net_assets_usd": 51671409241.39, "change_usd": 655300000, "timestamp": 1704931200000, "price_usd": 46337.8}
+    ],
+    "/api/etf/ethereum/net-assets/history": [
+        {"net_assets_usd": 10234000000.0, "change_usd": 106600000, "timestamp": 1721692800000}
+    ],
+}  # fmt: skip
 _BINANCE_DATA = frozenset(
     {
         "/futures/data/openInterestHist",
