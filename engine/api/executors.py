@@ -20,7 +20,11 @@ from perpwatch.evaluation.events import ExitDistance, OrderIntent
 
 
 class ExecutorError(PluginError):
-    """An executor refused or failed an order."""
+    """An executor refused or failed an order. ``halt`` True: nothing more may be opened on its
+    account (a margin rejection, too many exchange errors): the trading layer sets the kill switch
+    with this message."""
+
+    halt: bool = False
 
 
 @dataclass
@@ -66,6 +70,36 @@ class Executor(Plugin, ABC):
     @abstractmethod
     async def positions(self) -> list[Position]:
         """Every open position, of every strategy."""
+
+    async def submit_once(
+        self, key: str, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
+    ) -> list[Fill]:
+        """``submit`` for the event ``key`` (``Event.key``, the same after a restart): what the
+        trading layer calls. An executor whose orders must never be sent twice (a real exchange)
+        overrides it and derives its order ids from ``key``; the default calls ``submit``."""
+        return await self.submit(strategy, symbol, intent, price, time)
+
+
+@dataclass
+class Notice:
+    """Something an executor found while reconciling its books with the exchange: recorded as an
+    event of ``strategy`` (``""``: the account's) in ``symbol``; ``halt`` True sets the kill switch."""
+
+    message: str
+    strategy: str = ""
+    symbol: str = ""
+    halt: bool = False
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Reconciling(Protocol):
+    """An executor whose positions live elsewhere (an exchange): the trading layer calls
+    ``reconcile`` at start-up and at every cycle, before any signal is acted on."""
+
+    async def reconcile(self) -> list[Notice]:
+        """Compare the exchange with the executor's books; what was found (halting or not)."""
+        ...
 
 
 @runtime_checkable
@@ -121,7 +155,9 @@ __all__ = [
     "ExecutorError",
     "ExitDistance",
     "Fill",
+    "Notice",
     "OrderIntent",
     "Position",
     "Protective",
+    "Reconciling",
 ]

@@ -228,6 +228,7 @@ class Stepper:
             await self._trade(trading, stepped, now, report)
 
     async def _trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
+        await self._reconcile(trading, now, report)
         for item in stepped:
             strategy = item.job.strategy
             if not strategy.execute:
@@ -245,6 +246,26 @@ class Stepper:
                 log.error("trading %s %s: %s", strategy.name, item.symbol, reason)
                 log.debug("trading %s %s failed", strategy.name, item.symbol, exc_info=True)
                 report.failures.append(f"{strategy.name} {item.symbol}: trading failed")
+
+    async def _reconcile(self, trading: Any, now: float, report: CycleReport) -> None:
+        """Executors that reconcile with an exchange do so before any signal of the cycle; what they
+        find is recorded, and a halt goes to every notifier."""
+        reconcile = getattr(trading, "reconcile", None)
+        if reconcile is None:
+            return
+        try:
+            with self.store.savepoint():
+                for event in await reconcile(int(now * 1000)):
+                    event_id = self.store.record_event(self.clean(event), now)
+                    if event_id is None:
+                        continue
+                    report.events += 1
+                    if event.kind == "halted":
+                        for name in self.notifiers:
+                            self.store.enqueue(event_id, name, now)
+        except Exception as e:
+            log.error("reconciliation: %s", self.redact(f"{type(e).__name__}: {e}"))
+            report.failures.append("reconciliation failed")
 
     def clean(self, event: Event) -> Event:
         """``event`` with secrets redacted from its message and text values."""

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, cast
 
+from perpwatch.api.executors import Notice, Reconciling
 from perpwatch.api.exits import check_exits_known
 from perpwatch.api.interfaces import Accounting, Executor, ExecutorError, Fill, Position, Protective
 from perpwatch.common.clock import Clock
@@ -40,7 +41,7 @@ from perpwatch.common.timeutil import DAY
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.language.compiler import Rule, Strategy
-from perpwatch.live.risk import RiskGate, market_value, rule_inputs, unknown_inputs
+from perpwatch.live.risk import RiskGate, halt, market_value, rule_inputs, unknown_inputs
 
 
 class Trading:
@@ -232,8 +233,14 @@ class Trading:
         note: str | None = None,
     ) -> list[Event]:
         try:
-            fills = await executor.submit(event.strategy, event.symbol, intent, price, t)
+            once = getattr(executor, "submit_once", None)  # the event's key makes a real order idempotent
+            if once is not None:
+                fills = await once(event.key, event.strategy, event.symbol, intent, price, t)
+            else:
+                fills = await executor.submit(event.strategy, event.symbol, intent, price, t)
         except ExecutorError as e:
+            if getattr(e, "halt", False):  # a margin rejection, too many exchange errors: the kill switch
+                halt(self.store, str(e))
             return [_derived(event, "rejected", f"executor refused the order: {e}", base)]
         values = {
             **base,
@@ -248,6 +255,37 @@ class Trading:
         if note:
             text += f" ({note})"
         return [_derived(event, "order", text, values)]
+
+    async def reconcile(self, now_ms: int) -> list[Event]:
+        """Start-up and every cycle, before any signal: each executor that reconciles with an exchange
+        (``Reconciling``) compares it with its books. A halting notice sets the kill switch with its
+        reason. The notices come back as events of the pseudo-rule ``reconcile:<executor>`` at
+        ``now_ms``: ``halted`` (critical) or ``reconciled`` (info), one per (strategy, symbol)."""
+        out: list[Event] = []
+        for name, executor in self.executors.items():
+            if not isinstance(executor, Reconciling):
+                continue
+            merged: dict[tuple[str, str, bool], list[Notice]] = {}
+            for notice in await executor.reconcile():
+                merged.setdefault((notice.strategy or name, notice.symbol or "*", notice.halt), []).append(notice)
+            for (strategy, symbol, halting), notices in merged.items():
+                message = "; ".join(n.message for n in notices)
+                if halting:
+                    halt(self.store, message)
+                values = {k: v for n in notices for k, v in n.values.items()}
+                out.append(
+                    Event(
+                        kind="halted" if halting else "reconciled",
+                        strategy=strategy,
+                        rule=f"reconcile:{name}",
+                        symbol=symbol,
+                        time=now_ms,
+                        severity="critical" if halting else "info",
+                        message=message,
+                        values=values,
+                    )
+                )
+        return out
 
     def _rule(self, strategy: Strategy, name: str) -> Rule | None:
         return next((r for r in strategy.rules if r.name == name), None)
