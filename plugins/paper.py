@@ -171,6 +171,10 @@ class Trade:
         return self.pnl + self.unrealized - self.entry_fee - self.exit_fee + self.funding
 
 
+class _Refused(Exception):
+    """An order refused after it was recorded as rejected (the record is kept)."""
+
+
 @dataclass
 class FundingPayment:
     trade_id: int
@@ -297,8 +301,13 @@ class PaperExecutor(Executor):
         self, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
     ) -> list[Fill]:
         """Fill ``intent`` at ``price`` (plus slippage and fees); [] when it does nothing (recorded)."""
+        refused = ""
         with self.store.transaction():
-            return self._submit(strategy, symbol, intent, price, int(time))
+            try:
+                return self._submit(strategy, symbol, intent, price, int(time))
+            except _Refused as e:  # recorded as rejected: commit that, then refuse
+                refused = str(e)
+        raise ExecutorError(refused, retryable=False)
 
     async def positions(self) -> list[Position]:
         return [
@@ -309,7 +318,9 @@ class PaperExecutor(Executor):
     async def position(self, strategy: str, symbol: str) -> Position | None:
         """The strategy's open position in ``symbol`` (one indexed lookup, not every position)."""
         t = self.open_trade(strategy, symbol)
-        return None if t is None else Position(t.strategy, t.symbol, t.side, t.qty, t.entry_price, t.entry_time)
+        return (
+            None if t is None else Position(t.strategy, t.symbol, t.side, t.qty, t.entry_price, t.entry_time)
+        )
 
     async def check_exits(
         self,
@@ -559,7 +570,7 @@ class PaperExecutor(Executor):
                 if problem:
                     ignore(problem)
                     self.conn.execute("UPDATE paper_orders SET status = 'rejected' WHERE id = ?", (order,))
-                    raise ExecutorError(problem, retryable=False)
+                    raise _Refused(problem)
                 levels = replace(levels, liquidation=self._liquidation_price(side, fill_price))
             fills = [] if trade is None else [self._close(trade, order, price, time)]
             fills.append(self._open(strategy, symbol, side, size, order, price, time, levels))

@@ -357,3 +357,23 @@ def test_live_paper_exits_as_the_backtest_does(tmp_path, exits):
         b.exit_time,
         b.pnl,
     )
+
+
+def test_a_test_file_checks_the_exits_of_a_signal(tmp_path):
+    from perpwatch.testing.testfile import run_test_file
+
+    (tmp_path / "prot.yaml").write_text(
+        strategy_text(stop_loss="2%", take_profit="2 * (price.high - price.low)")
+    )
+    test = tmp_path / "prot_test.yaml"
+    body = (
+        "strategy: prot.yaml\ntests:\n  - name: exits\n    series:\n"
+        "      oi.close: '1 1'\n      price.high: '102 103'\n      price.low: '100 100'\n"
+        "    expect:\n      - at: 1\n        signals:\n          enter: {side: long, stop_loss: 2, take_profit: %s}\n"
+    )
+    test.write_text(body % 6)
+    result = run_test_file(str(test))
+    assert (result.passed, result.failures) == (1, [])
+    test.write_text(body % 5)
+    result = run_test_file(str(test))
+    assert result.passed == 0 and "signal take_profit of enter" in str(result.failures)

@@ -245,6 +245,12 @@ def check_case(run: CaseRun, tolerance_default: float | None) -> list[Failure]:
                 "side": run.ev.value(rule.side, i),
                 "size_usd": run.ev.value(rule.size, i) if rule.size is not None else None,
             }
+            for name in ("stop_loss", "take_profit", "trailing_stop"):  # the percent, or the distance
+                spec = getattr(rule, name)
+                if spec is None or spec.node is None:
+                    got[name] = spec.pct if spec is not None else None
+                else:
+                    got[name] = run.ev.value(spec.node, i)
             for k, want in sig.items():
                 if not _equal(want, got[k], tol):
                     fail(f"signal {k} of {rname}", want, got[k], [rname])
