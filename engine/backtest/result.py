@@ -20,6 +20,11 @@ ACCOUNT_OPTIONS = ("balance_usd", "fee_bps", "slippage_bps", "funding_interval_h
 #: Why a trade closed: a signal, or what closed it between signals (``perpwatch.api.exits``).
 EXIT_KINDS = ("signal", *EXIT_REASONS)
 
+#: How a backtest trades: ``auto`` the fast path where it gives the same result as the walk
+#: (``fastloop.why_not_fast``), else the walk; ``fast`` insists on it (an error says why not);
+#: ``walk`` bar by bar, always.
+ENGINES = ("auto", "fast", "walk")
+
 #: The horizons (in bars) of the forward price move after each fired event; ``AHEAD_BARS`` the
 #: bars past the last walked one a result keeps prices of, to measure them.
 HORIZONS = (1, 4, 24)
@@ -36,6 +41,7 @@ class BacktestOptions:
     end: int | None = None  # last bar traded
     executor: str = "paper"  # the executor plugin every strategy trades on
     executor_options: dict[str, Any] = field(default_factory=dict)  # its options (ACCOUNT_OPTIONS aside)
+    engine: str = "auto"  # auto | fast | walk (ENGINES)
 
     def account(self) -> dict[str, Any]:
         """The account options, by the names the ``paper`` executor's options use."""

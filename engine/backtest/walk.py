@@ -29,10 +29,13 @@ import numpy as np
 from perpwatch.api.interfaces import Accounting, Executor, PluginContext
 from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import Registry, load_registry
+from perpwatch.backtest.fastloop import Job, Outcome, bust_reason, run_fast, why_not_fast
 from perpwatch.backtest.history import History, symbols_for
+from perpwatch.backtest.lazyevent import LazyEvent
 from perpwatch.backtest.result import (
     ACCOUNT_OPTIONS,
     AHEAD_BARS,
+    ENGINES,
     BacktestOptions,
     BacktestResult,
     TradeRecord,
@@ -44,10 +47,10 @@ from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation, evaluate
 from perpwatch.evaluation.events import Event
 from perpwatch.evaluation.frame import Cat, Frame
-from perpwatch.evaluation.rules import RuleState, build_event, step
+from perpwatch.evaluation.rules import RuleState, step
 from perpwatch.language.compiler import Strategy
 from perpwatch.live.state import StateStore
-from perpwatch.live.trading import Trading
+from perpwatch.live.trading import Trading, position_of
 
 #: Bars the backtest grid (first to last bar of every symbol) may hold: 10 million, 19 years of 1m bars.
 MAX_GRID_BARS = 10_000_000
@@ -64,7 +67,13 @@ def run_backtest(
     """Backtest ``strategies`` over ``history`` (see the module doc); ``progress(bars)`` as it goes.
 
     ``registry`` holds the executor plugins (default: every installed plugin)."""
-    return asyncio.run(run_backtest_async(strategies, history, symbols, options, progress, registry))
+    done: list[BacktestResult] = []
+
+    async def main() -> None:  # returns None: asyncio.run would repr a returned result at teardown
+        done.append(await run_backtest_async(strategies, history, symbols, options, progress, registry))
+
+    asyncio.run(main())
+    return done[0]
 
 
 async def run_backtest_async(
@@ -76,6 +85,8 @@ async def run_backtest_async(
     registry: Registry | None = None,
 ) -> BacktestResult:
     opts = options or BacktestOptions()
+    if opts.engine not in ENGINES:
+        raise PerpwatchError(f"engine {opts.engine!r}: expected one of {', '.join(ENGINES)}")
     steps = {s.step_ms for s in strategies}
     if len(steps) != 1:
         raise PerpwatchError("strategies backtested together must share one interval")
@@ -93,61 +104,31 @@ async def run_backtest_async(
     opts = _as_built(opts, executor, await account.equity())
     trading = Trading(store, {opts.executor: executor}, clock)
     runs = [replace(s, execute=opts.executor) for s in strategies]
-    watched = {tuple(ref.split("/", 1)) for s in strategies for ref in s.risk.inhibited_by}
-
-    jobs = []
-    for s in runs:
-        for sym in symbols[s.name]:
-            ev = _slim(evaluate(s, frames[sym], sym), s)
-            truths = [cast(np.ndarray, ev.series(rule.cond)) for rule in s.rules]  # conditions: numbers
-            states = [RuleState() for _ in s.rules]
-            keep = [(s.name, rule.name) in watched for rule in s.rules]
-            jobs.append((s, sym, ev, truths, states, keep))
+    slow = why_not_fast(strategies, opts)
+    if opts.engine == "fast" and slow is not None:
+        raise PerpwatchError(f"the fast path cannot run this backtest: {slow} (use engine auto or walk)")
     opens = {sym: np.asarray(f.columns["price.open"], dtype=float) for sym, f in frames.items()}
     n = len(grid)
-    walked = i1 - i0 + 1
-    equity = np.empty(walked)
-    exposed = np.zeros(walked, dtype=bool)
-    events: list[Event] = []
-    trading_events: list[Event] = []
-    holding: set[tuple[str, str]] = set()  # (strategy, symbol) with an open position
-    every = max(1, walked // 200)
+    bust_time: int | None = None
     try:
-        with store.transaction():
-            for k, i in enumerate(range(i0, i1 + 1)):
-                t = int(grid[i])
-                clock.now = (t + step_ms) / 1000
-                bar = []
-                for s, sym, ev, truths, states, keep in jobs:
-                    new = []
-                    for rule, truth, st, watch in zip(s.rules, truths, states, keep, strict=True):
-                        x = truth[i]
-                        before = st.status
-                        kind = step(st, None if x != x else float(x), t, rule.for_bars, rule.cooldown_ms)
-                        if kind is not None:
-                            new.append(build_event(s, rule, ev, i, kind))
-                        if watch and st.status != before:
-                            store.save_rule_state(s.name, rule.name, sym, st)
-                    events.extend(new)
-                    bar.append((s, sym, ev, new))
-                for s, sym, ev, new in bar:
-                    if (
-                        (s.name, sym) not in holding
-                        and s.risk.max_daily_loss_pct is None
-                        and not _signals(new)
-                    ):
-                        continue  # on_bar would do nothing: no signal, no position to fund or mark, no day to note
-                    nxt = float(opens[sym][i + 1]) if i + 1 < n else math.nan
-                    got = await trading.on_bar(s, sym, t, ev, i, new, fill_price=nxt, fill_time=t + step_ms)
-                    if any(e.kind == "order" for e in got):
-                        holding = {(p.strategy, p.symbol) for p in await executor.positions()}
-                    trading_events += got
-                equity[k] = await account.equity()
-                exposed[k] = bool(holding)
-                if progress is not None and (k + 1) % every == 0:
-                    progress(every)
-        trades = _trades(ledger, trading_events)
-        settled, skipped = ledger.funding_counts()
+        if slow is None:
+            jobs = [
+                Job(s, sym, _slim(evaluate(s, frames[sym], sym), s)) for s in runs for sym in symbols[s.name]
+            ]
+            got = run_fast(jobs, grid, opens, i0, i1, step_ms, opts, trading.risk)
+            events, trading_events = got.events, got.trading
+            equity, exposed, bust_time = got.equity, got.exposed, got.bust_time
+            trades = _fast_trades(got, jobs)
+            settled, skipped = got.funding_settled, got.funding_skipped
+            if progress is not None:
+                progress(i1 - i0 + 1)
+        else:
+            walked = await _walk(
+                runs, symbols, frames, grid, opens, i0, i1, step_ms, store, clock, trading, executor, progress
+            )
+            events, trading_events, equity, exposed, bust_time = walked
+            trades = _trades(ledger, trading_events)
+            settled, skipped = ledger.funding_counts()
     finally:
         await executor.aclose()
     times = grid[i0 : i1 + 1]
@@ -174,11 +155,122 @@ async def run_backtest_async(
         ahead_closes={
             sym: np.asarray(f.columns["price.close"], dtype=float)[ahead] for sym, f in frames.items()
         },
+        bust_time=bust_time,
     )
     store.close()
     result.stats = compute_stats(result)
     result.assumptions = assumptions(result)
+    if slow is not None:
+        result.assumptions.append(f"traded bar by bar (the walk), not on the fast path: {slow}")
     return result
+
+
+async def _walk(
+    runs: list[Strategy],
+    symbols: dict[str, list[str]],
+    frames: dict[str, Frame],
+    grid: np.ndarray,
+    opens: dict[str, np.ndarray],
+    i0: int,
+    i1: int,
+    step_ms: int,
+    store: StateStore,
+    clock: FakeClock,
+    trading: Trading,
+    executor: Executor,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[Event], list[Event], np.ndarray, np.ndarray, int | None]:
+    """Bar by bar: every rule steps, then the trading layer runs for each (strategy, symbol); the
+    rule events, the trading events, the equity and exposure after each bar, and the bust time."""
+    account = cast(Accounting, executor)
+    watched = {tuple(ref.split("/", 1)) for s in runs for ref in s.risk.inhibited_by}
+    jobs = []
+    for s in runs:
+        for sym in symbols[s.name]:
+            ev = _slim(evaluate(s, frames[sym], sym), s)
+            truths = [cast(np.ndarray, ev.series(rule.cond)) for rule in s.rules]  # conditions: numbers
+            states = [RuleState() for _ in s.rules]
+            keep = [(s.name, rule.name) in watched for rule in s.rules]
+            jobs.append((s, sym, ev, truths, states, keep))
+    n = len(grid)
+    walked = i1 - i0 + 1
+    equity = np.empty(walked)
+    exposed = np.zeros(walked, dtype=bool)
+    events: list[Event] = []
+    trading_events: list[Event] = []
+    holding: set[tuple[str, str]] = set()  # (strategy, symbol) with an open position
+    bust_time: int | None = None
+    every = max(1, walked // 200)
+    with store.transaction():
+        for k, i in enumerate(range(i0, i1 + 1)):
+            t = int(grid[i])
+            clock.now = (t + step_ms) / 1000
+            bar = []
+            for s, sym, ev, truths, states, keep in jobs:
+                new: list[Event] = []
+                for rule, truth, st, watch in zip(s.rules, truths, states, keep, strict=True):
+                    x = truth[i]
+                    before = st.status
+                    kind = step(st, None if x != x else float(x), t, rule.for_bars, rule.cooldown_ms)
+                    if kind is not None:
+                        new.append(LazyEvent(s, rule, ev, i, kind))
+                    if watch and st.status != before:
+                        store.save_rule_state(s.name, rule.name, sym, st)
+                events.extend(new)
+                bar.append((s, sym, ev, new))
+            for s, sym, ev, new in bar:
+                if (s.name, sym) not in holding and s.risk.max_daily_loss_pct is None and not _signals(new):
+                    continue  # on_bar would do nothing: no signal, no position to fund or mark, no day to note
+                nxt = float(opens[sym][i + 1]) if i + 1 < n else math.nan
+                got = await trading.on_bar(s, sym, t, ev, i, new, fill_price=nxt, fill_time=t + step_ms)
+                if any(e.kind == "order" for e in got):  # look up this pair's position only
+                    if await position_of(executor, s.name, sym) is None:
+                        holding.discard((s.name, sym))
+                    else:
+                        holding.add((s.name, sym))
+                trading_events += got
+            equity[k] = await account.equity()
+            exposed[k] = bool(holding)
+            if bust_time is None and equity[k] <= 0:
+                bust_time = t + step_ms
+                trading.bust = bust_reason(bust_time, float(equity[k]))
+            if progress is not None and (k + 1) % every == 0:
+                progress(every)
+    return events, trading_events, equity, exposed, bust_time
+
+
+def _fast_trades(got: Outcome, jobs: list[Job]) -> list[TradeRecord]:
+    """The fast path's positions as the walk reports them (``PaperExecutor.trade_summaries``)."""
+    out = []
+    for t in got.trades:
+        job = jobs[t.job]
+        unrealized = got.unrealized.get(t.id, 0.0)
+        closed = t.close_bar is not None
+        o, c = t.entry_event, t.exit_event
+        out.append(
+            TradeRecord(
+                strategy=job.strategy.name,
+                symbol=job.symbol,
+                side=t.side,
+                size_usd=t.size_usd,
+                qty=t.qty,
+                entry_time=t.entry_time,
+                entry_price=t.entry_price,
+                exit_time=t.exit_time,
+                exit_price=t.exit_price,
+                fees=t.entry_fee + t.exit_fee,
+                funding=t.funding,
+                pnl=t.pnl + unrealized,
+                net_pnl=t.pnl + unrealized - t.entry_fee - t.exit_fee + t.funding,
+                status="closed" if closed else "open",
+                entry_rule=o.rule if o else None,
+                exit_rule=c.rule if c else None,
+                entry_bar=o.time if o else None,
+                exit_bar=c.time if c else None,
+                exit_reason="signal" if closed else None,
+            )
+        )
+    return out
 
 
 def build_executor(opts: BacktestOptions, ctx: PluginContext, registry: Registry | None = None) -> Executor:

@@ -81,17 +81,6 @@ def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: st
         message = rule.message.render(
             lambda name: context[name] if name in context else ev.named_value(name, i)
         )
-    signal = None
-    if rule.side is not None:
-        side = ev.value(rule.side, i)
-        size = ev.value(rule.size, i) if rule.size is not None else None
-        signal = OrderIntent(
-            side=side if side in ("long", "short", "flat") else None,
-            size_usd=size,
-            stop_loss=_exit(rule.stop_loss, ev, i),
-            take_profit=_exit(rule.take_profit, ev, i),
-            trailing_stop=_exit(rule.trailing_stop, ev, i),
-        )
     return Event(
         kind=kind,
         strategy=strategy.name,
@@ -101,8 +90,23 @@ def build_event(strategy: Strategy, rule: Rule, ev: Evaluation, i: int, kind: st
         severity=rule.severity,
         message=message,
         values=values,
-        signal=signal,
+        signal=signal_at(rule, ev, i),
         interval=strategy.interval,
+    )
+
+
+def signal_at(rule: Rule, ev: Evaluation, i: int) -> OrderIntent | None:
+    """The order intent of ``rule``'s signal at bar ``i`` (None: the rule has no signal)."""
+    if rule.side is None:
+        return None
+    side = ev.value(rule.side, i)
+    size = ev.value(rule.size, i) if rule.size is not None else None
+    return OrderIntent(
+        side=side if side in ("long", "short", "flat") else None,
+        size_usd=size,
+        stop_loss=_exit(rule.stop_loss, ev, i),
+        take_profit=_exit(rule.take_profit, ev, i),
+        trailing_stop=_exit(rule.trailing_stop, ev, i),
     )
 
 

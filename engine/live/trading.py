@@ -41,7 +41,7 @@ from perpwatch.common.timeutil import DAY
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.evaluation.events import Event, OrderIntent
 from perpwatch.language.compiler import Rule, Strategy
-from perpwatch.live.risk import RiskGate, halt, market_value, rule_inputs, unknown_inputs
+from perpwatch.live.risk import RiskGate, Verdict, halt, market_value, rule_inputs, unknown_inputs
 
 
 class Trading:
@@ -55,6 +55,8 @@ class Trading:
         self._days: dict[str, int] = {}  # strategy -> the UTC day whose start is noted
         self._inputs: dict[tuple[int, str], list[tuple[str, int]]] = {}
         self._accounting = {name: isinstance(ex, Accounting) for name, ex in self.executors.items()}
+        #: set (the reason) once the account is bust: no entry passes from then on, closing stays allowed
+        self.bust: str | None = None
         self._protective = {name: isinstance(ex, Protective) for name, ex in self.executors.items()}
 
     async def on_bar(
@@ -185,8 +187,7 @@ class Trading:
         if not (isinstance(px, float | int) and math.isfinite(px) and px > 0):
             return reject("no price to fill at (the next bar's open is unknown)")
         t = int(self.clock.time() * 1000) if fill_time is None else int(fill_time)
-        mine = [p for p in await executor.positions() if p.strategy == strategy.name]
-        current = next((p for p in mine if p.symbol == symbol), None)
+        current = await position_of(executor, strategy.name, symbol)
         if intent.side == "flat":
             if current is None:
                 return [_derived(event, "no_order", "flat: no position to close; nothing to do", base)]
@@ -201,18 +202,25 @@ class Trading:
                 f"{intent.side}: already {current.side} {_qty(current)}; nothing to do (signals are targets)"
             )
             return [_derived(event, "no_order", text, base)]
-        pnl_now = equity_now = None
-        if acct is not None and strategy.risk.max_daily_loss_pct is not None:
-            pnl_now, equity_now = await acct.pnl(strategy.name), await acct.equity()
-        verdict = self.risk.check_open(
-            strategy,
-            symbol,
-            float(size),
-            bar_time=event.time,
-            open_elsewhere=len(mine) - (current is not None),
-            pnl_now=pnl_now,
-            equity_now=equity_now,
-        )
+        if self.bust is not None:
+            verdict = Verdict(float(size), self.bust)
+        else:
+            pnl_now = equity_now = None
+            if acct is not None and strategy.risk.max_daily_loss_pct is not None:
+                pnl_now, equity_now = await acct.pnl(strategy.name), await acct.equity()
+            elsewhere = 0  # read only when a limit needs it: listing every position costs
+            if strategy.risk.max_open_positions is not None:
+                mine = [p for p in await executor.positions() if p.strategy == strategy.name]
+                elsewhere = len(mine) - (current is not None)
+            verdict = self.risk.check_open(
+                strategy,
+                symbol,
+                float(size),
+                bar_time=event.time,
+                open_elsewhere=elsewhere,
+                pnl_now=pnl_now,
+                equity_now=equity_now,
+            )
         if verdict.ok:
             return await self._submit(
                 event, executor, replace(intent, size_usd=verdict.size_usd), px, t, base, verdict.note
@@ -295,6 +303,15 @@ class Trading:
         if key not in self._inputs:
             self._inputs[key] = rule_inputs(strategy, rule)
         return self._inputs[key]
+
+
+async def position_of(executor: Executor, strategy: str, symbol: str) -> Position | None:
+    """The strategy's open position in ``symbol``: the executor's ``position(strategy, symbol)`` when
+    it has one (one lookup), else found among every position it lists."""
+    lookup = getattr(executor, "position", None)
+    if lookup is not None:
+        return cast(Position | None, await lookup(strategy, symbol))
+    return next((p for p in await executor.positions() if p.strategy == strategy and p.symbol == symbol), None)
 
 
 def _derived(event: Event, kind: str, message: str, values: dict[str, Any]) -> Event:
