@@ -285,6 +285,9 @@ def test_the_json_report_has_each_trades_reason_and_counts_them(tmp_path):
     assert doc["stats"]["exits_stop_loss"] == 1
     assert doc["stats"]["exits_take_profit"] == doc["stats"]["exits_signal"] == 0
     assert "closed by" in format_text(r) and "stop loss 1" in format_text(r)
+    assert any(
+        a.startswith("Protective exits: judged on each bar's open, high and low") for a in r.assumptions
+    )
 
 
 def test_data_without_high_and_low_cannot_backtest_exits(tmp_path):
@@ -377,3 +380,27 @@ def test_a_test_file_checks_the_exits_of_a_signal(tmp_path):
     test.write_text(body % 5)
     result = run_test_file(str(test))
     assert result.passed == 0 and "signal take_profit of enter" in str(result.failures)
+
+
+def test_run_warns_when_the_source_lacks_what_exits_are_judged_on(tmp_path):
+    from perpwatch.cli.run import banner
+
+    (tmp_path / "prot.yaml").write_text(strategy_text(stop_loss="2%"))
+    cfg = Config(symbols=["BTC"], sources={"replay": Instance("replay", "replay", {"path": str(tmp_path)})})
+    runner = Runner.build(
+        [load_strategy(str(tmp_path / "prot.yaml"))],
+        cfg,
+        load_registry(),
+        StateStore(":memory:"),
+        FakeClock(0),
+    )
+    (job,) = runner.jobs
+    assert {"price.open", "price.high", "price.low"} <= job.metrics
+    runner.provides[job.source] = frozenset({"price.close", "funding.close", "oi.close", "price.open"})
+    text = banner(runner, cfg, ":memory:", None)
+    assert (
+        "warning: source replay does not provide price.high, price.low, which its protective exits are "
+        "judged on; each bar is judged by the prices it has (the close)"
+    ) in text
+    runner.provides[job.source] = runner.provides[job.source] | {"price.high", "price.low"}
+    assert "protective exits" not in banner(runner, cfg, ":memory:", None)

@@ -149,6 +149,8 @@ def test_the_backtest_liquidates_and_refuses_entries_for_want_of_margin(tmp_path
     (liq,) = [e for e in r.trading if e.rule == "exit:liquidation"]
     assert liq.kind == "order" and liq.severity == "high"
     assert r.stats["exits_liquidation"] == 1
+    assert any(a.startswith("Margin: leverage 10, isolated per position") for a in r.assumptions)
+    assert any(a.startswith("No margin model") for a in plain.assumptions)
     r = run(leverage=2)  # 5000 at 2x needs 2500 of margin; the account has 1000
     assert r.trades == []
     rej = [e for e in r.trading if e.kind == "rejected"]

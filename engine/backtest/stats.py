@@ -211,6 +211,7 @@ def assumptions(r: BacktestResult) -> list[str]:
             "Sizing: qty = size_usd / fill reference price; one position per strategy and symbol; a signal for "
             "the side already held does nothing; the opposite side reverses (close, then open); flat closes.",
             f"One paper account of {o.balance_usd:,.2f} USD for all strategies; fixed USD sizes (no compounding).",
+            *_protection_notes(r),
         ]
     else:
         shown = ", ".join(
@@ -236,6 +237,29 @@ def assumptions(r: BacktestResult) -> list[str]:
         "365-day years; Calmar = CAGR / max drawdown.",
         *_bust_note(r),
     ]
+
+
+def _protection_notes(r: BacktestResult) -> list[str]:
+    """What the paper account assumes of protective exits and margin (docs/trading.md)."""
+    notes = []
+    if any(s.has_exits for s in r.strategies):
+        notes.append(
+            "Protective exits: judged on each bar's open, high and low from the entry bar on, before the "
+            "bar's signals; a stop fills at its level, or at the open when the bar gapped through it; a "
+            "stop and a take-profit inside one bar take the stop; slippage and fees apply."
+        )
+    leverage = r.options.executor_options.get("leverage")
+    if leverage is None:
+        notes.append(
+            "No margin model (leverage unset): positions need no free margin and are never liquidated."
+        )
+    else:
+        mmr = r.options.executor_options.get("maintenance_margin_pct", 0.5)
+        notes.append(
+            f"Margin: leverage {leverage:g}, isolated per position, maintenance {mmr:g}% of the entry "
+            "notional; no position opens without free margin; a bar reaching the liquidation price closes it there."
+        )
+    return notes
 
 
 def _bust_note(r: BacktestResult) -> list[str]:

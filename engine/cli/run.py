@@ -122,6 +122,7 @@ def state_path(cli_state: str | None, cfg: Config) -> str:
 
 
 def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str:
+    from perpwatch.live.jobs import EXIT_METRICS
     from perpwatch.live.runner import TRADING_METRICS
 
     lines = []
@@ -148,6 +149,12 @@ def banner(runner: Runner, cfg: Config, state: str, simulate: str | None) -> str
                     f"  warning: source {job.source} does not provide {', '.join(absent)}, which "
                     f"execute: {s.execute} needs (no price: every order rejected; no funding rate: "
                     "funding settlements skipped)"
+                )
+            lacking = sorted(EXIT_METRICS - runner.provides[job.source] - set(missing)) if s.has_exits else []
+            if lacking:
+                lines.append(
+                    f"  warning: source {job.source} does not provide {', '.join(lacking)}, which its "
+                    "protective exits are judged on; each bar is judged by the prices it has (the close)"
                 )
     lines.append(f"  state: {os.path.abspath(state) if state != ':memory:' else state}")
     if simulate:
