@@ -17,7 +17,11 @@ block, condition sets, for/cooldown) runs over synthetic 1h market data generate
 (d) the same rule set written by hand in pandas and in polars (``dataframe_rules.py``: the ten
     rules' truths over every bar) against the engine's ``evaluate`` alone, in the same run, with
     the rule-bar truths each agrees on. pandas and polars come with ``pip install 'perpwatch[test]'``;
-    without one, its row says so and the rest runs.
+    without one, its row says so and the rest runs;
+(e) the window helpers in numba (``perpwatch/language/kernels.py``, ``pip install 'perpwatch[speed]'``)
+    against numpy, in the same run: the live path (c) and the whole history, each checked to give
+    identical truths; and the one-off cost of importing numba and compiling the kernels into a
+    fresh cache (a child process).
 
 Times are medians of ``--runs`` runs (at least 5) with their spread (min .. max), wall clock and
 process CPU time (polars uses several threads, so its CPU time can exceed its wall time). The
@@ -43,6 +47,7 @@ from perpwatch.evaluation.evaluate import evaluate, evaluate_last
 from perpwatch.evaluation.frame import Frame
 from perpwatch.evaluation.rules import RuleState, step, walk
 from perpwatch.language.compiler import load_strategy
+from perpwatch.language.functions import compiled
 
 HOUR = 3_600_000
 
@@ -390,15 +395,21 @@ def main() -> None:
     live_s = (time.perf_counter() - t0) / calls
     print(
         f"  (c) live path, evaluate_last on {s.warmup + 1} bars:      {1 / live_s:8,.0f} evaluations/s "
-        f"({live_s * 1000:.3f} ms each)"
+        f"({live_s * 1000:.3f} ms each; window helpers in {'numba' if compiled() else 'numpy'}: see (e))"
     )
 
     # (d) the same rules in pandas and polars, against evaluate alone
-    print(f"  (d) the ten rules' truths over {n:,} bars (median [min .. max] wall; CPU median):")
+    print(
+        f"  (d) the ten rules' truths over {n:,} bars (median [min .. max] wall; CPU median; "
+        "time as a multiple of perpwatch's):"
+    )
     walls, cpus, ev = timed(lambda: evaluate(s, frame, "BTC"), runs)
     mine = {rule.name: ev.series(rule.cond) == 1 for rule in s.rules}
     base_wall = statistics.median(walls)
-    print(f"      perpwatch evaluate  {spread(walls)}  CPU {statistics.median(cpus) * 1000:7.1f} ms   1.00 x")
+    base_cpu = statistics.median(cpus)
+    print(
+        f"      perpwatch evaluate  {spread(walls)}  CPU {base_cpu * 1000:7.1f} ms   1.00 x wall,  1.00 x CPU"
+    )
     columns = {name: np.asarray(col) for name, col in frame.columns.items()}
     for name, rules in (("pandas", pandas_rules), ("polars", polars_rules)):
         try:
@@ -410,8 +421,69 @@ def main() -> None:
         same = sum(int((theirs[r] == mine[r]).sum()) for r in mine)
         print(
             f"      {name} {lib.__version__:<11} {spread(walls)}  CPU {statistics.median(cpus) * 1000:7.1f} ms  "
-            f"{statistics.median(walls) / base_wall:5.2f} x   agrees on {same:,} of {n * len(mine):,} rule-bar truths"
+            f"{statistics.median(walls) / base_wall:5.2f} x wall, {statistics.median(cpus) / base_cpu:5.2f} x CPU;  agrees on {same:,} of {n * len(mine):,} rule-bar truths"
         )
+
+    kernels_vs_numpy(s, frame, runs)
+
+
+COLD = """
+import os, sys, tempfile, time
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp()
+import numpy as np
+t = time.process_time()
+from perpwatch.language import kernels
+imported = time.process_time() - t
+kernels.warm_up()
+print(imported, time.process_time() - t - imported)
+"""
+
+
+def kernels_vs_numpy(s: Any, frame: Frame, runs: int) -> None:
+    """(e): the same evaluations with the numba kernels and with numpy (``functions.compiled``)."""
+    from perpwatch.language import functions
+
+    fast = functions.compiled()
+    if fast is None:
+        print("  (e) numba kernels not measured: numba is not installed (pip install 'perpwatch[speed]')")
+        return
+    rows: dict[str, dict[str, list[float]]] = {}
+    answers: dict[str, list[Any]] = {}
+    for mode, module in (("numpy", None), ("numba", fast), ("numpy", None), ("numba", fast)):  # interleaved
+        functions._kernels = module  # what compiled() hands out (the bench's switch)
+        live_walls, live_cpus, last = timed(lambda: evaluate_last(s, frame, "BTC"), runs * 40)
+        full_walls, full_cpus, ev = timed(lambda: evaluate(s, frame, "BTC"), runs)
+        row = rows.setdefault(mode, {"live": [], "live_cpu": [], "full": [], "full_cpu": []})
+        row["live"] += live_walls
+        row["live_cpu"] += live_cpus
+        row["full"] += full_walls
+        row["full_cpu"] += full_cpus
+        answers.setdefault(mode, []).append(
+            [ev.series(r.cond).tobytes() + last.series(r.cond)[-1:].tobytes() for r in s.rules]
+        )
+    functions._kernels = fast
+    same = all(a == answers["numpy"][0] for group in answers.values() for a in group)
+    print("  (e) window helpers in numba against numpy (medians [min .. max] of interleaved runs; speed-up):")
+    for what, key in (("live path, evaluate_last", "live"), ("whole history, evaluate", "full")):
+        base = statistics.median(rows["numpy"][key])
+        cpu_base = statistics.median(rows["numpy"][key + "_cpu"])
+        for mode in ("numpy", "numba"):
+            xs = rows[mode][key]
+            print(
+                f"      {what:<25} {mode}  {spread(xs)}  CPU {statistics.median(rows[mode][key + '_cpu']) * 1000:8.3f} ms"
+                f"  {base / statistics.median(xs):5.2f} x wall, "
+                f"{cpu_base / statistics.median(rows[mode][key + '_cpu']):5.2f} x CPU"
+            )
+    print(f"      identical truths, numba and numpy, live and whole history: {'yes' if same else 'NO'}")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True, check=True)
+    imported, compiled = map(float, done.stdout.split())
+    print(
+        f"      once per process, CPU: import numba {imported * 1000:.0f} ms; compiling the kernels into an "
+        f"empty cache {compiled * 1000:.0f} ms (loaded from the cache afterwards)"
+    )
 
 
 if __name__ == "__main__":

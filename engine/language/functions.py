@@ -10,16 +10,22 @@ path). The cost stays near one pass per bar however long the window: the window 
 power-of-two blocks (its binary digits, the shortest block newest), and each block's partial
 result comes from a table built by doubling, where the block of 2^k bars starting at s combines the
 two blocks of 2^(k-1) bars starting at s and s + 2^(k-1). That is O(bars × log2(window)) work, and
-each partial result depends only on the bars it covers.
+each partial result depends only on the bars it covers. With numba installed (the ``speed`` extra)
+the window helpers run as compiled kernels (``kernels.py``) doing the same operations in the same
+order: the same bits, faster on the live path's short columns.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
+
+from perpwatch.common.extras import available
 
 NAN = np.nan
 
@@ -55,6 +61,28 @@ class FunctionSpec:
 
 # --- helpers ---------------------------------------------------------------------------------------
 
+_kernels: ModuleType | None | bool = False  # not looked up yet
+
+
+def compiled() -> ModuleType | None:
+    """``kernels.py`` (numba, the ``speed`` extra) when installed and not switched off with
+    ``PERPWATCH_NUMBA=0``, else None: the window helpers below then run in numpy. Both give the
+    same bits (``kernels.py``), so live and backtest agree whichever each one uses."""
+    global _kernels
+    if _kernels is False:
+        _kernels = None
+        if os.environ.get("PERPWATCH_NUMBA", "1") != "0" and available("numba"):
+            from perpwatch.language import kernels
+
+            kernels.warm_up()  # compiled (or loaded from numba's cache) now, not inside some later call
+            _kernels = kernels
+    return _kernels if isinstance(_kernels, ModuleType) else None
+
+
+def _fold_kind(op: object) -> int | None:
+    """``kernels.fold``'s kind for ``op`` (``ADD``, ``MAXIMUM``, ``MINIMUM``), None for another op."""
+    return next((k for k, known in enumerate((np.add, np.maximum, np.minimum)) if op is known), None)
+
 
 def lagged(x: np.ndarray, n: int) -> np.ndarray:
     """x shifted n bars later (unknown for the first n bars)."""
@@ -74,6 +102,9 @@ def window_fold(x: np.ndarray, n: int, op: Fold) -> np.ndarray:
     doubling table, so each output is the same expression over its own window (see the module
     docstring) and the cost is O(len(x) × log2(n)). ``op(older, newer)``.
     """
+    fast, kind = compiled(), _fold_kind(op)
+    if fast is not None and kind is not None:
+        return fast.fold(np.ascontiguousarray(x, dtype=float), int(n), kind)
     t = len(x)
     out = np.full(t, NAN)
     if n < 1 or n > t:
@@ -137,6 +168,9 @@ def window_mean_m2(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     Blocks merge by Chan et al.'s pairwise update (count, mean, M2), which never subtracts large
     sums: M2 is never negative and exactly 0 when the window's values are all equal.
     """
+    fast = compiled()
+    if fast is not None:
+        return fast.mean_m2(np.ascontiguousarray(x, dtype=float), int(n))
     t = len(x)
     mean_out, m2_out = np.full(t, NAN), np.full(t, NAN)
     if n < 1 or n > t:
@@ -185,6 +219,9 @@ def flat_window(x: np.ndarray, n: int) -> np.ndarray:
     this mask to give that answer instead of a rounding artefact. O(len(x)): the length of the run
     of equal values ending at each bar.
     """
+    fast = compiled()
+    if fast is not None:
+        return fast.flat(np.ascontiguousarray(x, dtype=float), int(n))
     t = len(x)
     out = np.zeros(t, bool)
     if n < 1 or n > t:
