@@ -20,6 +20,8 @@ EXPECTED = {
     "risk-off",
     "derivatives-state",
     "derivatives-monitor",
+    "etf-flow-confirmation",
+    "liquidity-guard",
 }
 
 

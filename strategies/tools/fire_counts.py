@@ -29,6 +29,12 @@ before 2025-03-20) are left out of that bar's figures; fewer than two exchanges 
 The live coinglass source reads the *current* rates (``exchange-list``); history uses settled
 rates, so live and this table can differ slightly.
 
+Metrics the shared data has no history of (ETF flows, order-book depth: issue 17) are unknown, so
+a rule that needs them never fires here; such a rule is listed with "–" and the metric it lacks.
+funding-arbitrage's depth check ("liquidity sufficient") is one of them: it is listed twice, as
+it is (never fires) and with that one check taken out (``DEPTH_OFF``), which is the spread, OI and
+liquidation conditions alone.
+
 Every strategy is run at ``interval: 4h`` (the only intraday interval in the data): the text of
 the file is loaded with its ``interval:`` line replaced, so windows count 4 h bars here (a
 24-bar window is four days instead of one) and durations (``for: 2h``, ``cooldown: 1h``) are
@@ -141,12 +147,23 @@ def strategy_files() -> list[Path]:
     return sorted(HERE.glob("*.yaml"))
 
 
-def run_strategy(path: Path, frame: Frame):
-    """Load ``path`` with ``interval: 4h`` and walk its rules over the whole frame."""
+#: funding-arbitrage without its depth check: the line that checks it, taken out.
+DEPTH_OFF = ("funding-arbitrage", "        - book_usd >= min_depth_usd")
+
+
+def run_strategy(path: Path, frame: Frame, without: str | None = None):
+    """Load ``path`` with ``interval: 4h`` (and the line ``without`` taken out) and walk its rules
+    over the whole frame."""
     text = path.read_text()
     text, n = re.subn(r"(?m)^interval:.*$", "interval: 4h", text)
     if not n:
         text = "interval: 4h\n" + text
+    if without is not None:
+        lines = text.split("\n")
+        kept = [line for line in lines if not line.startswith(without)]
+        if len(kept) != len(lines) - 1:
+            raise SystemExit(f"{path}: the line {without.strip()!r} is not there once")
+        text = "\n".join(kept)
     strategy = load_strategy(str(path), text=text)
     ev = evaluate(strategy, frame, "BTC")
     return strategy, ev, walk(strategy, ev, {})
@@ -157,14 +174,25 @@ def report(data: Path) -> str:
     first, last = format_time(int(frame.times[0])), format_time(int(frame.times[-1]))
     lo, hi = parse_time(CRASH[0]), parse_time(CRASH[1])
     counts: list[tuple[str, str, str, int, int, float]] = []
+    lacking: list[str] = []
     crash: list[str] = []
-    for path in strategy_files():
-        strategy, ev, events = run_strategy(path, frame)
+    runs = [(path, None) for path in strategy_files()]
+    runs += [(HERE / f"{DEPTH_OFF[0]}.yaml", DEPTH_OFF[1])]
+    for path, without in runs:
+        strategy, ev, events = run_strategy(path, frame, without)
+        name = strategy.name + (" (depth check off)" if without else "")
+        missing = sorted(m for m in strategy.metrics if m not in frame.columns)
+        if missing and not without:  # (without the depth check, only the message names the book)
+            for rule in strategy.rules:
+                lacking.append(
+                    f"| {name} | {rule.name} | {rule.severity} | – | – | – | needs {', '.join(missing)} |"
+                )
+            continue
         kinds = Counter((e.rule, e.kind) for e in events)
         for rule in strategy.rules:
             counts.append(
                 (
-                    strategy.name,
+                    name,
                     rule.name,
                     rule.severity,
                     kinds[(rule.name, "fired")],
@@ -172,6 +200,8 @@ def report(data: Path) -> str:
                     100.0 * float(np.mean(ev.series(rule.cond) == 1)),
                 )
             )
+        if without:
+            continue
         for e in events:
             if lo <= e.time < hi:
                 sig = ""
@@ -197,6 +227,7 @@ def report(data: Path) -> str:
         lines.append(
             f"| {name} | {rule} | {sev} | {fired} | {supp} | {fired / days * 30:.1f} | {share:.1f} % |"
         )
+    lines += lacking
     lines += [
         "",
         "Events in the 2025-10-10 crash window (2025-10-09 00:00 → 2025-10-12 24:00 UTC; bar open",
