@@ -8,6 +8,7 @@ before it is cut to a snippet, so a cut never leaves the start of a secret behin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -15,7 +16,7 @@ import math
 import numbers
 import traceback
 from abc import abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -23,7 +24,7 @@ import jsonschema
 import numpy as np
 
 from perpwatch import __version__
-from perpwatch.api.interfaces import Notifier, NotifierError, PluginContext, secret_values
+from perpwatch.api.interfaces import Notification, Notifier, NotifierError, PluginContext, secret_values
 from perpwatch.common.jsonsafe import jsonable
 from perpwatch.common.redact import REDACTED, redact
 from perpwatch.common.retry_after import retry_after_seconds
@@ -79,14 +80,54 @@ def is_resolved(event: Event) -> bool:
     return event.kind == "resolved"
 
 
+def is_repeat(event: Event) -> bool:
+    """A still-firing alert notified again (``repeat:``)."""
+    return event.kind == "repeat"
+
+
+def group_title(notification: Notification) -> str:
+    """``strategy · SYMBOL · 4h · 2025-10-10T20:00:00Z``: what the group's alerts share."""
+    first = notification.first
+    strategies = {e.strategy for e in notification.events}
+    symbols = {e.symbol for e in notification.events}
+    parts = [
+        first.strategy if len(strategies) == 1 else ", ".join(sorted(strategies)),
+        first.symbol if len(symbols) == 1 else ", ".join(sorted(symbols)),
+    ]
+    if first.interval:
+        parts.append(first.interval)
+    times = {e.time for e in notification.events}
+    parts.append(format_time(first.time) if len(times) == 1 else f"{len(times)} bars")
+    return " · ".join(p for p in parts if p)
+
+
+def group_footer(notification: Notification) -> str:
+    """``3 firing, 1 resolved · perpwatch``."""
+    firing, resolved = len(notification.firing), len(notification.resolved)
+    repeats = sum(1 for e in notification.events if is_repeat(e))
+    counts = [
+        f"{firing} firing" if firing else "",
+        f"{repeats} repeated" if repeats else "",
+        f"{resolved} resolved" if resolved else "",
+    ]
+    return ", ".join(c for c in counts if c) + " · perpwatch"
+
+
+def is_plain(notification: Notification) -> bool:
+    """One alert and no snapshot: rendered as that one event's message, as before grouping."""
+    return len(notification.events) == 1 and not notification.snapshot
+
+
 def mark(event: Event) -> str:
     """An emoji for the event: ✅ when resolved, else one per severity."""
     return RESOLVED_MARK if is_resolved(event) else SEVERITY_MARKS.get(event.severity, "⚪")
 
 
 def label(event: Event) -> str:
-    """``RESOLVED`` for a resolved event, else the severity in capitals."""
-    return "RESOLVED" if is_resolved(event) else event.severity.upper()
+    """``RESOLVED`` for a resolved event, else the severity in capitals (``HIGH (repeat)`` for a repeat)."""
+    if is_resolved(event):
+        return "RESOLVED"
+    return f"{event.severity.upper()} (repeat)" if event.kind == "repeat" else event.severity.upper()
 
 
 def where(event: Event, sep: str = " ") -> str:
@@ -176,6 +217,16 @@ def dumps(data: Any) -> str:
     return json.dumps(jsonable(data), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
+@contextlib.contextmanager
+def event_key(key: str) -> Iterator[None]:
+    """Within the block, HTTP requests carry ``key`` in the ``X-Perpwatch-Event`` header."""
+    token = _EVENT_KEY.set(key)
+    try:
+        yield
+    finally:
+        _EVENT_KEY.reset(token)
+
+
 # --- the base class ----------------------------------------------------------------------------
 
 
@@ -221,17 +272,32 @@ class BaseNotifier(Notifier):
         return clip(one_line(self.redact(text)), limit)
 
     def accepts(self, event: Event) -> bool:
-        """Whether this notifier takes ``event``: a fired or resolved event at ``min_severity`` or above.
+        """Whether this notifier takes ``event``: a fired, repeated or resolved event at
+        ``min_severity`` or above.
 
         An event with an unknown severity is accepted rather than lost.
         """
-        return event.kind in ("fired", "resolved") and super().accepts(event)
+        return event.kind in ("fired", "repeat", "resolved") and super().accepts(event)
 
     async def send(self, event: Event) -> None:
         """Deliver ``event``; any failure comes out as a NotifierError with a redacted message."""
-        token = _EVENT_KEY.set(event.key)
-        try:
+        await self._guarded(event.key, self.deliver(event))
+
+    async def send_group(self, notification: Notification) -> None:
+        """Deliver a grouped notification (``deliver_group``), with ``send``'s error contract; HTTP
+        notifiers send its dedupe key in the ``X-Perpwatch-Event`` header."""
+        await self._guarded(notification.key, self.deliver_group(notification))
+
+    async def deliver_group(self, notification: Notification) -> None:
+        """Deliver a group; by default each event with ``deliver`` (a notifier that renders groups
+        as one message overrides this)."""
+        for event in notification.events:
             await self.deliver(event)
+
+    async def _guarded(self, key: str, work: Any) -> None:
+        token = _EVENT_KEY.set(key)
+        try:
+            await work
         except NotifierError as exc:
             raise NotifierError(
                 self.redact(str(exc)), retryable=exc.retryable, retry_after=exc.retry_after

@@ -5,6 +5,11 @@ gets a backslash). A message longer than 4096 UTF-16 units (counted before entit
 always fits after) is split into several, at a line break or space where possible and never inside
 an escape sequence; if a later part fails, the retry resumes after the parts already delivered.
 The token never appears in errors, logs, ``repr`` or ``options``: the URL is shown as ``bot***``.
+
+A group (several alerts, or one with the strategy's snapshot) is one message: the most severe
+mark and level with the symbol and interval, the strategy and bar, the snapshot lines (labels in
+bold), the alerts sorted by severity (one line each: mark, level, rule, message, signal) and a
+footer; split like any long message.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 import httpx
 
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import NotifierError, PluginContext
+from perpwatch.api.interfaces import Notification, NotifierError, PluginContext
 from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
@@ -24,6 +29,8 @@ from ._notify import (
     TIMEOUT_OPTION,
     HttpNotifier,
     format_value,
+    group_footer,
+    is_plain,
     is_resolved,
     label,
     mark,
@@ -63,6 +70,43 @@ def render_atoms(event: Event, markdown: bool = True) -> list[str]:
     if event.values:
         atoms += esc("\n\n" + "\n".join(f"{k} = {format_value(v)}" for k, v in event.values.items()))
     atoms += esc(f"\n\n{format_time(event.time)}")
+    return atoms
+
+
+def render_group_atoms(notification: Notification, markdown: bool = True) -> list[str]:
+    """A grouped notification as atoms: head, snapshot, the alerts by severity, footer."""
+    if is_plain(notification):
+        return render_atoms(notification.first, markdown)
+    esc = mdv2_atoms if markdown else list
+
+    def bold(text: str) -> list[str]:
+        return ["*", *esc(text), "*"] if markdown else list(text)
+
+    first = notification.first
+    symbols = sorted({e.symbol for e in notification.events})
+    place = " · ".join(p for p in (", ".join(symbols), first.interval) if p)
+    times = sorted({e.time for e in notification.events})
+    when = format_time(times[0]) if len(times) == 1 else f"{format_time(times[0])} … {format_time(times[-1])}"
+    strategies = ", ".join(sorted({e.strategy for e in notification.events}))
+    atoms = [mark(first), " ", *bold(label(first)), *esc(f" · {place}\n{strategies} · {when}")]
+    if notification.snapshot:
+        atoms += esc("\n")
+        for name, text in notification.snapshot:
+            atoms += esc("\n")
+            if name:
+                atoms += [*bold(f"{name}:"), " "]
+            atoms += esc(text)
+    atoms += esc("\n")
+    for event in notification.events:
+        atoms += [*esc("\n"), mark(event), " ", *bold(label(event)), *esc(f" {event.rule}")]
+        if len(symbols) > 1:
+            atoms += esc(f" {event.symbol}")
+        if event.message:
+            atoms += esc(f": {event.message}")
+        signal = signal_text(event.signal)
+        if signal:
+            atoms += esc(f" | signal: {signal}")
+    atoms += esc(f"\n\n{group_footer(notification)}")
     return atoms
 
 
@@ -140,6 +184,10 @@ class TelegramNotifier(HttpNotifier):
         """The texts ``sendMessage`` gets for ``event`` (one unless it is long)."""
         return split_atoms(render_atoms(event, self.markdown))
 
+    def group_messages(self, notification: Notification) -> list[str]:
+        """The texts ``sendMessage`` gets for a grouped notification (one unless it is long)."""
+        return split_atoms(render_group_atoms(notification, self.markdown))
+
     def payload(self, text: str) -> dict[str, Any]:
         payload: dict[str, Any] = {"chat_id": self.chat_id, "text": text}
         if self.markdown:
@@ -148,12 +196,18 @@ class TelegramNotifier(HttpNotifier):
         return payload
 
     async def deliver(self, event: Event) -> None:
-        texts = self.messages(event)
-        for i in range(self._delivered.get(event.key, 0), len(texts)):
+        await self._send_parts(event.key, self.messages(event))
+
+    async def deliver_group(self, notification: Notification) -> None:
+        await self._send_parts(notification.key, self.group_messages(notification))
+
+    async def _send_parts(self, key: str, texts: list[str]) -> None:
+        """Send ``texts`` in order, resuming a retry after the parts already delivered."""
+        for i in range(self._delivered.get(key, 0), len(texts)):
             where = f" (part {i + 1} of {len(texts)})" if len(texts) > 1 else ""
             await self._send_text(texts[i], where)
-            self._remember(event.key, i + 1)
-        self._delivered.pop(event.key, None)
+            self._remember(key, i + 1)
+        self._delivered.pop(key, None)
 
     def _remember(self, key: str, parts: int) -> None:
         self._delivered.pop(key, None)

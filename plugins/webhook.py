@@ -1,8 +1,12 @@
-"""``webhook``: an HTTP request with the event as JSON; ``format: raw | slack | discord``.
+"""``webhook``: an HTTP request per grouped notification, as JSON; ``format: raw | event | slack | discord``.
 
-raw is the event record (``event.to_dict()`` plus ``time_iso``); slack is an incoming-webhook
+raw is Alertmanager's webhook payload, version 4 (:mod:`perpwatch.api.alertmanager`: ``status``,
+``groupKey``, ``commonLabels``, ``alerts[]`` …), one request per group; event is the older
+one-request-per-event record (``event.to_dict()`` plus ``time_iso``); slack is an incoming-webhook
 message (``text`` fallback plus Block Kit ``blocks``); discord is an execute-webhook message
-(``content`` plus one embed) within Discord's limits, with mentions disabled.
+(``content`` plus one embed) within Discord's limits, with mentions disabled. Slack and Discord
+render a group as one message (snapshot, alerts by severity, footer); the ``slack`` and
+``discord`` notifiers are this one with the format fixed.
 2xx is delivered; 408, 429 (``Retry-After`` honoured) and 5xx, timeouts and connection errors are
 retryable; any other status is not. Errors show the URL as ``scheme://host/***`` only: Slack and
 Discord webhook URLs carry their credential in the path, so ``url`` and ``headers`` are secret
@@ -17,8 +21,9 @@ from typing import Any
 
 import httpx
 
+from perpwatch.api import alertmanager
 from perpwatch.api.hookspecs import hookimpl
-from perpwatch.api.interfaces import PluginContext
+from perpwatch.api.interfaces import Notification, PluginContext
 from perpwatch.common.retry_after import retry_after_seconds
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
@@ -28,8 +33,12 @@ from ._notify import (
     HttpNotifier,
     clip,
     clip_atoms,
+    event_key,
     event_record,
     format_value,
+    group_footer,
+    group_title,
+    is_plain,
     is_resolved,
     label,
     mark,
@@ -99,6 +108,46 @@ def slack_payload(event: Event) -> dict[str, Any]:
     context = " · ".join(p for p in (format_time(event.time), event.interval, "perpwatch") if p)
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": context}]})
     return {"text": clip_atoms(slack_atoms(f"{head} {place}: {message}"), SLACK_TEXT), "blocks": blocks}
+
+
+def _alert_line(event: Event, many_symbols: bool) -> str:
+    """One alert of a group: ``🟠 HIGH oi_high: message | signal: …``."""
+    line = f"{mark(event)} {label(event)} {event.rule}"
+    if many_symbols:
+        line += f" {event.symbol}"
+    if event.message:
+        line += f": {event.message}"
+    signal = signal_text(event.signal)
+    return f"{line} | signal: {signal}" if signal else line
+
+
+def _many_symbols(notification: Notification) -> bool:
+    return len({e.symbol for e in notification.events}) > 1
+
+
+def slack_group_payload(notification: Notification) -> dict[str, Any]:
+    """A group as one Slack message: header, snapshot, the alerts by severity, footer."""
+    if is_plain(notification):
+        return slack_payload(notification.first)
+    first = notification.first
+    head = f"{mark(first)} {label(first)} · {group_title(notification)}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": clip(head, SLACK_HEADER), "emoji": True}}
+    ]
+    if notification.snapshot:
+        atoms: list[str] = []
+        for i, (name, text) in enumerate(notification.snapshot):
+            atoms += ["\n"] if i else []
+            atoms += ([f"*{slack_escape(name)}:* "] if name else []) + slack_atoms(text)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": clip_atoms(atoms, SLACK_TEXT)}})
+    many = _many_symbols(notification)
+    lines = "\n".join(_alert_line(e, many) for e in notification.events)
+    blocks.append(
+        {"type": "section", "text": {"type": "mrkdwn", "text": clip_atoms(slack_atoms(lines), SLACK_TEXT)}}
+    )
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": group_footer(notification)}]})
+    fallback = f"{head}: " + "; ".join(_alert_line(e, many) for e in notification.events)
+    return {"text": clip_atoms(slack_atoms(fallback), SLACK_TEXT), "blocks": blocks}
 
 
 # --- Discord -----------------------------------------------------------------------------------
@@ -204,13 +253,57 @@ def _value_fields(values: Iterable[tuple[str, Any]], slots: int, budget: int) ->
     return out
 
 
+def discord_group_payload(notification: Notification) -> dict[str, Any]:
+    """A group as one Discord message: content line, one embed (snapshot, alerts, footer)."""
+    if is_plain(notification):
+        return discord_payload(notification.first)
+    first = notification.first
+    title = clip_atoms(discord_atoms(group_title(notification)), DISCORD_TITLE)
+    content = clip_atoms(
+        [f"{mark(first)} **{label(first)}** ", *discord_atoms(group_title(notification))], DISCORD_CONTENT
+    )
+    atoms: list[str] = []
+    for name, text in notification.snapshot:
+        atoms += ([f"**{discord_escape(name)}:** "] if name else []) + discord_atoms(text) + ["\n"]
+    if atoms:
+        atoms.append("\n")
+    many = _many_symbols(notification)
+    for i, event in enumerate(notification.events):
+        atoms += (["\n"] if i else []) + discord_atoms(_alert_line(event, many))
+    footer = group_footer(notification)
+    room = min(DISCORD_DESCRIPTION, DISCORD_EMBED_TOTAL - u16len(title) - u16len(footer))
+    color = DISCORD_COLORS.get(first.severity, 0x95A5A6)
+    if not notification.firing:
+        color = DISCORD_RESOLVED_COLOR
+    return {
+        "content": content,
+        "embeds": [
+            {
+                "title": title,
+                "description": clip_atoms(atoms, room),
+                "color": color,
+                "timestamp": format_time(first.time),
+                "footer": {"text": footer},
+            }
+        ],
+        "allowed_mentions": {"parse": []},
+    }
+
+
 # --- the notifier ------------------------------------------------------------------------------
 
-FORMATS = {"raw": event_record, "slack": slack_payload, "discord": discord_payload}
+FORMATS = {"raw": event_record, "event": event_record, "slack": slack_payload, "discord": discord_payload}
+GROUP_FORMATS = {
+    "raw": alertmanager.payload,
+    "slack": slack_group_payload,
+    "discord": discord_group_payload,
+}
 
 
 class WebhookNotifier(HttpNotifier):
-    """Sends each event as JSON to ``url``."""
+    """Sends each grouped notification (``format: event``: each event) as JSON to ``url``."""
+
+    fixed_format: str | None = None  # the slack and discord notifiers: their one format
 
     name = "webhook"
     options_schema = notifier_schema(  # webhook URLs and header values are credentials: x-secret
@@ -237,7 +330,7 @@ class WebhookNotifier(HttpNotifier):
 
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
-        self.format: str = self.option("format")
+        self.format: str = self.fixed_format or self.option("format")
         self.method: str = self.option("method")
         self.shown = f"{self.method} {short_url(self.secret('url'))}"
 
@@ -245,9 +338,27 @@ class WebhookNotifier(HttpNotifier):
         """The JSON body for ``event`` in this notifier's format."""
         return FORMATS[self.format](event)
 
+    def group_payload(self, notification: Notification) -> dict[str, Any]:
+        """The JSON body for a grouped notification (raw: Alertmanager's payload, this notifier's
+        name as its receiver)."""
+        if self.format == "raw":
+            return alertmanager.payload(notification, receiver=self.name)
+        return GROUP_FORMATS[self.format](notification)
+
+    async def deliver_group(self, notification: Notification) -> None:
+        if self.format == "event":  # one request per event, as before grouping
+            for event in notification.events:
+                with event_key(event.key):
+                    await self.deliver(event)
+            return
+        await self._post(self.group_payload(notification))
+
     async def deliver(self, event: Event) -> None:
+        await self._post(self.payload(event))
+
+    async def _post(self, body: dict[str, Any]) -> None:
         url, headers = self.secret("url"), self.secret("headers") if "headers" in self.options else {}
-        response = await self.request(self.method, url, self.payload(event), self.shown, headers)
+        response = await self.request(self.method, url, body, self.shown, headers)
         if response.is_success:
             return
         error = self.status_error(response, self.shown, self.body_snippet(response))

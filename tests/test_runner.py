@@ -238,8 +238,15 @@ def test_api_down_three_cycles_holds_rules_then_catches_up(env):
     expected = []
     for sym in env.symbols:
         expected += reference(strat, env.series[sym], sym, T0 - H, T0 + 10 * H)
-    assert sorted(e.key for e in env.store.events()) == sorted(expected)
-    assert sorted(env.jsonl()) == sorted(notified(expected))
+    assert sorted(e.key for e in env.store.events() if e.strategy != "perpwatch") == sorted(expected)
+    # the third failed cycle in a row raised the source_failing meta-alert; the first good one resolved it
+    meta = [e for e in env.store.events() if e.strategy == "perpwatch"]
+    assert [(e.rule, e.symbol, e.kind, e.time) for e in meta] == [
+        ("source_failing", "coinglass", "fired", T0 + 5 * H + 5000),  # settle: 5 s
+        ("source_failing", "coinglass", "resolved", T0 + 6 * H + 5000),
+    ]
+    assert "3 in a row" in meta[0].message and "HTTP 500" in meta[0].message and meta[0].severity == "critical"
+    assert sorted(env.jsonl()) == sorted([*notified(expected), *(e.key for e in meta)])
     assert len(env.jsonl()) == len(set(env.jsonl()))
 
 
@@ -409,7 +416,9 @@ def test_routing_by_min_severity_and_notify_list(env):
 
     async def main():
         runner = env.runner([heat, other], env.config(ops=ops))
-        assert set(runner.notifiers) == {"file", "ops"}  # "hook" is configured but nobody uses it
+        # "hook" is configured but no strategy names it and there is no route: block (the
+        # meta-alerts go where the strategies' alerts go)
+        assert set(runner.notifiers) == {"file", "ops"}
         for n in range(8):
             await env.cycle(runner, T0 + n * H)
         await runner.aclose()
@@ -423,18 +432,25 @@ def test_routing_by_min_severity_and_notify_list(env):
 
 
 def test_default_notifier_is_console(env, capsys):
+    """Without notify: a strategy goes to the config's default route: every configured notifier
+    (here file and hook), and the console only when the config names none (issue 16 #2)."""
     strat = strategy(env.tmp, HEAT.replace("notify: [file, hook]\n", ""))
 
-    async def main():
-        runner = env.runner([strat])
-        assert list(runner.notifiers) == ["console"]
+    async def main(cfg):
+        runner = env.runner([strat], cfg)
         for n in range(4):
             await env.cycle(runner, T0 + n * H)
         await runner.aclose()
+        return list(runner.notifiers)
 
-    run(main())
-    out = capsys.readouterr().out
-    assert "heat/hot BTC 1h: BTC funding 0.100" in out
+    assert run(main(env.config())) == ["file", "hook"]
+    assert any(k.startswith("heat/hot/BTC/") for k in env.jsonl())
+    assert "heat/hot BTC 1h: BTC funding 0.100" not in capsys.readouterr().out
+    bare = env.config()
+    bare.notifiers = {}
+    strat = strategy(env.tmp, HEAT.replace("notify: [file, hook]\n", "").replace("name: heat", "name: bare"), "b.yaml")
+    assert run(main(bare)) == ["console"]
+    assert "bare/hot BTC 1h: BTC funding 0.100" in capsys.readouterr().out
 
 
 class FakeTrading:
@@ -766,7 +782,9 @@ def test_a_broken_evaluation_holds_only_its_symbol(env, monkeypatch):
     reports = run(main())
     assert all(r.failures == ["heat ETH: evaluation failed"] for r in reports)
     assert not [e for e in env.store.events() if e.symbol == "ETH"]
-    assert [e.key for e in env.store.events()] == reference(
+    meta = [e for e in env.store.events() if e.strategy == "perpwatch"]
+    assert [(e.rule, e.kind) for e in meta] == [("cycle_failed", "fired")]  # once, while it lasts
+    assert [e.key for e in env.store.events() if e.strategy != "perpwatch"] == reference(
         strat, env.series["BTC"], "BTC", T0 - H, T0 + 4 * H
     )
 

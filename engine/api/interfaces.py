@@ -31,7 +31,7 @@ from perpwatch.api.executors import Accounting, Executor, ExecutorError, Fill, P
 from perpwatch.api.history import History, HistoryReader
 from perpwatch.api.hookspecs import hookimpl
 from perpwatch.api.ledger import Ledger, TradeSummary
-from perpwatch.api.notifiers import Notifier, NotifierError
+from perpwatch.api.notifiers import Notification, Notifier, NotifierError
 from perpwatch.api.plugin import SECRET_MARKERS, Plugin, PluginContext, PluginError, secret_values
 from perpwatch.api.sources import FetchRequest, Source, SourceError
 from perpwatch.evaluation.events import Event, ExitDistance, OrderIntent
@@ -52,6 +52,7 @@ __all__ = [
     "HistoryReader",
     "Ledger",
     "Metric",
+    "Notification",
     "Notifier",
     "NotifierError",
     "OrderIntent",

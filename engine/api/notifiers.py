@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from perpwatch.api.plugin import Plugin, PluginError
@@ -14,6 +15,36 @@ MIN_SEVERITY_OPTION: dict[str, Any] = {
     "default": "info",
     "description": "Lowest severity this notifier receives.",
 }
+
+
+@dataclass
+class Notification:
+    """One grouped message: the alerts of one group (by default one strategy, symbol and bar).
+
+    ``events`` are sorted by severity, highest first, resolved ones last; ``snapshot`` is the
+    strategy's key metrics at the group's bar as (label, text) lines (label "" for a plain line);
+    ``group`` holds the ``group_by`` labels and their values; ``key`` is the dedupe key, derived
+    from the member events' keys (a single event's own key when it is alone), stable across retries.
+    """
+
+    events: list[Event]
+    key: str
+    group: dict[str, str] = field(default_factory=dict)
+    snapshot: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def first(self) -> Event:
+        """The most severe alert (what a one-line title shows)."""
+        return self.events[0]
+
+    @property
+    def firing(self) -> list[Event]:
+        """The alerts still firing (fired and repeated ones)."""
+        return [e for e in self.events if e.kind != "resolved"]
+
+    @property
+    def resolved(self) -> list[Event]:
+        return [e for e in self.events if e.kind == "resolved"]
 
 
 class NotifierError(PluginError):
@@ -63,3 +94,11 @@ class Notifier(Plugin, ABC):
     @abstractmethod
     async def send(self, event: Event) -> None:
         """Deliver ``event``; raise NotifierError when it could not be delivered."""
+
+    async def send_group(self, notification: Notification) -> None:
+        """Deliver a grouped notification; raise NotifierError when it could not be delivered.
+
+        This default sends each member event with :meth:`send`, so a notifier that knows nothing of
+        groups still receives every alert; the built-in notifiers render the group as one message."""
+        for event in notification.events:
+            await self.send(event)

@@ -65,6 +65,7 @@ class Rule:
     side: int | None = None  # plan node giving long/short/flat
     size: int | None = None  # plan node giving the size in USD
     notify_resolved: bool = False
+    repeat_ms: int | None = None  # re-send while firing at most this often; None: the config's; 0: off
     # protective exits of the positions its signal opens: its own, else the strategy's risk: defaults
     stop_loss: ExitSpec | None = None
     take_profit: ExitSpec | None = None
@@ -105,6 +106,8 @@ class Strategy:
     execute: str | None
     risk: Risk
     functions: Mapping[str, FunctionSpec]
+    #: ``snapshot:`` lines of grouped notifications: (label, template); label "" for a plain line
+    snapshot: list[tuple[str, Template]] = field(default_factory=list)
 
     @property
     def warmup(self) -> int:
@@ -229,6 +232,7 @@ class _Compiler:
             rule = self._guard(self._rule, raw, loc)
             if rule is not None:
                 rules.append(rule)
+        snapshot = self._snapshot()
         if self.errors:
             self.errors.sort(key=lambda e: (e.loc.line if e.loc else 0, e.loc.col if e.loc else 0))
             raise ErrorList(self.errors)
@@ -249,6 +253,7 @@ class _Compiler:
             execute=doc.get("execute"),
             risk=self._risk(self.exit_defaults),
             functions=self.functions,
+            snapshot=snapshot,
         )
 
     def _guard(self, fn, *args):
@@ -449,6 +454,9 @@ class _Compiler:
             rule.for_bars = self._bars(raw["for"], raw.val_loc("for"))
         if "cooldown" in raw:
             rule.cooldown_ms = _duration_ms(raw["cooldown"], raw.val_loc("cooldown"), "cooldown")
+        if "repeat" in raw:
+            off = raw["repeat"] == "off"
+            rule.repeat_ms = 0 if off else _duration_ms(raw["repeat"], raw.val_loc("repeat"), "repeat")
         if "signal" in raw:
             self._signal(rule, raw["signal"])
         if "message" in raw:
@@ -459,6 +467,21 @@ class _Compiler:
                 [*self.let_src, *self.params, *self.metrics, "symbol", "rule", "severity", "time"],
             )
         return rule
+
+    def _snapshot(self) -> list[tuple[str, Template]]:
+        """``snapshot:``: each line a message template (a string, or ``{label, value}``)."""
+        items: LList = self.doc.get("snapshot") or LList()
+        known = [*self.let_src, *self.params, *self.metrics, "symbol", "time"]
+        out: list[tuple[str, Template]] = []
+        for i, item in enumerate(items):
+            if isinstance(item, LDict):
+                label, text, loc = item["label"], item["value"], item.val_loc("value")
+            else:
+                label, text, loc = "", item, items.item_loc(i)
+            template = self._guard(compile_template, text, loc, self._template_kind, known)
+            if template is not None:
+                out.append((label, template))
+        return out
 
     def _check_warmup(self, node_id: int, loc: Loc, what: str) -> None:
         """An expression needing more than MAX_WARMUP_BARS bars of history is an error at ``loc``."""

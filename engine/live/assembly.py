@@ -15,6 +15,7 @@ from perpwatch.common.symbols import normalise_symbols
 from perpwatch.language.compiler import Strategy
 from perpwatch.live.config import Config
 from perpwatch.live.jobs import Job, rule_metrics
+from perpwatch.live.routing import NotifyPolicy
 
 log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
 
@@ -30,6 +31,7 @@ class Assembly:
     notifiers: dict[str, Notifier]
     executors: dict[str, Executor]
     trading: Any  # the trading layer, or None when no strategy executes (or it is not installed)
+    policy: NotifyPolicy | None = None  # the config's routes, grouping, repeats and inhibitions
 
 
 def load_trading() -> type | None:
@@ -77,11 +79,22 @@ def assemble(
             raise PerpwatchError(redact(f"{kind[:-1]} {name!r}: {e}")) from None
 
     jobs, sources, notifiers = [], {}, {}
+    policy = NotifyPolicy.from_config(cfg.notify, cfg.route, cfg.notifiers)
+    if not cfg.route and all(s.notify is not None for s in strategies):
+        # nothing is routed but the meta-alerts: they go where the strategies' alerts go
+        policy.default = tuple(dict.fromkeys(n for s in strategies for n in s.notify or ())) or policy.default
+    routed = policy.all_receivers()  # a strategy without notify: (and the meta-alerts) go through route:
+    for n in routed:
+        if n not in notifiers:
+            if n not in cfg.notifiers and n not in registry.notifiers:
+                known = ", ".join(sorted(cfg.notifiers)) or "none configured"
+                raise PerpwatchError(f"route: no notifier named {n!r} ({known})")
+            notifiers[n] = make("notifiers", n)
     for s in strategies:
         source = s.source or cfg.default_source()
         if source not in sources:
             sources[source] = make("sources", source)
-        notify = list(s.notify) if s.notify is not None else list(DEFAULT_NOTIFY)
+        notify = list(s.notify) if s.notify is not None else list(routed)
         for n in notify:
             if n not in notifiers:
                 if n not in cfg.notifiers and n not in registry.notifiers:
@@ -102,4 +115,4 @@ def assemble(
     elif wanted and trading_cls is not None:
         executors = {name: make("executors", name) for name in wanted}
         trading = trading_cls(ctx.store, executors, ctx.clock)
-    return Assembly(jobs, sources, notifiers, executors, trading)
+    return Assembly(jobs, sources, notifiers, executors, trading, policy)

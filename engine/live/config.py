@@ -20,6 +20,7 @@ from perpwatch.api.registry import Registry
 from perpwatch.common.errors import ErrorList, Loc, LocatedError, PerpwatchError, did_you_mean
 from perpwatch.common.redact import redact, secret_parts
 from perpwatch.common.symbols import normalise_symbols
+from perpwatch.common.timeutil import parse_duration
 from perpwatch.language.schemas import locate, schema_validator, validate, validate_with
 from perpwatch.language.yamlsrc import LDict, LList, load_yaml_file
 from perpwatch.live.state import state_path_problem
@@ -48,6 +49,11 @@ class Config:
     executors: dict[str, Instance] = field(default_factory=dict)
     runner: dict[str, Any] = field(default_factory=dict)
     secrets: frozenset[str] = frozenset()
+    notify: dict[str, Any] = field(default_factory=dict)  # group_by, repeat, inhibit (routing.NotifyPolicy)
+    route: dict[str, Any] = field(default_factory=dict)  # receivers, routes (routing.NotifyPolicy)
+    meta: dict[str, Any] = field(default_factory=dict)  # meta-alerts (meta.MetaSettings)
+    heartbeat: dict[str, Any] = field(default_factory=dict)  # url (a secret), method, fail, timeout
+    http: dict[str, Any] = field(default_factory=dict)  # listen, token (a secret), health_grace (perpwatch.web)
 
     def default_source(self) -> str:
         """The source for strategies that name none: the only configured one, else coinglass/binance."""
@@ -115,13 +121,24 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
         raise ErrorList(errors)
     secrets: set[str] = set()
     doc = _substitute(doc, secrets, doc.loc)
+    heartbeat = dict(doc.get("heartbeat") or {})
+    if (doc.get("http") or {}).get("token"):  # the dashboard's actions: a secret even when written out
+        secrets.update(secret_parts(str(doc["http"]["token"])))
+    if heartbeat.get("url"):  # it identifies the check: whoever has it can ping it
+        secrets.update(secret_parts(str(heartbeat["url"])))
     cfg = Config(
         file=path,
         symbols=_symbols(doc),
         state=_state(doc, path),
         runner=dict(doc.get("runner") or {}),
         secrets=frozenset(secrets),
+        notify=_plain(doc.get("notify") or {}),
+        route=_plain(doc.get("route") or {}),
+        meta=_plain(doc.get("meta") or {}),
+        heartbeat=heartbeat,
+        http=dict(doc.get("http") or {}),
     )
+    check_routes(cfg, doc, path, registry)
     for kind in ("sources", "notifiers", "executors"):
         section: LDict = doc.get(kind) or LDict()
         for name, raw in section.items():
@@ -181,6 +198,53 @@ def check_instances(cfg: Config, doc: LDict, registry: Registry) -> None:
             errors += validate_with(validator, sub, cfg.file or "", root=f"{kind}.{name}")
     if errors:
         raise ErrorList([LocatedError(e.loc, cfg.redact(e.message)) for e in errors])
+
+
+def check_routes(cfg: Config, doc: LDict, path: str, registry: Registry | None = None) -> None:
+    """``route:`` names configured notifiers (or installed notifier plugins; checked when the
+    registry is given) and ``notify.repeat`` durations are at most a year: located errors
+    otherwise (the schema checked the shapes)."""
+    errors: list[LocatedError] = []
+    known = set(cfg.notifiers) | set(registry.notifiers if registry is not None else ())
+
+    def receivers(node: Any, at: list[Any]) -> None:
+        if registry is None:
+            return
+        for i, name in enumerate(node or ()):
+            if name not in known:
+                listing = ", ".join(sorted(cfg.notifiers)) or "none configured"
+                errors.append(
+                    LocatedError(
+                        locate(doc, [*at, i], path),
+                        f"no notifier named {name!r}{did_you_mean(name, known)} (configured: {listing})",
+                    )
+                )
+
+    route = doc.get("route") or {}
+    receivers(route.get("receivers"), ["route", "receivers"])
+    for i, item in enumerate(route.get("routes") or ()):
+        receivers(item.get("receivers"), ["route", "routes", i, "receivers"])
+    for severity, text in ((doc.get("notify") or {}).get("repeat") or {}).items():
+        try:
+            ms = parse_duration(str(text))
+        except ValueError as e:
+            ms, problem = -1, str(e)
+        else:
+            problem = "at most 365 days" if ms > 365 * 86_400_000 else ""
+        if problem:
+            where = locate(doc, ["notify", "repeat", severity], path)
+            errors.append(LocatedError(where, f"repeat: {text!r}: {problem}"))
+    if errors:
+        raise ErrorList(errors)
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and lists of a YAML document as plain dicts and lists."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _symbols(doc: LDict) -> list[str]:

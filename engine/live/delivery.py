@@ -1,20 +1,29 @@
 """Delivery: after a cycle commits, each notifier gets what is due in the outbox, oldest first, in its
 own task; a retryable failure (with backoff, or the notifier's ``retry_after``) blocks that notifier
-until its next try, so one notifier being down never holds up another."""
+until its next try, so one notifier being down never holds up another.
+
+What is due is grouped (:mod:`perpwatch.live.grouping`): one notification per group, sent with
+``Notifier.send_group``; its members' outbox rows are marked delivered, or failed, together."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from perpwatch.api.interfaces import Notifier, NotifierError
+from perpwatch.api.interfaces import Notification, Notifier, NotifierError
 from perpwatch.common.clock import Clock
 from perpwatch.common.timeutil import format_time
-from perpwatch.evaluation.events import Event
+from perpwatch.live.alertstate import AlertState
+from perpwatch.live.grouping import collect
 from perpwatch.live.jobs import RunnerOptions
+from perpwatch.live.routing import DEFAULT_GROUP_BY
 from perpwatch.live.state import StateStore
+
+if TYPE_CHECKING:
+    from perpwatch.live.meta import MetaAlerts
 
 log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
 
@@ -35,7 +44,12 @@ class Delivery:
         redact: Callable[[str], str],
         db: asyncio.Lock,
         done: asyncio.Event,
+        group_by: Sequence[str] = DEFAULT_GROUP_BY,
+        meta: MetaAlerts | None = None,
     ):
+        self.group_by = tuple(group_by)
+        self.meta = meta  # told of each notifier's failures and recoveries
+        self.alert_state = meta.state if meta is not None else AlertState(store)
         self.notifiers = notifiers
         self.store = store
         self.clock = clock
@@ -85,34 +99,50 @@ class Delivery:
             await asyncio.wait(running, timeout=left)
 
     async def _deliver(self, name: str) -> None:
-        """Send what is due for one notifier, oldest first; stop at a retryable failure."""
+        """Send what is due for one notifier, group by group, oldest first; stop at a retryable failure."""
         notifier = self.notifiers[name]
         tried: set[int] = set()  # each item once per task, whatever happens to its mark
         try:
             while True:
                 async with self.db:
                     items = self.store.due(self.clock.time(), name, DELIVERY_BATCH + len(tried))
-                items = [item for item in items if item.event_id not in tried]
-                if not items:
+                    items = [item for item in items if item.event_id not in tried]
+                    groups = collect(items, self.group_by, self.alert_state.snapshot)
+                if not groups:
                     return
-                for item in items:
+                for notification, members in groups:
                     if self.store.file_problem():  # gone: its delivery could never be recorded
                         return
-                    tried.add(item.event_id)
-                    error = await self._send(notifier, item.event)
+                    tried.update(m.event_id for m in members)
+                    error = await self._send(notifier, notification)
                     now = self.clock.time()
                     async with self.db:
-                        if error is None:
-                            self.store.mark_delivered(item.event_id, name, now)
-                            continue
-                        next_try = self.store.mark_failed(
-                            item.event_id, name, error.args[0], now, error.retry_after, error.retryable
-                        )
+                        with self.store.transaction():  # a group is delivered, or failed, as a whole
+                            if error is None:
+                                for m in members:
+                                    self.store.mark_delivered(m.event_id, name, now)
+                            else:
+                                for m in members:
+                                    next_try = self.store.mark_failed(
+                                        m.event_id,
+                                        name,
+                                        error.args[0],
+                                        now,
+                                        error.retry_after,
+                                        error.retryable,
+                                    )
+                        if self.meta is not None:
+                            attempts = max(m.attempts for m in members) + 1
+                            self.meta.delivery(
+                                name, error is None, attempts, error.args[0] if error else "", now
+                            )
+                    if error is None:
+                        continue
                     log.warning(
                         "notifier %s: %s not delivered (try %d): %s; next try %s",
                         name,
-                        item.event.key,
-                        item.attempts + 1,
+                        notification.key,
+                        members[0].attempts + 1,
                         error.args[0],
                         format_time(int(next_try * 1000)),
                     )
@@ -122,10 +152,10 @@ class Delivery:
         finally:
             self.done.set()
 
-    async def _send(self, notifier: Notifier, event: Event) -> NotifierError | None:
+    async def _send(self, notifier: Notifier, notification: Notification) -> NotifierError | None:
         timeout = self.options.notify_timeout
         try:
-            await asyncio.wait_for(notifier.send(event), timeout)
+            await asyncio.wait_for(notifier.send_group(notification), timeout)
         except NotifierError as e:
             return NotifierError(self.redact(str(e)), retryable=e.retryable, retry_after=e.retry_after)
         except TimeoutError:

@@ -39,11 +39,16 @@ from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact as redact_secrets
 from perpwatch.language.compiler import Strategy
 from perpwatch.live import loop
+from perpwatch.live.alerting import Alerting
+from perpwatch.live.alertstate import AlertState
 from perpwatch.live.assembly import assemble
 from perpwatch.live.config import Config, instance_secrets
 from perpwatch.live.delivery import Delivery
 from perpwatch.live.fetching import Fetcher
+from perpwatch.live.heartbeat import Heartbeat
 from perpwatch.live.jobs import TRADING_METRICS, CycleReport, Job, RunnerOptions
+from perpwatch.live.meta import MetaAlerts, MetaSettings
+from perpwatch.live.routing import NotifyPolicy
 from perpwatch.live.schedule import Schedule
 from perpwatch.live.staleness import Staleness
 from perpwatch.live.state import StateStore
@@ -69,6 +74,9 @@ class Runner:
         trading: Any = None,
         executors: dict[str, Executor] | None = None,
         redact: Callable[[str], str] = lambda s: s,
+        policy: NotifyPolicy | None = None,
+        meta: MetaSettings | None = None,
+        heartbeat: Heartbeat | None = None,
     ):
         self.jobs = jobs
         self.sources = sources
@@ -83,9 +91,21 @@ class Runner:
         self.wakeup = loop.Wakeup(self.clock)
         self.schedule = Schedule(jobs, store, self.options)
         self.fetcher = Fetcher(sources, self.options, redact)
-        self.stepper = Stepper(store, notifiers, redact, self.wakeup)
+        # routing, grouping, repeats, meta-alerts (policy None: each job's own notifiers)
+        self.alerting = Alerting(store, AlertState(store), policy, notifiers)
+        self.meta = MetaAlerts(self.alerting, meta)
+        self.heartbeat = heartbeat
+        self.stepper = Stepper(store, notifiers, redact, self.wakeup, self.alerting)
         self.delivery = Delivery(
-            notifiers, store, self.clock, self.options, redact, self._db, self.wakeup.event
+            notifiers,
+            store,
+            self.clock,
+            self.options,
+            redact,
+            self._db,
+            self.wakeup.event,
+            self.alerting.policy.group_by,
+            self.meta,
         )
         self.provides = self.fetcher.provides  # source instance -> the metrics it provides
         self.staleness = Staleness(sources)
@@ -124,6 +144,9 @@ class Runner:
             trading=parts.trading,
             executors=parts.executors,
             redact=redact,
+            policy=parts.policy,
+            meta=MetaSettings.from_config(cfg.meta),
+            heartbeat=Heartbeat.from_config(cfg.heartbeat, transport, redact),
         )
 
     def check_sources(self) -> None:
@@ -144,6 +167,8 @@ class Runner:
             raise PerpwatchError("\nerror: ".join(problems))  # one line each, as report_errors shows them
 
     async def aclose(self) -> None:
+        if self.heartbeat is not None:
+            await self.heartbeat.aclose()
         for plugin in [*self.sources.values(), *self.notifiers.values(), *self.executors.values()]:
             try:
                 await plugin.aclose()
@@ -183,6 +208,7 @@ class Runner:
         t1, c1 = time.perf_counter(), time.process_time()  # evaluations run in a thread of their own
         async with self._db:
             with self.store.transaction():
+                self.alerting.begin()
                 newest: list[Stepped] = []
                 for plan in plans:
                     stepped, held = await self.stepper.step_plan(plan, fetched, now, report)
@@ -192,6 +218,9 @@ class Runner:
                     self.schedule.processed(plan.job, plan.end, held, now)
                 if self.trading is not None:
                     await self.stepper.trade(self.trading, newest, now, report)
+                fetch_failures = sum(1 for got in fetched.values() if got.reason is not None)
+                self.meta.observe_cycle(now, plans, fetched, report, fetch_failures)
+                self.alerting.finish(now, report)  # routed once every strategy has stepped
                 self.store.check_file()  # gone during the cycle: roll back and stop
                 t2 = time.perf_counter()
         report.commit_wall = time.perf_counter() - t2
@@ -199,8 +228,17 @@ class Runner:
         report.process_cpu = time.process_time() - c1
         report.wall = time.perf_counter() - wall0
         report.cpu = time.process_time() - cpu0
+        if self.heartbeat is not None:
+            self.heartbeat.after_cycle(not report.failed)
         self.kick()
         return report
+
+    def meta_cycle_failed(self, now: float, reason: str) -> None:
+        """A cycle failed as a whole and was rolled back: the ``cycle_failed`` meta-alert."""
+        try:
+            self.meta.cycle_rolled_back(now, self.redact(reason))
+        except Exception as e:  # the database itself may be what failed
+            log.debug("meta-alert cycle_failed not recorded: %s", self.redact(str(e)))
 
     # -- delivery ----------------------------------------------------------------------------
 

@@ -188,6 +188,7 @@ class OutboxItem:
     next_try: float
     last_error: str | None
     event: Event
+    created_at: float = 0.0  # the cycle that queued it (grouping keeps a cycle's alerts together)
 
 
 @dataclass
@@ -500,7 +501,7 @@ class StateStore:
     def due(self, now: float, notifier: str | None = None, limit: int | None = None) -> list[OutboxItem]:
         """Undelivered items whose ``next_try`` has come, oldest event first."""
         sql = (
-            f"SELECT o.event_id, o.notifier, o.attempts, o.next_try, o.last_error, {_EVENT_COLUMNS_E} "
+            f"SELECT o.event_id, o.notifier, o.attempts, o.next_try, o.last_error, o.created_at, {_EVENT_COLUMNS_E} "
             "FROM outbox o JOIN events e ON e.id = o.event_id WHERE o.delivered_at IS NULL AND o.next_try <= ?"
         )
         args: list[Any] = [now]
@@ -509,7 +510,9 @@ class StateStore:
         sql += " ORDER BY o.event_id, o.notifier"
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, int(limit)]
-        return [OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[5:])) for r in self.conn.execute(sql, args)]
+        return [
+            OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[6:]), r[5]) for r in self.conn.execute(sql, args)
+        ]
 
     def next_due(self, notifier: str | None = None) -> float | None:
         """When the earliest undelivered item (of one notifier) may be tried; None when nothing is pending."""

@@ -28,7 +28,10 @@ from perpwatch.evaluation.events import Event
 from perpwatch.evaluation.frame import Frame
 from perpwatch.evaluation.rules import RuleState, build_event, step
 from perpwatch.language.compiler import Rule
+from perpwatch.live.alerting import Alerting
+from perpwatch.live.alertstate import AlertState
 from perpwatch.live.fetching import Fetched, FetchKey
+from perpwatch.live.grouping import snapshot_lines
 from perpwatch.live.jobs import CycleReport, Job
 from perpwatch.live.loop import CycleStopped, Wakeup
 from perpwatch.live.schedule import Plan
@@ -99,12 +102,15 @@ class Stepper:
         notifiers: dict[str, Notifier],
         redact: Callable[[str], str],
         wakeup: Wakeup | None = None,
+        alerting: Alerting | None = None,
     ):
         self.store = store
         self.notifiers = notifiers
         self.redact = redact
         self.wakeup = wakeup  # its stop's grace bounds each step; None: unbounded
         self.worker = EvaluationThread()
+        # routing, repeats, silences, inhibition; without a config's policy, each job's notifiers
+        self.alerting = alerting or Alerting(store, AlertState(store), None, notifiers)
 
     async def step_plan(
         self, plan: Plan, fetched: dict[FetchKey, Fetched], now: float, report: CycleReport
@@ -116,6 +122,7 @@ class Stepper:
         held: list[str] = []
         for symbol in plan.symbols:
             got = fetched[(job.source, job.strategy.interval, symbol)]
+            mark = self.alerting.mark()
             try:
                 with self.store.savepoint():
                     ev, events, was_held = await self.step(
@@ -124,6 +131,7 @@ class Stepper:
             except CycleStopped:
                 raise
             except Exception as e:  # one broken evaluation must not stop the others
+                self.alerting.rollback(mark)
                 log.error(
                     "%s %s: evaluation failed, its rules are held: %s",
                     job.strategy.name,
@@ -177,9 +185,12 @@ class Stepper:
                 x = truths[i]
                 kind = step(st, None if x != x else float(x), int(times[i]), rule.for_bars, rule.cooldown_ms)
                 if kind is None:
-                    continue
+                    if i != last_i or not self.alerting.repeat_due(s, rule, st, symbol, int(times[i])):
+                        continue
+                    kind = "repeat"  # still firing, its repeat interval passed: notified again
                 event = self.clean(build_event(s, rule, ev, i, kind))
-                if self.record(job, rule, event, before, now, report) and i == last_i:
+                recorded = self.record(job, rule, event, before, now, report, ev, i)
+                if recorded and i == last_i and kind != "repeat":
                     newest.append(event)
             self.store.save_rule_state(s.name, rule.name, symbol, st)
         return ev, newest, held
@@ -196,28 +207,25 @@ class Stepper:
             raise
 
     def record(
-        self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float, report: CycleReport
+        self,
+        job: Job,
+        rule: Rule,
+        event: Event,
+        suppressed_before: bool,
+        now: float,
+        report: CycleReport,
+        ev: Evaluation | None = None,
+        i: int = -1,
     ) -> bool:
-        """Record ``event`` and queue it for its notifiers; False when it was already recorded."""
+        """Record ``event`` and hand it to the routing (:meth:`Alerting.finish` queues it at the end
+        of the stepping); False when it was already recorded."""
         event_id = self.store.record_event(event, now)
         if event_id is None:
             return False
         report.events += 1
-        for name in self.routes(job, rule, event, suppressed_before, now):
-            self.store.enqueue(event_id, name, now)
-            report.queued += 1
+        snapshot = (lambda: snapshot_lines(job.strategy, ev, i)) if ev is not None else None
+        self.alerting.add(event_id, event, job, rule, suppressed_before, snapshot, now)
         return True
-
-    def routes(self, job: Job, rule: Rule, event: Event, suppressed_before: bool, now: float) -> list[str]:
-        """The notifiers that get ``event``: fired ones, and resolved ones the rule asks for."""
-        if event.kind == "resolved":
-            if not rule.notify_resolved or suppressed_before:
-                return []
-        elif event.kind != "fired":
-            return []
-        if self.store.is_muted(event.strategy, event.rule, event.symbol, now):
-            return []
-        return [n for n in job.notify if self.notifiers[n].accepts(event)]
 
     async def trade(self, trading: Any, stepped: list[Stepped], now: float, report: CycleReport) -> None:
         """Second phase: the trading layer acts on each executing strategy's newest bar, each
