@@ -98,6 +98,13 @@ def register(cli: click.Group) -> None:
 @click.option(
     "--dask", "dask_address", metavar="ADDRESS", help="Run trials on a Dask scheduler (tcp://host:8786)."
 )
+@click.option(
+    "--dask-timeout",
+    default=30.0,
+    show_default=True,
+    type=NumberType(minimum=0, min_open=True),
+    help="Seconds to wait for the Dask scheduler.",
+)
 @click.option("--from", "start", metavar="TIME", help="First bar traded (earlier bars only warm up).")
 @click.option("--to", "end", metavar="TIME", help="Last bar traded.")
 @click.option("--symbols", "symbols", multiple=True, metavar="SYM[,SYM]", help="Symbols (as for backtest).")
@@ -133,6 +140,7 @@ def sweep(
     study_name: str | None,
     workers: int | None,
     dask_address: str | None,
+    dask_timeout: float,
     start: str | None,
     end: str | None,
     symbols: tuple[str, ...],
@@ -212,7 +220,7 @@ def sweep(
     plan = SweepPlan(
         setup, specs, search, trials, objective, direction, min_trades, seed, study_path, name, config
     )
-    pool = make_pool(workers, dask_address)
+    pool = make_pool(workers, dask_address, dask_timeout)
     click.echo(_header(plan, strategy.name, fold_list, pool.where))
     try:
         if sys.stderr.isatty():

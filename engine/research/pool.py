@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
 from typing import Any
 
 from perpwatch.common.errors import PerpwatchError
@@ -90,14 +91,24 @@ class DaskPool(Pool):
             )
         self.slots = slots or threads
         self.where = f"Dask at {address} ({len(self.client.nthreads())} workers, {threads} threads)"
-        self._wait = distributed.wait
+        self._done = threading.Condition()
 
     def submit(self, setup: Setup, params: dict[str, str]) -> Any:
-        return self.client.submit(run_trial, setup, params, pure=False)
+        future = self.client.submit(run_trial, setup, params, pure=False)
+        future.add_done_callback(self._notify)
+        return future
+
+    def _notify(self, _future: Any) -> None:
+        with self._done:
+            self._done.notify_all()
 
     def wait(self, pending: list[Any]) -> list[Any]:
-        done, _ = self._wait(pending, return_when="FIRST_COMPLETED")
-        return [f for f in pending if f in done]
+        with self._done:
+            while True:
+                done = [f for f in pending if f.done()]
+                if done:
+                    return done
+                self._done.wait(timeout=5)  # woken by a trial's end; the timeout is a safety net
 
     def result(self, future: Any) -> dict[str, Any]:
         return future.result()
@@ -110,11 +121,11 @@ class DaskPool(Pool):
         self.client.close()
 
 
-def make_pool(workers: int | None, dask: str | None) -> Pool:
+def make_pool(workers: int | None, dask: str | None, timeout: float = 30) -> Pool:
     """The pool ``--workers`` / ``--dask`` ask for (``workers`` None: every CPU here, or every
     thread of the Dask cluster)."""
     if dask:
-        return DaskPool(dask, workers)
+        return DaskPool(dask, workers, timeout)
     workers = workers or os.cpu_count() or 1
     if workers <= 1:
         return Pool()
