@@ -308,6 +308,7 @@ def test_report_renders_offline_without_errors_and_is_screenshotted(tmp_path):
     assert content["forward"] == 3  # a header and the two rules
     assert content["per_symbol"] == 3  # buy and hold per symbol: a header, BTC and ETH
     assert content["bust"] == "" and content["drawdown_min"] > -100
+    assert not [t for t in content["traces"] if t["name"] == "bust"]
     assert content["events"] > 1  # no execute: in the file, so its events are listed too
     hold = [t for t in content["traces"] if t["name"] == "buy and hold (no costs)"]
     equity = next(t for t in content["traces"] if t["name"] == "equity")
@@ -393,4 +394,7 @@ def test_a_bust_report_says_so_and_its_drawdown_stops_at_100_percent(tmp_path):
     assert problems == [] and drawn["plots"] == 1
     assert content["bust"].startswith(f"bust at {r.stats['bust_time'][:16].replace('T', ' ')} UTC")
     assert content["drawdown_min"] == -100  # not below: equity under 0 counts as 0
+    equity = next(t for t in content["traces"] if t["name"] == "equity")
+    (bust,) = [t for t in content["traces"] if t["name"] == "bust"]
+    assert bust["n"] == 1 and bust["yaxis"] == equity["yaxis"]  # marked on the equity curve
     assert content["per_symbol"] == 2

@@ -28,7 +28,7 @@ from perpwatch.backtest.report import (
     t_iso,
 )
 from perpwatch.backtest.result import HORIZONS, BacktestResult
-from perpwatch.backtest.stats import buy_and_hold, rule_counts
+from perpwatch.backtest.stats import bust_index, buy_and_hold, rule_counts
 from perpwatch.common.extras import require
 from perpwatch.common.timeutil import format_time
 from perpwatch.language.compiler import Rule, Strategy
@@ -125,6 +125,22 @@ def write_html(r: BacktestResult, path: str) -> None:
                 mode="lines",
                 name="buy and hold (no costs)",
                 line={"color": "#a0aec0", "dash": "dot", "width": 1.4},
+            ),
+            row=rows - 1,
+            col=1,
+        )
+    b = bust_index(r)
+    if b is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=eq_x[b : b + 1],
+                y=eq[b : b + 1],
+                mode="markers+text",
+                name="bust",
+                text=["bust"],
+                textposition="top center",
+                marker={"symbol": "x", "size": 12, "color": "#c53030"},
+                hovertemplate=f"{bust_line(r)}<extra></extra>",
             ),
             row=rows - 1,
             col=1,
