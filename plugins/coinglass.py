@@ -377,10 +377,12 @@ class CoinGlassSource(HttpSource):
                 "description": "exchange of options.max_pain_* (Deribit, Binance, OKX)",
             },
             "options_expiry": {
-                "type": ["string", "null"],
+                "type": ["string", "integer", "null"],
                 "pattern": "^[0-9]{6}$",
+                "minimum": 100101,
+                "maximum": 991231,
                 "default": None,
-                "description": "expiry (YYMMDD) of options.max_pain_chosen",
+                "description": "expiry (YYMMDD, e.g. 251226) of options.max_pain_chosen",
             },
             "etf_known_after_hours": {
                 "type": "number",

@@ -48,6 +48,16 @@ from .replay import metric_order, replay_file_name, write_replay_csv
     help="The range (percent) the saved order-book responses were asked with (they do not record it); "
     "without it they are skipped. 1 and 2 fill depth.*_1pct / _2pct, others depth.bid_usd/ask_usd/imbalance.",
 )
+@click.option(
+    "--funding-interval",
+    "funding_intervals",
+    multiple=True,
+    metavar="EXCHANGE=HOURS",
+    callback=lambda ctx, param, value: parse_intervals(value),
+    help="The funding interval of an exchange's saved per-exchange funding history (repeat: "
+    "--funding-interval binance=8 --funding-interval hyperliquid=1); the responses do not record it, "
+    "and without it those files are skipped.",
+)
 @report_errors
 def convert_coinglass(
     snapshots: tuple[str, ...],
@@ -56,6 +66,7 @@ def convert_coinglass(
     out_dir: str,
     bare_symbol: str,
     depth_range: str | None,
+    funding_intervals: dict[str, float],
 ) -> None:
     """Convert saved CoinGlass V4 responses (snapshot folders of Parquet files) into replay files.
 
@@ -69,7 +80,10 @@ def convert_coinglass(
     bare_symbol = symbol_option(bare_symbol, "--bare-symbol") or "BTC"
     if not coins:
         raise click.BadParameter("name at least one coin", param_hint="--symbol")
-    frames = {coin: load_snapshots(snapshots, coin, interval, bare_symbol, depth_range) for coin in coins}
+    frames = {
+        coin: load_snapshots(snapshots, coin, interval, bare_symbol, depth_range, funding_intervals)
+        for coin in coins
+    }
     empty = [coin for coin, frame in frames.items() if not len(frame)]
     if empty:
         raise PerpwatchError(
@@ -89,6 +103,27 @@ def convert_coinglass(
             f"wrote {path}: {len(frame)} bars {format_time(int(frame.times[0]))} .. "
             f"{format_time(int(frame.times[-1]))}, {len(cols)} metrics"
         )
+
+
+def parse_intervals(values: tuple[str, ...]) -> dict[str, float]:
+    """``("binance=8", "Crypto.com=1")`` -> ``{"binance": 8.0, "crypto_com": 1.0}``; a bad one is a
+    BadParameter naming it and the form expected."""
+    from perpwatch.language.metrics import exchange_slug
+
+    out: dict[str, float] = {}
+    for text in values:
+        name, sep, hours = text.partition("=")
+        try:
+            value = float(hours) if sep and name.strip() else float("nan")
+        except ValueError:
+            value = float("nan")
+        if not 0 < value <= 24 * 7:
+            raise click.BadParameter(
+                f"{text!r}: expected EXCHANGE=HOURS with HOURS above 0 and at most 168, e.g. binance=8",
+                param_hint="--funding-interval",
+            )
+        out[exchange_slug(name)] = value
+    return out
 
 
 @hookimpl

@@ -18,10 +18,19 @@ history endpoint, named after the request, anywhere below it::
     api_etf_{bitcoin,ethereum}_flow_history.parquet                   etf.*_flow_usd, etf.*_flow_cum_usd
     api_etf_{bitcoin,ethereum}_net_assets_history.parquet             etf.*_net_assets_usd
 
+    api_futures_fundingRate_ohlc_history_<SYM>_<EXCHANGE>.parquet     funding.ex.*, funding.max/min/avg/
+                                                                      spread/count/*_exchange (with intervals)
+
 The saved order-book responses do not record the ``range`` they were asked for, so they are read
 only when ``depth_range`` (``convert-coinglass --depth-range``) says it; otherwise they are skipped
 with a note. ETF files hold one row per US trading day, for every symbol: they are put on the
 other responses' bars causally (``coinglass_market.daily_on_bars``), their placeholder rows unknown.
+Per-exchange funding histories (8 h bars, percent per the exchange's own interval) need that
+interval, which the saved responses do not record: ``funding_intervals`` (``convert-coinglass
+--funding-interval binance=8``) gives it per exchange; the close of the 8 h bar opening at T is known
+at T + 8 h, so it goes on the bars that close from then until the next one is due (never a
+look-ahead), rescaled to 8 h, and the cross-exchange figures are taken over the exchanges known on
+each bar, as the live source takes them over its current rates.
 
 Each file's rows are the ``data`` items of the endpoint in ``perpwatch.plugins.coinglass.HISTORY``,
 and they are mapped with exactly that table (fields -> metrics, derived metrics such as
@@ -42,7 +51,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -53,12 +62,13 @@ from perpwatch.api.history import PRICE_COLUMNS, History, HistoryReader
 from perpwatch.common.errors import Loc, LocatedError, PerpwatchError
 from perpwatch.common.timeutil import format_time, interval_ms
 from perpwatch.evaluation.frame import Cat, Frame, join_frames
+from perpwatch.language.metrics import FUNDING_EXCHANGES, exchange_slug
 
 from ._http import align
 from ._parquet import read_table, times_of
 from ._rows import MS_FLOOR
 from .coinglass import DEPTH_RANGES, HISTORY, HistoryEndpoint, depth_endpoint
-from .coinglass_market import ETF_KNOWN_AFTER_MS, daily_on_bars, etf_days
+from .coinglass_market import ETF_KNOWN_AFTER_MS, cross_exchange, daily_on_bars, etf_days, number
 
 #: HISTORY key of ``perpwatch.plugins.coinglass`` -> the saved file's name stem.
 FILE_STEMS: dict[str, str] = {
@@ -201,6 +211,7 @@ def load_snapshot(
     interval: str,
     bare_symbol: str = "BTC",
     depth_range: str | None = None,
+    funding_intervals: Mapping[str, float] | None = None,
 ) -> Frame:
     """Every usable response of one snapshot folder as one Frame; notes in ``frame.problems``.
 
@@ -229,8 +240,80 @@ def load_snapshot(
         notes.append(f"{folder}: no {symbol} response for {', '.join(absent)}")
     if len(frame):
         add_etf(frame, folder, step, notes)
+        add_exchange_funding(frame, folder, symbol, step, funding_intervals or {}, notes)
     frame.problems = notes
     return frame
+
+
+FUNDING_BY_EXCHANGE_PREFIX = "api_futures_fundingRate_ohlc_history_"
+
+
+def add_exchange_funding(
+    frame: Frame,
+    folder: str | os.PathLike[str],
+    symbol: str,
+    step: int,
+    intervals: Mapping[str, float],
+    notes: list[str],
+) -> None:
+    """Per-exchange funding histories of ``symbol`` onto ``frame``'s bars (in place); see the
+    module docstring. ``intervals``: exchange slug (``binance``, ``crypto_com``) -> hours."""
+    prefix = f"{FUNDING_BY_EXCHANGE_PREFIX}{symbol.upper()}_"
+    paths: dict[str, Path] = {}
+    for p in sorted(Path(folder).rglob(f"{prefix}*.parquet")):
+        paths.setdefault(p.stem[len(prefix) :], p)
+    if not paths:
+        return
+    closes = frame.times + step
+    rates: dict[str, np.ndarray] = {}
+    no_interval: list[str] = []
+    for raw, path in paths.items():
+        slug = exchange_slug(raw)
+        name = FUNDING_EXCHANGES.get(slug, raw.title())
+        hours = intervals.get(slug)
+        if hours is None:
+            no_interval.append(slug)
+            continue
+        rows = sorted(read_rows(path, "time"), key=lambda r: int(r["time"]))[:-1]  # the last bar was open
+        times = np.asarray([int(r["time"]) for r in rows], dtype=np.int64)
+        if len(times) < 2:
+            continue
+        own = int(np.median(np.diff(times)))
+        values = np.asarray(
+            [number(r.get("close")) if number(r.get("close")) is not None else np.nan for r in rows]
+        )
+        bad = sum(1 for r in rows if r.get("close") not in (None, "") and number(r.get("close")) is None)
+        if bad:
+            notes.append(f"{path.name}: {bad} funding closes that are not numbers, unknown")
+        known_at = times + own
+        idx = np.searchsorted(known_at, closes, side="right") - 1
+        safe = np.maximum(idx, 0)
+        fresh = (idx >= 0) & (closes - known_at[safe] < own)
+        rates[name] = np.where(fresh, values[safe] * 8.0 / hours, np.nan)
+        frame.columns[f"funding.ex.{slug}"] = rates[name]
+    if no_interval:
+        notes.append(
+            f"per-exchange funding of {', '.join(no_interval)} skipped: the saved responses do not record "
+            f"each exchange's funding interval; pass --funding-interval {no_interval[0]}=HOURS (8 for most)"
+        )
+    if rates:
+        _cross_exchange_columns(frame, rates)
+
+
+def _cross_exchange_columns(frame: Frame, rates: Mapping[str, np.ndarray]) -> None:
+    n = len(frame)
+    cols: dict[str, list[object]] = {}
+    for i in range(n):
+        known = {name: float(col[i]) for name, col in rates.items() if not np.isnan(col[i])}
+        stats: Mapping[str, object] = cross_exchange(known) if known else {}
+        for key in ("funding.avg", "funding.max", "funding.min", "funding.spread", "funding.count",
+                    "funding.max_exchange", "funding.min_exchange"):  # fmt: skip
+            cols.setdefault(key, []).append(stats.get(key))
+    for key, values in cols.items():
+        if key.endswith("_exchange"):
+            frame.columns[key] = Cat.from_values(values)
+        else:
+            frame.columns[key] = np.asarray([np.nan if v is None else v for v in values], dtype=float)
 
 
 def read_rows(path: Path, time_key: str) -> list[dict[str, object]]:
@@ -268,9 +351,12 @@ def load_snapshots(
     interval: str,
     bare_symbol: str = "BTC",
     depth_range: str | None = None,
+    funding_intervals: Mapping[str, float] | None = None,
 ) -> Frame:
     """Several snapshot folders joined: the one with the newest bar wins on overlapping bars."""
-    frames = [load_snapshot(f, symbol, interval, bare_symbol, depth_range) for f in folders]
+    frames = [
+        load_snapshot(f, symbol, interval, bare_symbol, depth_range, funding_intervals) for f in folders
+    ]
     frames.sort(key=lambda f: int(f.times[-1]) if len(f) else -1)  # stable: ties keep the given order
     return trim(join_frames(frames))
 

@@ -482,6 +482,8 @@ def test_options_max_pain_nearest_and_chosen_on_the_newest_bar() -> None:
     assert frame.columns["options.volume_usd_24h"][-1] == 3200000000.25
     assert frame.observed["options.oi_usd"].tolist() == [NO_OBSERVATION, int(NOW * 1000)]
     assert fake.params("/api/option/max-pain") == [{"symbol": "BTC", "exchange": "Deribit"}]
+    as_int = fetch(coinglass(FakeCG(), options_expiry=251121), {"options.max_pain_chosen"})  # YAML 251121
+    assert as_int.columns["options.max_pain_chosen"][-1] == 101000.0
 
 
 def test_options_faults() -> None:
@@ -659,3 +661,43 @@ def test_fetch_downloads_the_new_history_families(tmp_path: Path, monkeypatch: p
     assert {"depth.bid_usd_1pct", "etf.btc_flow_usd", "premium.coinbase_btc_pct", "basis.cg_close"} <= asked
     assert not asked & CoinGlassSource.snapshot_metrics  # no history to download
     assert set(CATALOGUE) >= asked
+
+
+def test_convert_coinglass_per_exchange_funding_from_the_real_files(tmp_path: Path) -> None:
+    """The shared 8 h per-exchange funding files (real responses, closes as strings) onto 4 h bars:
+    each close on the two bars that end once it is known, rescaled to 8 h; intervals from the user."""
+    from helpers import COINGLASS_REPORT
+
+    nov = COINGLASS_REPORT / "20251114"
+    if not nov.is_dir():
+        pytest.skip(f"no {nov}")
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    plain = invoke("convert-coinglass", nov, "--symbol", "BTC", "--out", tmp_path / "a")
+    assert plain.exit_code == 0, plain.output
+    assert "per-exchange funding of binance, bitget" in plain.stderr and "--funding-interval" in plain.stderr
+    assert "funding.ex.binance" not in load_replay_file(tmp_path / "a" / "BTC_4h.csv").columns
+    args = ["--funding-interval", "binance=8", "--funding-interval", "Hyperliquid=1"]
+    done = invoke("convert-coinglass", nov, "--symbol", "BTC", "--out", tmp_path / "b", *args)
+    assert done.exit_code == 0, done.output
+    frame = load_replay_file(tmp_path / "b" / "BTC_4h.csv")
+    rows = pq.read_table(
+        nov / "futures/funding_rate/api_futures_fundingRate_ohlc_history_BTC_BINANCE.parquet"
+    )
+    rows = rows.to_pylist()
+    t, close = int(rows[-3]["time"]), float(rows[-3]["close"])  # known at t + 8 h
+    col = frame.columns["funding.ex.binance"]
+    i = int(np.searchsorted(frame.times, t))
+    assert col[i] == pytest.approx(float(rows[-4]["close"]))  # the bar at t closes before t + 8 h
+    assert col[i + 1] == pytest.approx(close) and col[i + 2] == pytest.approx(close)  # bars t+4h, t+8h
+    hyper = frame.columns["funding.ex.hyperliquid"]
+    assert np.nanmax(np.abs(hyper)) < 0.2 and hyper[i + 1] == pytest.approx(0.01)  # 0.00125 per 1 h, x8
+    both = ~np.isnan(col) & ~np.isnan(hyper)
+    top = np.maximum(col, hyper)
+    assert np.array_equal(frame.columns["funding.max"][both], top[both])
+    assert set(frame.columns["funding.count"][both].tolist()) == {2.0}
+    bad = invoke(
+        "convert-coinglass", nov, "--symbol", "BTC", "--out", tmp_path / "c", "--funding-interval", "binance"
+    )
+    assert bad.exit_code == 2 and "expected EXCHANGE=HOURS" in bad.stderr
