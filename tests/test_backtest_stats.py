@@ -173,7 +173,11 @@ def test_after_a_bust_returns_stop_and_the_drawdown_is_at_most_100_percent():
     text = format_text(r)
     assert "*** bust at 2024-01-04 00:00 UTC: equity reached 0 or below" in text
     assert figure(text, "Sharpe (annualised, up to the bust 2024-01-04 00:00)") == f"{s['sharpe']:.2f}"
-    assert figure(text, "BUST").startswith("bust at 2024-01-04 00:00 UTC")
+    assert (
+        figure(text, "BUST")
+        == "at 2024-01-04 00:00 UTC: equity reached 0 or below; no position opened after it"
+    )
+    assert figure(text, "CAGR (up to the bust 2024-01-04 00:00)") == "-100.00 %"
     assert any(a.startswith("BUST at 2024-01-04T00:00:00Z") for a in r.assumptions)
     doc = json.loads(json.dumps(to_json(r), allow_nan=False))
     assert doc["bust"]["time"] == T0 + 3 * DAY and doc["bust"]["equity_usd"] == -200.0
@@ -211,6 +215,7 @@ def test_profit_factor_without_a_losing_trade_is_not_a_number():
     assert flat.stats["profit_factor"] is None and flat.stats["largest_loss_trade"] is None
     none = result([1000.0])
     assert figure(format_text(none), "profit factor (gross profit / gross loss)") == "n/a (no closed trade)"
+    assert figure(format_text(none), "largest single loss") == "n/a (no closed trade)"
 
 
 def test_a_zero_length_window_has_no_figures_but_no_error():

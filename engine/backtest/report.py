@@ -64,8 +64,13 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
     if s["max_drawdown_start"]:
         dd += f"  {t_iso(s['max_drawdown_start'])} -> {t_iso(s['max_drawdown_end'])}"
     wl = f"{_usd(s['avg_win_usd'], True)} / {_usd(s['avg_loss_usd'], True)} USD"
-    upto = f", up to the bust {t_iso(s['bust_time'])}" if s.get("bust_time") else ""
-    rows = [("BUST", bust_line(r))] if s.get("bust_time") else []
+    bust = s.get("bust_time")
+    upto = f", up to the bust {t_iso(bust)}" if bust else ""
+    rows = (
+        [("BUST", f"at {t_iso(bust)} UTC: equity reached 0 or below; no position opened after it")]
+        if bust
+        else []
+    )
     return rows + [
         ("starting balance", f"{_usd(s['starting_balance_usd'])} USD"),
         ("final equity", f"{_usd(s['final_equity_usd'])} USD"),
@@ -75,7 +80,7 @@ def summary_rows(r: BacktestResult) -> list[tuple[str, str]]:
         ("fees paid", f"{_usd(-s['fees_usd'], True)} USD"),
         ("funding received (+) / paid (-)", f"{_usd(s['funding_usd'], True)} USD"),
         ("max drawdown", dd),
-        (f"CAGR{upto}", f"{_num(s['cagr_pct'], '+.2f')} %"),
+        (f"CAGR{f' ({upto[2:]})' if upto else ''}", f"{_num(s['cagr_pct'], '+.2f')} %"),
         ("Calmar (CAGR / max drawdown)", _num(s["calmar"])),
         (f"Sharpe (annualised{upto})", _num(s["sharpe"])),
         (f"Sortino (annualised{upto})", _num(s["sortino"])),
@@ -119,7 +124,7 @@ def profit_factor_text(s: dict[str, Any]) -> str:
 def largest_loss_text(r: BacktestResult) -> str:
     k = r.stats["largest_loss_trade"]
     if k is None:
-        return "n/a (no losing trade)"
+        return "n/a (no losing trade)" if r.stats["closed_trades"] else "n/a (no closed trade)"
     t = r.trades[k - 1]
     return f"{_usd(t.net_pnl, True)} USD: trade #{k}, {t.strategy} {t.symbol} {t.side}, entered {_t(t.entry_time)}"
 
