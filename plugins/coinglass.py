@@ -341,7 +341,7 @@ class CoinGlassSource(HttpSource):
                 "items": {"type": "string", "minLength": 1},
                 "minItems": 1,
                 "default": ["Binance", "OKX", "Bybit"],
-                "description": "exchange_list of the aggregated liquidation/taker endpoints and of funding.avg etc.",
+                "description": "exchange_list of the aggregated liquidation, taker and (depth_scope: aggregated) order-book endpoints",
             },
             "pair_exchange": {
                 "type": "string",

@@ -701,3 +701,25 @@ def test_convert_coinglass_per_exchange_funding_from_the_real_files(tmp_path: Pa
         "convert-coinglass", nov, "--symbol", "BTC", "--out", tmp_path / "c", "--funding-interval", "binance"
     )
     assert bad.exit_code == 2 and "expected EXCHANGE=HOURS" in bad.stderr
+
+
+def test_etf_live_equals_the_converted_snapshot(tmp_path: Path) -> None:
+    """The same ETF rows through the live source and through a saved snapshot: the same bars."""
+    pytest.importorskip("pyarrow")
+    from perpwatch.plugins import coinglass_files as cf
+
+    snap = tmp_path / "snap"
+    start = parse_time("2024-01-10T00:00:00Z")
+    price = [{"time": start + i * H4, "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0} for i in range(50)]
+    _parquet(snap / "api_price_ohlc_history.parquet", price)
+    _parquet(snap / "api_etf_bitcoin_flow_history.parquet", ETF_FLOWS)
+    _parquet(snap / "api_etf_bitcoin_net_assets_history.parquet", ETF_ASSETS)
+    saved = cf.load_snapshot(snap, "BTC", "4h")
+    last = int(saved.times[-1])
+    live = fetch(
+        coinglass(FakeCG(), now=(last + H4 + HOUR) / 1000), cm.ETF_METRICS["btc"], start=start, end=last
+    )
+    assert np.array_equal(live.times, saved.times)
+    for name in cm.ETF_METRICS["btc"]:
+        assert np.array_equal(live.columns[name], saved.columns[name], equal_nan=True), name
+    assert (~np.isnan(saved.columns["etf.btc_flow_usd"])).sum() > 10
