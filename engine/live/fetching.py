@@ -75,6 +75,7 @@ class Fetcher:
             if got.reason is not None:
                 failed.setdefault((source, got.reason), []).append(f"{symbol} {interval}")
                 report.failures.append(f"{source} {symbol} {interval}: {got.reason}")
+                report.source_failures[source] = report.source_failures.get(source, 0) + 1
             elif got.notes is not None:
                 noted.setdefault((source, got.notes), []).append(f"{symbol} {interval}")
         self.failure_log.cycle(report.time, {source for source, _, _ in keys}, failed)

@@ -58,6 +58,7 @@ class CycleReport:
     bars: dict[str, int] = field(default_factory=dict)  # strategy -> newest bar processed
     fetches: int = 0
     failures: list[str] = field(default_factory=list)  # "source SYMBOL interval: reason"
+    source_failures: dict[str, int] = field(default_factory=dict)  # source instance -> failed fetches
     events: int = 0
     queued: int = 0
     wall: float = 0.0  # seconds, the whole cycle

@@ -195,6 +195,7 @@ async def run_forever(
                         _log_stopped(now, e)
                         break
                     except Exception as e:  # rolled back whole: try again shortly, never exit
+                        runner.telemetry.cycle_failed()
                         runner.meta_cycle_failed(now, f"{type(e).__name__}: {e}")
                         log.error(
                             "cycle at %s failed and was rolled back (retrying in %gs): %s",

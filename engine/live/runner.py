@@ -53,6 +53,7 @@ from perpwatch.live.schedule import Schedule
 from perpwatch.live.staleness import Staleness
 from perpwatch.live.state import StateStore
 from perpwatch.live.stepping import Stepped, Stepper
+from perpwatch.live.telemetry import Telemetry
 
 __all__ = ["TRADING_METRICS", "CycleReport", "Job", "Runner", "RunnerOptions"]
 
@@ -74,6 +75,7 @@ class Runner:
         trading: Any = None,
         executors: dict[str, Executor] | None = None,
         redact: Callable[[str], str] = lambda s: s,
+        telemetry: Telemetry | None = None,
         policy: NotifyPolicy | None = None,
         meta: MetaSettings | None = None,
         heartbeat: Heartbeat | None = None,
@@ -109,6 +111,8 @@ class Runner:
         )
         self.provides = self.fetcher.provides  # source instance -> the metrics it provides
         self.staleness = Staleness(sources)
+        self.telemetry = telemetry or Telemetry()  # kept in the store with each cycle (perpwatch.web shows it)
+        self.telemetry.start(self.clock.time(), (job.strategy.step_ms for job in jobs))
 
     @classmethod
     def build(
@@ -222,12 +226,15 @@ class Runner:
                 self.meta.observe_cycle(now, plans, fetched, report, fetch_failures)
                 self.alerting.finish(now, report)  # routed once every strategy has stepped
                 self.store.check_file()  # gone during the cycle: roll back and stop
+                self.telemetry.cycle_recorded(report, newest)
+                self.telemetry.save(self.store)  # commits with the cycle
                 t2 = time.perf_counter()
         report.commit_wall = time.perf_counter() - t2
         report.process_wall = time.perf_counter() - t1
         report.process_cpu = time.process_time() - c1
         report.wall = time.perf_counter() - wall0
         report.cpu = time.process_time() - cpu0
+        self.telemetry.cycle_timed(report.wall)
         if self.heartbeat is not None:
             self.heartbeat.after_cycle(not report.failed)
         self.kick()

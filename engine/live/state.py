@@ -21,6 +21,9 @@ signal_json, interval, recorded_at)``
     Named switches (the trading kill switch).
 ``progress(strategy PK, last_bar)``
     The newest bar the runner processed for each strategy (resuming a simulated run).
+``snapshots(name PK, value, saved_at)``
+    JSON documents replaced whole, such as the runner's telemetry after each cycle
+    (``perpwatch.live.telemetry``), which ``perpwatch serve`` reads.
 
 Writes outside ``with store.transaction():`` commit at once; inside, they commit together at the
 end of the outermost block (nested blocks join it), or none do.
@@ -79,6 +82,7 @@ CREATE TABLE IF NOT EXISTS mutes (
 );
 CREATE TABLE IF NOT EXISTS flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS progress (strategy TEXT PRIMARY KEY, last_bar INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots (name TEXT PRIMARY KEY, value TEXT NOT NULL, saved_at REAL NOT NULL);
 """
 
 
@@ -624,6 +628,81 @@ class StateStore:
             "ON CONFLICT (strategy) DO UPDATE SET last_bar = MAX(last_bar, excluded.last_bar)",
             (strategy, int(bar_time)),
         )
+
+    # -- snapshots and read helpers (the dashboard, /metrics) ---------------------------------
+
+    def save_snapshot(self, name: str, value: str, now: float | None = None) -> None:
+        """Replace the JSON document ``name`` (inside the caller's transaction, if any)."""
+        self.conn.execute(
+            "INSERT INTO snapshots (name, value, saved_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value, saved_at = excluded.saved_at",
+            (name, value, time.time() if now is None else now),
+        )
+
+    def load_snapshot(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM snapshots WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def rule_states(self) -> list[tuple[str, str, str, RuleState]]:
+        """Every stored (strategy, rule, symbol, state), in that order."""
+        rows = self.conn.execute(
+            "SELECT strategy, rule, symbol, state FROM rule_state ORDER BY strategy, rule, symbol"
+        )
+        return [(s, r, sym, RuleState.from_dict(json.loads(st))) for s, r, sym, st in rows]
+
+    def last_event_times(self, kinds: tuple[str, ...]) -> dict[tuple[str, str, str], int]:
+        """(strategy, rule, symbol) -> the bar time of its newest event of one of ``kinds``."""
+        marks = ", ".join("?" for _ in kinds)
+        rows = self.conn.execute(
+            f"SELECT strategy, rule, symbol, MAX(time) FROM events WHERE kind IN ({marks}) "
+            "GROUP BY strategy, rule, symbol",
+            kinds,
+        )
+        return {(s, r, sym): int(t) for s, r, sym, t in rows}
+
+    def event_counts(self) -> list[tuple[str, str, str, int]]:
+        """(strategy, rule, kind, how many events) over the whole database."""
+        return list(
+            self.conn.execute(
+                "SELECT strategy, rule, kind, COUNT(*) FROM events GROUP BY strategy, rule, kind "
+                "ORDER BY strategy, rule, kind"
+            )
+        )
+
+    def outbox_stats(self) -> list[tuple[str, int, float | None, int]]:
+        """Per notifier: (name, undelivered items, creation time of the oldest of them, failed tries
+        recorded over the whole outbox)."""
+        return [
+            (name, pending or 0, oldest, failures or 0)
+            for name, pending, oldest, failures in self.conn.execute(
+                "SELECT notifier, SUM(delivered_at IS NULL), MIN(CASE WHEN delivered_at IS NULL "
+                "THEN created_at END), SUM(attempts - (delivered_at IS NOT NULL)) FROM outbox "
+                "GROUP BY notifier ORDER BY notifier"
+            )
+        ]
+
+    def find_events(
+        self,
+        limit: int,
+        strategy: str | None = None,
+        rule: str | None = None,
+        symbol: str | None = None,
+        kind: str | None = None,
+        severity: str | None = None,
+    ) -> list[Event]:
+        """The newest events first, at most ``limit``, each filter an exact match when given."""
+        sql, args = f"SELECT {_EVENT_COLUMNS} FROM events WHERE 1", list[Any]()
+        for column, value in (
+            ("strategy", strategy),
+            ("rule", rule),
+            ("symbol", symbol),
+            ("kind", kind),
+            ("severity", severity),
+        ):
+            if value:
+                sql, args = sql + f" AND {column} = ?", [*args, value]
+        rows = self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, int(limit)])
+        return [_event(row) for row in rows]
 
 
 _EVENT_COLUMNS = "kind, strategy, rule, symbol, time, severity, message, values_json, signal_json, interval"

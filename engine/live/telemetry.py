@@ -1,0 +1,174 @@
+"""What the runner tells an observer about itself: plain-Python counters, gauges and a histogram of
+cycle durations, updated by the runner and the loop, kept in the state database after every cycle.
+
+No monitoring library here: ``perpwatch.web`` turns a :class:`Telemetry` (or the snapshot a
+``serve`` reads back from the database) into Prometheus metrics and the dashboard.
+
+Per cycle the runner records (inside the cycle's transaction, so the snapshot and the cycle commit
+together): the cycle's time, whether every fetch answered, fetch failures by source, and for each
+(strategy, rule, symbol) stepped at its newest bar the condition's truth and the values of the names
+it reads; for each (strategy, symbol) the last ``SERIES_POINTS`` bars of the strategy's key metrics
+(the chart of the dashboard). Its duration joins the histogram after the commit. A cycle that fails
+as a whole (rolled back) is counted by the loop. Everything kept is bounded by the strategies,
+rules and symbols being run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Upper bounds (seconds) of the cycle-duration histogram's buckets (+Inf is implied).
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+#: Bars of each key metric kept for the dashboard's chart.
+SERIES_POINTS = 48
+#: Key metrics charted per strategy (its ``snapshot:`` names when it has them, else its metrics).
+SERIES_METRICS = 4
+#: Text values kept for a rule's condition are cut to this many characters.
+TEXT_LIMIT = 80
+#: The state database's table for the snapshot (one row).
+SNAPSHOT_KEY = "runner"
+
+
+@dataclass
+class Telemetry:
+    """The runner's counters and gauges. Times are the runner clock's (epoch seconds)."""
+
+    started: float = 0.0  # when the run began (the clock's time)
+    interval_seconds: float = 0.0  # the shortest strategy interval: what "recent" means for /healthz
+    cycles: int = 0  # cycles committed
+    cycles_failed: int = 0  # cycles rolled back whole (a bug, the database)
+    cycles_with_failures: int = 0  # committed cycles in which some fetch, evaluation or trade failed
+    last_cycle: float | None = None  # the time of the newest committed cycle
+    last_good_cycle: float | None = None  # ... of the newest one without any failure
+    fetch_failures: dict[str, int] = field(default_factory=dict)  # source instance -> failed fetches
+    duration_counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "strategy/rule/symbol" -> last value
+    series: dict[str, dict[str, Any]] = field(default_factory=dict)  # "strategy/symbol" -> key metrics
+
+    # -- updates ------------------------------------------------------------------------------
+
+    def start(self, now: float, intervals_ms: Iterable[int]) -> None:
+        """A run begins at ``now`` with strategies of these intervals."""
+        self.started = now
+        steps = [ms for ms in intervals_ms if ms > 0]
+        self.interval_seconds = min(steps) / 1000 if steps else 0.0
+
+    def cycle_recorded(self, report: Any, stepped: Iterable[Any]) -> None:
+        """A cycle's outcome, just before its commit: ``report`` (a ``CycleReport``) and the
+        (strategy, symbol)s stepped at their newest bar (``Stepped``)."""
+        self.cycles += 1
+        self.last_cycle = report.time
+        if report.failures:
+            self.cycles_with_failures += 1
+        else:
+            self.last_good_cycle = report.time
+        for source, n in getattr(report, "source_failures", {}).items():
+            self.fetch_failures[source] = self.fetch_failures.get(source, 0) + n
+        for item in stepped:
+            self._observe(item)
+
+    def cycle_timed(self, seconds: float) -> None:
+        """The committed cycle's duration (wall seconds)."""
+        if not math.isfinite(seconds) or seconds < 0:
+            return
+        self.duration_counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+    def cycle_failed(self) -> None:
+        self.cycles_failed += 1
+
+    def _observe(self, item: Any) -> None:
+        strategy, ev, symbol = item.job.strategy, item.ev, item.symbol
+        i = len(ev.frame.times) - 1
+        if i < 0:
+            return
+        bar = int(ev.frame.times[i])
+        for rule in strategy.rules:
+            truth = ev.truths(rule.cond)[i]
+            self.rules[f"{strategy.name}/{rule.name}/{symbol}"] = {
+                "bar": bar,
+                "truth": None if truth != truth else bool(truth),
+                "values": {name: _plain(ev.named_value(name, i)) for name in rule.names},
+            }
+        names = list(getattr(strategy, "snapshot", None) or ()) or sorted(strategy.metrics)
+        lo = max(0, i + 1 - SERIES_POINTS)
+        columns = {}
+        for name in names:
+            key = getattr(name, "name", name)  # a snapshot entry may carry a format
+            col = ev.frame.columns.get(key)
+            if col is None or getattr(col, "dtype", None) is None or col.dtype.kind != "f":
+                continue
+            columns[key] = [_plain(v) for v in col[lo : i + 1]]
+            if len(columns) >= SERIES_METRICS:
+                break
+        self.series[f"{strategy.name}/{symbol}"] = {
+            "interval": strategy.interval,
+            "times": [int(t) for t in ev.frame.times[lo : i + 1]],
+            "metrics": columns,
+        }
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        return json.dumps(vars(self), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Telemetry:
+        """A snapshot read back (``perpwatch serve``); fields it lacks keep their defaults."""
+        doc = json.loads(text)
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        out = cls(**known)
+        if len(out.duration_counts) != len(DURATION_BUCKETS) + 1:  # written with other buckets
+            out.duration_counts, out.duration_sum = [0] * (len(DURATION_BUCKETS) + 1), 0.0
+        return out
+
+    def save(self, store: Any) -> None:
+        store.save_snapshot(SNAPSHOT_KEY, self.to_json())
+
+    @classmethod
+    def load(cls, store: Any) -> Telemetry | None:
+        """The snapshot the last run left in ``store`` (None when no run has recorded a cycle)."""
+        text = store.load_snapshot(SNAPSHOT_KEY)
+        return None if text is None else cls.from_json(text)
+
+    # -- health -------------------------------------------------------------------------------
+
+    def stale_after(self, grace: float) -> float:
+        """Seconds without a committed cycle after which the run is not healthy: two of the
+        shortest intervals plus ``grace``."""
+        return 2 * self.interval_seconds + grace
+
+    def health(self, now: float, grace: float) -> tuple[bool, dict[str, Any]]:
+        """Whether the newest cycle (or the start, before the first one) is recent at ``now``,
+        and the facts behind the answer."""
+        since = self.last_cycle if self.last_cycle is not None else self.started
+        age = now - since if since else math.inf
+        limit = self.stale_after(grace)
+        ok = self.interval_seconds > 0 and age <= limit
+        return ok, {
+            "status": "ok" if ok else "stale",
+            "last_cycle": self.last_cycle,
+            "last_good_cycle": self.last_good_cycle,
+            "age_seconds": None if math.isinf(age) else round(age, 3),
+            "stale_after_seconds": limit,
+            "cycles": self.cycles,
+        }
+
+
+def _plain(value: Any) -> Any:
+    """A value fit for JSON: finite numbers, booleans, short text; None for unknown."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return value[:TEXT_LIMIT]
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return str(value)[:TEXT_LIMIT]
+    return f if math.isfinite(f) else None
