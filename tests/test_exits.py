@@ -404,3 +404,61 @@ def test_run_warns_when_the_source_lacks_what_exits_are_judged_on(tmp_path):
     ) in text
     runner.provides[job.source] = runner.provides[job.source] | {"price.high", "price.low"}
     assert "protective exits" not in banner(runner, cfg, ":memory:", None)
+
+
+def test_live_catching_up_judges_every_missed_bar(tmp_path):
+    """The runner was down for bars 2 and 3; the cycle after bar 4 judges bars 2, 3 and 4 in order and
+    finds the stop that bar 2 reached (the bar the position opened in is not judged: it closed first)."""
+    text = strategy_text(stop_loss="2%")
+    bars = [QUIET, QUIET, (100, 101, 97, 99), (99, 100, 99, 100), (100, 100, 90, 95), QUIET]
+    data = tmp_path / "data"
+    data.mkdir()
+    cols = {
+        "price.open": [b[0] for b in bars],
+        "price.high": [b[1] for b in bars],
+        "price.low": [b[2] for b in bars],
+        "price.close": [b[3] for b in bars],
+        "oi.close": [1.0 if i == 1 else 0.0 for i in range(len(bars))],
+        "funding.close": [0.0] * len(bars),
+    }
+    write_csv(data / "BTC_4h.csv", cols, T0, STEP)
+
+    async def go():
+        store = StateStore(str(tmp_path / "live.db"))
+        clock = FakeClock((T0 + 2 * STEP) / 1000)
+        cfg = Config(
+            symbols=["BTC"],
+            sources={"replay": Instance("replay", "replay", {"path": str(data)})},
+            executors={"paper": Instance("paper", "paper", dict(NO_COSTS_LIVE))},
+        )
+        (tmp_path / "prot.yaml").write_text(text)
+        runner = Runner.build(
+            [load_strategy(str(tmp_path / "prot.yaml"))],
+            cfg,
+            load_registry(),
+            store,
+            clock,
+            options=RunnerOptions(settle_seconds=0),
+        )
+        try:
+            for i in (1, 4):  # bar 1 closes (the entry), then nothing runs until bar 4 has closed
+                clock.now = (T0 + (i + 1) * STEP) / 1000
+                report = await runner.run_cycle(clock.now)
+                assert not report.failures, report.failures
+            return store.events(), runner.executors["paper"].trades()
+        finally:
+            await runner.aclose()
+
+    events, trades = asyncio.run(go())
+    (t,) = trades
+    assert (t.entry_price, t.exit_reason, t.exit_price, t.exit_time) == (
+        100.0,
+        "stop_loss",
+        98.0,
+        T0 + 2 * STEP,
+    )
+    (e,) = [e for e in events if e.rule == "exit:stop_loss"]
+    assert e.time == T0 + 2 * STEP
+
+
+NO_COSTS_LIVE = {"fee_bps": 0, "slippage_bps": 0}

@@ -458,7 +458,7 @@ class FakeTrading:
         self.store = store
         self.calls: list[tuple] = []
 
-    async def on_bar(self, strategy, symbol, bar_time, ev, i, events):
+    async def on_bar(self, strategy, symbol, bar_time, ev, i, events, exit_bars=1):
         other = self.store.load_rule_state("quiet", "hot", symbol).last_bar
         self.calls.append(
             (strategy.name, symbol, bar_time, i == len(ev.frame) - 1, [e.kind for e in events], other)
@@ -996,7 +996,7 @@ def test_an_unexpected_source_exception_fails_the_cycle_with_its_traceback(env, 
 
 
 class BrokenTrading(FakeTrading):
-    async def on_bar(self, strategy, symbol, bar_time, ev, i, events):
+    async def on_bar(self, strategy, symbol, bar_time, ev, i, events, exit_bars=1):
         raise RuntimeError("the executor lost track of its positions")
 
 

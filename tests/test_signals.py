@@ -243,7 +243,7 @@ class BlockedTrading:
         self.release = asyncio.Event()
         self.finished = False
 
-    async def on_bar(self, strategy, symbol, end, ev, i, events):
+    async def on_bar(self, strategy, symbol, end, ev, i, events, exit_bars=1):
         self.started.set()
         await self.release.wait()
         self.finished = True

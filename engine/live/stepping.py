@@ -49,6 +49,7 @@ class Stepped:
     end: int  # open time of the newest bar
     ev: Evaluation
     events: list[Event]  # the newest bar's events
+    bars: int = 1  # the bars stepped this cycle (more when catching up): protective exits judge each
 
 
 class EvaluationThread:
@@ -144,7 +145,7 @@ class Stepper:
                 continue
             if was_held:
                 held.append(symbol)
-            stepped.append(Stepped(job, symbol, plan.end, ev, events))
+            stepped.append(Stepped(job, symbol, plan.end, ev, events, plan.bars))
         return stepped, held
 
     async def step(
@@ -244,7 +245,13 @@ class Stepper:
             try:
                 with self.store.savepoint():
                     extra = await trading.on_bar(
-                        strategy, item.symbol, item.end, item.ev, len(item.ev.frame) - 1, item.events
+                        strategy,
+                        item.symbol,
+                        item.end,
+                        item.ev,
+                        len(item.ev.frame) - 1,
+                        item.events,
+                        exit_bars=item.bars,
                     )
                     for event in extra or ():
                         if self.store.record_event(self.clean(event), now) is not None:

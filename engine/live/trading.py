@@ -70,8 +70,13 @@ class Trading:
         *,
         fill_price: float | None = None,
         fill_time: int | None = None,
+        exit_bars: int = 1,
     ) -> list[Event]:
-        """Funding, marks and this bar's signals for one strategy and symbol; the events to record."""
+        """Funding, marks and this bar's signals for one strategy and symbol; the events to record.
+
+        ``exit_bars``: how many of the newest bars (ending at ``i``) to judge protective exits on, in
+        order: the runner passes the bars it stepped, so a cycle that catches up on missed bars judges
+        each of them (those that closed before the position opened aside)."""
         if not strategy.execute:
             return []
         signals = [e for e in events if e.kind == "fired" and e.signal is not None and e.symbol == symbol]
@@ -83,7 +88,22 @@ class Trading:
         price = market_value(ev, "price.close", i, age)
         out: list[Event] = []
         if self._protective[strategy.execute]:
-            out += await self._exits(strategy, symbol, bar_time, ev, i, cast(Protective, executor), price)
+            protective = cast(Protective, executor)
+            first = max(0, i - max(1, exit_bars) + 1)
+            opened = None
+            if first < i:  # catching up: only the bars that closed after the position opened are its own
+                pos = await position_of(executor, strategy.name, symbol)
+                opened = pos.opened if pos is not None else None
+                first = i if opened is None else first
+            for j in range(first, i + 1):
+                t = bar_time if j == i else int(ev.frame.times[j])
+                if opened is not None and t + strategy.step_ms <= opened:
+                    continue
+                close = price if j == i else market_value(ev, "price.close", j, age)
+                hits = await self._exits(strategy, symbol, t, ev, j, protective, close)
+                out += hits
+                if hits:
+                    break
         acct = cast(Accounting, executor) if self._accounting[strategy.execute] else None
         if acct is not None:
             if strategy.risk.max_daily_loss_pct is not None:
@@ -106,7 +126,7 @@ class Trading:
         executor: Protective,
         close: float | None,
     ) -> list[Event]:
-        """The bar judged against the open position's exits; an ``order`` event per exit it hit."""
+        """Bar ``i`` judged against the open position's exits; an ``order`` event per exit it hit."""
         age = strategy.risk.max_data_age_ms
         prices = (
             market_value(ev, "price.open", i, age),
