@@ -352,11 +352,12 @@ def test_a_position_opened_by_hand_halts_trading_and_is_recorded(
     async def body(ex: ExchangeExecutor) -> Any:
         trading = Trading(store, {"exchange": ex}, FakeClock())
         clean = await trading.reconcile(1_000)
+        assert halted(store) is None
         fake.open_by_hand("ETHUSDT", -1.5)
         return clean, await trading.reconcile(2_000)
 
     clean, events = run(fake, tmp_path, body)
-    assert clean == [] and halted(store) is None
+    assert clean == []
     [event] = events
     assert event.kind == "halted" and event.severity == "critical" and event.rule == "reconcile:exchange"
     assert "ETH/USDT:USDT" in event.message and "-1.5" in event.message

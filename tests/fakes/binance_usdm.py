@@ -11,6 +11,7 @@ conditional ("algo") orders Binance now takes for STOP_MARKET / TAKE_PROFIT_MARK
         ... ccxt / the executor ...
         fake.orders_with(client_id)          # every order ever placed with that client id
         fake.wait_for_request(k)             # blocks until request number k (1-based) arrived
+        fake.hold_at(k)                      # request k is carried out, its answer held (a crash)
 
 Endpoints (what ccxt 4.5 calls): ``GET /fapi/v1/time``, ``/fapi/v1/exchangeInfo``; signed:
 ``POST /fapi/v1/leverage``, ``POST /fapi/v1/marginType``, ``POST|GET|DELETE /fapi/v1/order``,
@@ -145,6 +146,8 @@ class FakeBinanceUSDM:
         self._lock = threading.RLock()
         self._arrived = threading.Condition(self._lock)
         self._released = threading.Event()
+        self._hold: tuple[int, bool] | None = None
+        self.held = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -237,6 +240,15 @@ class FakeBinanceUSDM:
             if kind == "timeout_after_accept":
                 self._released.clear()
 
+    def hold_at(self, k: int, *, carry_out: bool = True) -> None:
+        """Request number ``k`` (1-based) gets no answer until :meth:`release`: carried out first
+        (the exchange accepted it, the answer is lost) or not at all (it never arrived). ``held`` is
+        set once the request is held: the moment a test kills its client."""
+        with self._lock:
+            self._hold = (k, carry_out)
+            self._released.clear()
+            self.held.clear()
+
     def release(self) -> None:
         """Let held answers (``timeout_after_accept``) go."""
         self._released.set()
@@ -290,19 +302,31 @@ class FakeBinanceUSDM:
             self.requests.append((method, path, params))
             self._arrived.notify_all()
             fault = self._take_fault(method, path)
+            hold = self._hold if self._hold is not None and len(self.requests) == self._hold[0] else None
+        if hold is not None:  # request k: carried out (or not), then no answer until released
+            if hold[1]:
+                self._carry_out(h, method, path, params, parts.query, body)
+            self.held.set()
+            self._released.wait(60)
+            return
         if fault is not None and fault.kind != "timeout_after_accept":
             self._send_fault(h, fault)
             return
-        try:
-            self._check_signature(h, path, parts.query, body)
-            with self._lock:
-                status, payload = 200, self._route(method, path, params)
-        except ApiError as e:
-            status, payload = e.status, {"code": e.code, "msg": e.msg}
+        status, payload = self._carry_out(h, method, path, params, parts.query, body)
         if fault is not None:  # carried out; the answer never comes in time
             self._released.wait(60)
             return
         self._send(h, status, payload)
+
+    def _carry_out(
+        self, h: BaseHTTPRequestHandler, method: str, path: str, params: dict[str, str], query: str, body: str
+    ) -> tuple[int, Any]:
+        try:
+            self._check_signature(h, path, query, body)
+            with self._lock:
+                return 200, self._route(method, path, params)
+        except ApiError as e:
+            return e.status, {"code": e.code, "msg": e.msg}
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for f in self._faults:
