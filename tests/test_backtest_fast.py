@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from helpers import COINGLASS_REPORT, ROOT, SHARED_DATA, H
+from helpers import COINGLASS_REPORT, ROOT, SHARED_DATA, H, invoke
 from helpers import write_csv as write_rows
 
 from perpwatch.api.history import History
@@ -58,7 +58,9 @@ def bundled(name: str, rename: str | None = None, **risk: Any) -> Strategy:
     return load_strategy(str(path), text=yaml.safe_dump(doc, sort_keys=False))
 
 
-def both(strategies: list[Strategy], history: History, **options: Any) -> tuple[BacktestResult, BacktestResult]:
+def both(
+    strategies: list[Strategy], history: History, **options: Any
+) -> tuple[BacktestResult, BacktestResult]:
     symbols = symbols_for(strategies, history, None)
     slow = run_backtest(strategies, history, symbols, BacktestOptions(engine="walk", **options))
     fast = run_backtest(strategies, history, symbols, BacktestOptions(engine="fast", **options))
@@ -77,7 +79,9 @@ def assert_same(a: BacktestResult, b: BacktestResult) -> None:
     assert a.bust_time == b.bust_time
     assert [e.to_dict() for e in a.events] == [e.to_dict() for e in b.events]
     assert [e.to_dict() for e in a.trading] == [e.to_dict() for e in b.trading]
-    assert json.dumps(a.stats, sort_keys=True, default=str) == json.dumps(b.stats, sort_keys=True, default=str)
+    assert json.dumps(a.stats, sort_keys=True, default=str) == json.dumps(
+        b.stats, sort_keys=True, default=str
+    )
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +109,14 @@ def test_several_settlements_per_bar_a_window_and_other_costs(btc_4h):
     times = btc_4h.frames["BTC"].times
     start, end = int(times[300]), int(times[-200])
     slow, fast = both(
-        ss, btc_4h, funding_interval_hours=1, fee_bps=0, slippage_bps=50, balance_usd=3000, start=start, end=end
+        ss,
+        btc_4h,
+        funding_interval_hours=1,
+        fee_bps=0,
+        slippage_bps=50,
+        balance_usd=3000,
+        start=start,
+        end=end,
     )
     assert_same(slow, fast)
     assert fast.times[0] == start and fast.times[-1] == end
@@ -166,7 +177,9 @@ risk:
 @needs_klines
 def test_two_symbols_share_a_position_limit_on_real_1h_klines():
     """BTC and ETH, a year of 1h bars, one strategy allowed one open position across both."""
-    history = History({"BTC": klines("BTCUSDT_1h.csv", 8760), "ETH": klines("ETHUSDT_1h.csv", 8760)}, "1h", "klines")
+    history = History(
+        {"BTC": klines("BTCUSDT_1h.csv", 8760), "ETH": klines("ETHUSDT_1h.csv", 8760)}, "1h", "klines"
+    )
     s = load_strategy("swing.yaml", text=PRICE_ONLY)
     slow, fast = both([s], history)
     assert_same(slow, fast)
@@ -302,3 +315,22 @@ def test_no_bust_when_equity_stays_positive(tmp_path):
     slow, fast = both([s], history, balance_usd=10_000)
     assert_same(slow, fast)
     assert fast.bust_time is None and len(fast.trades) == 2
+
+
+def test_cli_engine_switch(tmp_path):
+    """``--engine walk`` prints the same report as the default fast path, plus the line saying it
+    walked; ``--engine fast`` on a strategy that needs the walk is bad input naming the reason."""
+    data = crash_history(tmp_path)
+    strat = tmp_path / "crash.yaml"
+    fast = invoke("backtest", strat, "--data", data, "--balance", 1000)
+    walked = invoke("backtest", strat, "--data", data, "--balance", 1000, "--engine", "walk")
+    assert fast.exit_code == walked.exit_code == 0, fast.output + walked.output
+    note = "traded bar by bar (the walk), not on the fast path: asked for (engine walk)"
+    assert note in walked.output and "traded bar by bar" not in fast.output
+    assert [x for x in walked.output.splitlines() if note not in x] == fast.output.splitlines()
+    assert "bust" in fast.output.lower()
+    daily = tmp_path / "daily.yaml"
+    daily.write_text(CRASH.replace("name: crash", "name: daily") + "risk:\n  max_daily_loss_pct: 5\n")
+    refused = invoke("backtest", daily, "--data", data, "--engine", "fast")
+    assert refused.exit_code == 2
+    assert "fast path cannot run this backtest: daily has max_daily_loss_pct" in refused.output

@@ -103,6 +103,14 @@ def register(cli: click.Group) -> None:
     help="Hours between funding settlements (on UTC boundaries).  [default: 8, or the instance's]",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["auto", "fast", "walk"]),
+    default="auto",
+    show_default=True,
+    help="auto: the fast path where it gives the walk's result (docs/backtest.md), else the walk; "
+    "fast: insist on it (an error says why not); walk: bar by bar through the trading layer.",
+)
+@click.option(
     "--trades",
     "max_trades",
     default=20,
@@ -127,6 +135,7 @@ def backtest(
     fee_bps: float | None,
     slippage_bps: float | None,
     funding_interval_hours: int | None,
+    engine: str,
     max_trades: int,
 ) -> None:
     """Run strategies over history with the live plan and an executor's account (paper unless
@@ -151,6 +160,7 @@ def backtest(
     options = _options(reg, executor_name, config_path, given)
     options.start = time_option(start, "--from")
     options.end = time_option(end, "--to")
+    options.engine = engine
     strategies = load_strategies(files, parse_params(params), interval)
     iv = strategies[0].interval
     if any(s.interval != iv for s in strategies):
