@@ -173,9 +173,19 @@ DEPTH_RANGES = {"_1pct": "1", "_2pct": "2"}
 DEPTH_RANGE_CHOICES = ("0.25", "0.5", "0.75", "1", "2", "3", "5", "10")
 
 
-def depth_endpoint(suffix: str, range_pct: str, aggregated: bool) -> HistoryEndpoint:
-    """The order-book history (``ask-bids-history``, or its coin-aggregated twin) at ``range_pct``."""
+def _copy(metric: str) -> Callable[[Mapping[str, Any]], np.ndarray]:
+    return lambda cols: np.array(cols[metric], dtype=float)
+
+
+def depth_endpoint(suffix: str, range_pct: str, aggregated: bool, also: str | None = None) -> HistoryEndpoint:
+    """The order-book history (``ask-bids-history``, or its coin-aggregated twin) at ``range_pct``;
+    ``also``: a second suffix filled with the same values (``depth_range`` 1 is the 1 % band: one request)."""
     prefix = "aggregated_" if aggregated else ""
+    copies = (
+        {f"depth.{k}{also}": _copy(f"depth.{k}{suffix}") for k in ("bid_usd", "ask_usd", "imbalance")}
+        if also is not None
+        else {}
+    )
     return HistoryEndpoint(
         "/api/futures/orderbook/aggregated-ask-bids-history"
         if aggregated
@@ -183,7 +193,7 @@ def depth_endpoint(suffix: str, range_pct: str, aggregated: bool) -> HistoryEndp
         "coin_exchanges" if aggregated else "pair",
         {f"{prefix}bids_usd": f"depth.bid_usd{suffix}", f"{prefix}asks_usd": f"depth.ask_usd{suffix}"},
         {"range": range_pct},
-        derived={f"depth.imbalance{suffix}": _imbalance(suffix)},
+        derived={f"depth.imbalance{suffix}": _imbalance(suffix), **copies},
     )
 
 
@@ -438,8 +448,13 @@ class CoinGlassSource(HttpSource):
         self.funding_exchanges = None if listed is None else [str(e) for e in listed]
         self.plan = plan
         aggregated = self.option("depth_scope") == "aggregated"
-        ranges = {**DEPTH_RANGES, "": str(self.option("depth_range"))}
-        self.depth = {s: depth_endpoint(s, r, aggregated) for s, r in ranges.items()}
+        chosen = str(self.option("depth_range"))
+        same = next((s for s, r in DEPTH_RANGES.items() if r == chosen), None)  # 1 or 2: no third request
+        self.depth = {
+            s: depth_endpoint(s, r, aggregated, "" if s == same else None) for s, r in DEPTH_RANGES.items()
+        }
+        if same is None:
+            self.depth[""] = depth_endpoint("", chosen, aggregated)
         self.options_exchange = str(self.option("options_exchange"))
         expiry = self.option("options_expiry")
         self.options_expiry = None if expiry is None else str(expiry)

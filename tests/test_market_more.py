@@ -239,6 +239,16 @@ def test_coinglass_depth_pair_per_range_with_imbalance() -> None:
     assert (p["exchange"], p["symbol"], p["interval"]) == ("Binance", "BTCUSDT", "4h")
 
 
+def test_coinglass_depth_range_1_is_one_request_for_both_names() -> None:
+    fake = FakeCG()
+    frame = fetch(
+        coinglass(fake), {"depth.bid_usd", "depth.bid_usd_1pct", "depth.imbalance"}
+    )  # depth_range 1
+    assert [p["range"] for p in fake.params("/api/futures/orderbook/ask-bids-history")] == ["1"]
+    assert frame.columns["depth.bid_usd"].tolist() == frame.columns["depth.bid_usd_1pct"].tolist()
+    assert frame.columns["depth.imbalance"][-1] == pytest.approx(0.0251, abs=1e-4)
+
+
 def test_coinglass_depth_aggregated_over_the_exchanges() -> None:
     fake = FakeCG()
     frame = fetch(
