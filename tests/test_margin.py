@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import H, write_csv
 
-from perpwatch.api.interfaces import ExecutorError
+from perpwatch.api.interfaces import ExecutorError, PluginContext
 from perpwatch.backtest.history import load_history, symbols_for
 from perpwatch.backtest.result import BacktestOptions
 from perpwatch.backtest.walk import run_backtest
@@ -159,3 +159,37 @@ def test_the_backtest_liquidates_and_refuses_entries_for_want_of_margin(tmp_path
         "executor refused the order: insufficient free margin: 5,000.00 USD at leverage 2 needs "
         "2,500.00 (initial margin and fee), free 1,000.00"
     )
+
+
+def test_an_account_from_before_exits_and_margin_gets_their_columns(tmp_path: Path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        """
+        CREATE TABLE paper_trades (
+            id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, strategy TEXT NOT NULL,
+            symbol TEXT NOT NULL, side TEXT NOT NULL, qty REAL NOT NULL, size_usd REAL NOT NULL,
+            entry_time INTEGER NOT NULL, entry_price REAL NOT NULL, entry_fee REAL NOT NULL,
+            exit_time INTEGER, exit_price REAL, exit_fee REAL NOT NULL DEFAULT 0,
+            funding REAL NOT NULL DEFAULT 0, pnl REAL NOT NULL DEFAULT 0,
+            mark_price REAL NOT NULL, funded_to INTEGER NOT NULL, status TEXT NOT NULL
+        );
+        INSERT INTO paper_trades (account, strategy, symbol, side, qty, size_usd, entry_time, entry_price,
+            entry_fee, mark_price, funded_to, status)
+        VALUES ('paper', 's', 'BTC', 'long', 1, 100, 0, 100, 0, 100, 0, 'open');
+        """
+    )
+    conn.commit()
+    conn.close()
+    p2 = PaperExecutor({"leverage": 5}, PluginContext(state_path=str(db)))
+    (t,) = p2.trades()
+    assert (t.status, t.stop_price, t.liq_price, t.margin, t.exit_reason) == ("open", None, None, None, None)
+    assert check_with(p2, (100, 100, 1, 2)) == []  # no levels: a position from before is never liquidated
+    submit(p2, OrderIntent("flat", None))
+    assert p2.trades()[0].exit_reason == "signal"
+
+
+def check_with(p: PaperExecutor, bar: tuple[float, float, float, float]):
+    return asyncio.run(p.check_exits("s", "BTC", T0, bar, T0))
