@@ -334,3 +334,24 @@ def test_cli_engine_switch(tmp_path):
     refused = invoke("backtest", daily, "--data", data, "--engine", "fast")
     assert refused.exit_code == 2
     assert "fast path cannot run this backtest: daily has max_daily_loss_pct" in refused.output
+
+
+@needs_klines
+def test_gaps_in_the_data(tmp_path):
+    """Bars missing from the data are unknown on the grid: positions held across them keep their
+    last mark, their settlements are skipped, and no order fills at an unknown open."""
+    frames = {}
+    for sym, name in (("BTC", "BTCUSDT_1h.csv"), ("ETH", "ETHUSDT_1h.csv")):
+        f = klines(name, 3000)
+        keep = np.ones(len(f.times), dtype=bool)
+        for start in (200, 900, 901, 1500, 2200):  # single and longer holes
+            keep[start : start + (1 if start % 2 else 7)] = False
+        times = f.times[keep]
+        funding = np.where(np.arange(len(times)) % 5 == 0, np.nan, 0.01)  # some rates unknown
+        frames[sym] = Frame(times, {**{k: v[keep] for k, v in f.columns.items()}, "funding.close": funding})
+    history = History(frames, "1h", "klines with holes")
+    s = load_strategy("swing.yaml", text=PRICE_ONLY)
+    slow, fast = both([s], history, funding_interval_hours=1)
+    assert_same(slow, fast)
+    assert fast.funding_skipped > 0 and fast.funding_settlements > 0
+    assert any("next bar's open is unknown" in e.message or "unknown" in e.message for e in fast.trading)

@@ -2,9 +2,10 @@
 
 A year of bars can fire tens of thousands of events; most are only counted (statistics, forward
 moves) and few are ever shown. :class:`LazyEvent` holds what identifies an event (kind, strategy,
-rule, symbol, bar) and builds its message, values and signal with
-:func:`~perpwatch.evaluation.rules.build_event` the first time one of them is read; equal, field by
-field, to the event ``build_event`` returns.
+rule, symbol, bar) and builds its message and values with
+:func:`~perpwatch.evaluation.rules.build_event` the first time one of them is read, its signal
+alone with :func:`~perpwatch.evaluation.rules.signal_at` (all the trading layer reads); equal,
+field by field, to the event ``build_event`` returns.
 """
 
 from __future__ import annotations

@@ -13,6 +13,12 @@ Every strategy trades on the executor :attr:`BacktestOptions.executor` names (``
 told otherwise; built through the plugin registry) whatever its ``execute:`` names. That executor
 must keep accounts (:class:`~perpwatch.api.interfaces.Accounting`) and a
 :class:`~perpwatch.api.ledger.Ledger`, from which the equity curve and the trades are read.
+
+That walk is one of two paths (:attr:`BacktestOptions.engine`): where
+:func:`~perpwatch.backtest.fastloop.why_not_fast` finds nothing path-dependent, ``fastloop``
+computes the identical result from the fired signals alone. Either way the account is bust once
+its equity after a bar is at or below zero: no entry from the next bar on
+(:attr:`BacktestResult.bust_time`). Rule events are :class:`LazyEvent` (messages rendered on use).
 """
 
 from __future__ import annotations
