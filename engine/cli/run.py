@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from perpwatch.cli.common import (
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
     NumberType,
     config_option,
@@ -35,11 +34,10 @@ from perpwatch.cli.common import (
     time_option,
     with_state_options,
 )
-from perpwatch.common.errors import LocatedError, PerpwatchError, did_you_mean
+from perpwatch.common.errors import LocatedError, PerpwatchError
 from perpwatch.common.redact import redact
-from perpwatch.common.symbols import symbol_option
 from perpwatch.common.text import printable
-from perpwatch.common.timeutil import INTERVALS, format_time, parse_duration
+from perpwatch.common.timeutil import INTERVALS, format_time
 
 if TYPE_CHECKING:  # the live engine (asyncio, sqlite3, the runner) is imported when a command runs
     from perpwatch.common.clock import Clock
@@ -56,7 +54,7 @@ SECRET_ENV = ("COINGLASS_API_KEY", "TELEGRAM_BOT_TOKEN", "TELEGRAM_CHAT_ID")
 
 
 def register(cli: click.Group) -> None:
-    for command in (run, events, mute, unmute):
+    for command in (run, events):
         cli.add_command(command)
 
 
@@ -433,104 +431,3 @@ def events(
             if status == "retrying":
                 status += f" ({d['attempts']} tries, next {format_time(int(d['next_try'] * 1000))}): {d['last_error']}"
             click.echo(printable(f"    {d['notifier']}: {status}"))
-
-
-def resolve_target(store: StateStore, target: str, muted: frozenset[str] = frozenset()) -> str:
-    """``strategy`` or ``strategy/rule`` from what ``mute`` and ``unmute`` are given (a bare rule name
-    is looked up among the strategies' rules). The valid names are those of the state database: the
-    strategies ``perpwatch run`` has stepped and their rules, plus the targets in ``muted`` (unmute:
-    the mutes stored, so each can be lifted); any other name is an error listing the valid ones."""
-    if target in muted:
-        return target
-    known = store.known_rules()
-    strategy, slash, rule = target.partition("/")
-    if slash and strategy in known and rule in known[strategy]:
-        return target
-    if not slash:
-        if target in known:
-            return target
-        owners = sorted(s for s, rules in known.items() if target in rules)
-        if len(owners) == 1:
-            return f"{owners[0]}/{target}"
-        if len(owners) > 1:
-            choices = ", ".join(f"{s}/{target}" for s in owners)
-            raise PerpwatchError(f"rule {target!r} is in several strategies; write one of {choices}")
-    raise PerpwatchError(unknown_target(target, known, store.path))
-
-
-#: At most this many strategies are listed in full by ``unknown_target``.
-LISTED_STRATEGIES = 20
-
-
-def unknown_target(target: str, known: dict[str, set[str]], state: str) -> str:
-    """The error for a mute target that names no strategy or rule of the state database."""
-    if not known:
-        return (
-            f"no strategy {target!r}: the state database {state} has none yet (mute names the strategies "
-            "and rules that perpwatch run has stepped with this state database)"
-        )
-    strategy, slash, rule = target.partition("/")
-    if slash and strategy in known:
-        head = f"strategy {strategy!r} has no rule {rule!r}{did_you_mean(rule, known[strategy], n=1)}"
-    else:
-        names = {*known, *(r for rules in known.values() for r in rules)}
-        head = f"no strategy or rule {target!r} in {state}{did_you_mean(strategy if slash else target, names, n=1)}"
-    listed = sorted(known)[:LISTED_STRATEGIES]
-    valid = "; ".join(f"{s} (rules: {', '.join(sorted(known[s]))})" for s in listed)
-    more = len(known) - len(listed)
-    return f"{head}; valid: {valid}" + (f"; and {more} more strategies" if more > 0 else "")
-
-
-MAX_MUTE_DAYS = 365
-
-
-@click.command("mute")
-@click.argument("target", metavar="STRATEGY|STRATEGY/RULE|RULE")
-@click.option("--symbol", help="Only this symbol (default: every symbol).")
-@click.option("--for", "duration", required=True, metavar="DURATION", help="How long: 30m, 2h, 1d, 1w.")
-@with_state_options
-@report_errors
-def mute(
-    target: str, symbol: str | None, duration: str, config_path: str | None, state_opt: str | None
-) -> None:
-    """Stop notifications of a strategy or rule for a while (events are still recorded)."""
-    try:
-        seconds = parse_duration(duration) / 1000
-    except (ValueError, KeyError):
-        raise click.BadParameter(
-            f"{duration!r}: write a duration such as 30m, 2h, 1d", param_hint="--for"
-        ) from None
-    if seconds > MAX_MUTE_DAYS * 86_400:
-        raise click.BadParameter(
-            f"{duration!r} is too long; at most {MAX_MUTE_DAYS} days (unmute lifts a mute early)",
-            param_hint="--for",
-        )
-    symbol = symbol_option(symbol, "--symbol")
-    store = open_state(config_path, state_opt)
-    try:
-        resolved = resolve_target(store, target)
-        until = time.time() + seconds
-        store.mute(resolved, symbol, until)
-    finally:
-        store.close()
-    click.echo(f"muted {resolved}{' ' + symbol if symbol else ''} until {format_time(int(until * 1000))}")
-
-
-@click.command("unmute")
-@click.argument("target", metavar="STRATEGY|STRATEGY/RULE|RULE")
-@click.option("--symbol", help="Only this symbol's mute.")
-@with_state_options
-@report_errors
-def unmute(target: str, symbol: str | None, config_path: str | None, state_opt: str | None) -> None:
-    """Lift a mute."""
-    symbol = symbol_option(symbol, "--symbol")
-    store = open_state(config_path, state_opt)
-    try:
-        resolved = resolve_target(store, target, frozenset(m.target for m in store.mutes(0)))
-        lifted = store.unmute(resolved, symbol)
-    finally:
-        store.close()
-    if not lifted:
-        click.echo(f"{resolved}{' ' + symbol if symbol else ''} was not muted", err=True)
-        raise SystemExit(EXIT_BAD_INPUT)
-    click.echo(f"unmuted {resolved}{' ' + symbol if symbol else ''}")

@@ -140,7 +140,7 @@ class AlertState:
         cur = self.conn.execute(
             "INSERT INTO silences (matchers, until, author, comment, created_at) VALUES (?, ?, ?, ?, ?)",
             (
-                json.dumps(matchers, sort_keys=True),
+                json.dumps(matchers),
                 float(until),
                 author,
                 comment,

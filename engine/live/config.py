@@ -138,12 +138,12 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
         heartbeat=heartbeat,
         http=dict(doc.get("http") or {}),
     )
-    check_routes(cfg, doc, path, registry)
     for kind in ("sources", "notifiers", "executors"):
         section: LDict = doc.get(kind) or LDict()
         for name, raw in section.items():
             options = {k: v for k, v in raw.items() if k != "plugin"}
             getattr(cfg, kind)[name] = Instance(name, raw.get("plugin", name), options, section.key_loc(name))
+    check_routes(cfg, doc, path, registry)
     if registry is not None:
         check_instances(cfg, doc, registry)
     return cfg
@@ -212,13 +212,9 @@ def check_routes(cfg: Config, doc: LDict, path: str, registry: Registry | None =
             return
         for i, name in enumerate(node or ()):
             if name not in known:
-                listing = ", ".join(sorted(cfg.notifiers)) or "none configured"
-                errors.append(
-                    LocatedError(
-                        locate(doc, [*at, i], path),
-                        f"no notifier named {name!r}{did_you_mean(name, known)} (configured: {listing})",
-                    )
-                )
+                listing = ", ".join(sorted(cfg.notifiers)) or "none"
+                hint = did_you_mean(name, known) or f" (configured: {listing})"
+                errors.append(LocatedError(locate(doc, [*at, i], path), f"no notifier named {name!r}{hint}"))
 
     route = doc.get("route") or {}
     receivers(route.get("receivers"), ["route", "receivers"])

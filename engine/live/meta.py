@@ -41,6 +41,8 @@ from perpwatch.live.schedule import Plan
 log = logging.getLogger("perpwatch.live.runner")  # one logger for every part of the runner
 
 DAY_SECONDS = 86_400.0
+#: The meta-alerts' rule names (their strategy is ``perpwatch``).
+META_RULES = ("source_failing", "stale_data", "cycle_failed", "notifier_failing", "kill_switch", "alive")
 
 
 @dataclass
@@ -211,8 +213,9 @@ class MetaAlerts:
         if not self.settings.alive:
             return
         st = self.state.meta("alive", "daily")
-        if st is None:
+        if st is None:  # the first cycle: the day starts now
             self.state.set_meta(MetaState("alive", "daily", "ok", now, 0, ""), now)
+            self.cycles = 0
             return
         if now - st.since < DAY_SECONDS:
             return

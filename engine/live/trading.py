@@ -87,9 +87,7 @@ class Trading:
         age = strategy.risk.max_data_age_ms
         price = market_value(ev, "price.close", i, age)
         out: list[Event] = []
-        if self._protective[strategy.execute] and (
-            strategy.has_exits or getattr(executor, "liquidates", True)
-        ):
+        if self._protective[strategy.execute]:
             protective = cast(Protective, executor)
             first = max(0, i - max(1, exit_bars) + 1)
             opened = None

@@ -42,8 +42,9 @@ class ScriptedSource(Source):
         pipe = self.pipeline
         if pipe.down:
             raise SourceError("HTTP 503 from the scripted source")
-        times = np.arange(request.start, request.end + 1, H, dtype=np.int64)
         series = pipe.series[request.symbol]
+        last = T0 - 48 * H + (len(series) - 1) * H  # no bar after the series: stale data
+        times = np.arange(request.start, min(request.end, last) + 1, H, dtype=np.int64)
         idx = (times - (T0 - 48 * H)) // H
         values = np.array([series[i] if 0 <= i < len(series) else np.nan for i in idx], dtype=float)
         return Frame(times, {"funding.close": values, "price.close": np.full(len(times), 100.0)})
@@ -122,6 +123,8 @@ class Pipeline:
                 self.clock.now = (T0 + (n + 1) * H) / 1000
                 reports.append(await runner.run_cycle(self.clock.now))
                 await runner.flush()
+                if runner.heartbeat is not None:
+                    await runner.heartbeat.aclose()  # its ping for this cycle, before the next
             await runner.aclose()
             return reports
 
