@@ -15,7 +15,7 @@ from helpers import ROOT
 ENGINE = ROOT / "engine"
 
 #: Engine packages from the bottom up: a module may import its own package or a lower one.
-LAYERS = ["common", "language", "evaluation", "api", "testing", "live", "backtest", "research", "cli"]
+LAYERS = ["common", "language", "evaluation", "api", "testing", "live", "web", "backtest", "research", "cli"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 
 

@@ -41,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "backtest": "backtest",
     "halt": "backtest",
     "resume": "backtest",
+    "serve": "serve",
     "sweep": "sweep",
 }
 

@@ -186,6 +186,13 @@ def simulated_start(runner: Runner, start: float) -> float:
 )
 @click.option("--log-file", type=click.Path(dir_okay=False), help="Also write the log to this file.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging (as perpwatch --log-level debug run).")
+@click.option(
+    "--http",
+    "http_opt",
+    metavar="HOST:PORT",
+    help="Serve /metrics, /healthz and the dashboard from this process (default: the config's "
+    "http.listen, if any; perpwatch[http]).",
+)
 @report_errors
 def run(
     files: tuple[str, ...],
@@ -198,6 +205,7 @@ def run(
     sim_to: str | None,
     log_file: str | None,
     verbose: bool,
+    http_opt: str | None = None,
 ) -> None:
     """Run strategies live: poll the sources every bar, evaluate, deliver what fires."""
     from perpwatch.common.clock import Clock, FakeClock
@@ -215,6 +223,7 @@ def run(
     cfg = load_config(find_config(config_path), registry)
     secrets = cfg.secrets | env_secrets()
     strategies = load_strategies(files, parse_params(params), interval)
+    http = _http_address(http_opt, cfg)
     options = RunnerOptions.from_config(cfg.runner)
     clock: Clock = Clock()
     if start is not None:
@@ -226,7 +235,7 @@ def run(
     saved = {name: logging.getLogger(name).level for name in ("", "httpx", "httpcore")}
     handlers = setup_logging(secrets, log_file, level)
     try:
-        code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at)
+        code = _run(strategies, cfg, registry, state, clock, options, secrets, once, start, stop_at, http)
     except StateLost as e:  # the run stopped, having failed (not bad input): one line, exit 1
         click.echo(printable(f"error: {redact(str(e), secrets)}"), err=True)
         code = EXIT_FAILED
@@ -255,6 +264,7 @@ def _run(
     once: bool,
     start: float | None,
     stop_at: float | None,
+    http: tuple[str, int] | None = None,
 ) -> int:
     import asyncio
 
@@ -269,7 +279,7 @@ def _run(
         signal.signal(signal.SIGINT, _interrupt)
     try:
         return asyncio.run(
-            _main(strategies, cfg, registry, store, clock, options, secrets, once, start, stop_at)
+            _main(strategies, cfg, registry, store, clock, options, secrets, once, start, stop_at, http)
         )
     finally:
         if in_main_thread:
@@ -293,6 +303,7 @@ async def _main(
     once: bool,
     start: float | None,
     stop_at: float | None,
+    http: tuple[str, int] | None = None,
 ) -> int:
     import asyncio
     import contextlib
@@ -302,6 +313,7 @@ async def _main(
     from perpwatch.live.runner import Runner
 
     runner = Runner.build(strategies, cfg, registry, store, clock, options=options, secrets=secrets)
+    served = None
     try:
         simulate = None
         if start is not None and isinstance(clock, FakeClock):
@@ -313,6 +325,8 @@ async def _main(
             stop_at = end
         runner.check_sources()  # a replay file that does not exist: one error now (exit 2)
         click.echo(banner(runner, cfg, store.path, simulate), err=True)
+        if http is not None:  # uvicorn in this event loop, beside the runner
+            served = await _serve_http(runner, cfg, http)
         if once:  # under the loop's signals: a stop finishes or rolls back the cycle
             report = await loop.run_once(runner, runner.wakeup)
             if report is None:
@@ -334,7 +348,42 @@ async def _main(
         return 128 + runner.wakeup.aborted.value  # a second signal: exit at once (130 for SIGINT)
     finally:
         with contextlib.suppress(asyncio.CancelledError):  # an abort deferred past the last wait
+            if served is not None:
+                from perpwatch.web.server import stop
+
+                await stop(*served)
             await runner.aclose()
+
+
+def _http_address(option: str | None, cfg: Config) -> tuple[str, int] | None:
+    """``--http`` or the config's ``http.listen`` (then the HTTP extra must be installed), or None."""
+    from perpwatch.cli.serve import http_address
+
+    if option is None and not cfg.http.get("listen"):
+        return None
+    from perpwatch.web.server import require_http
+
+    require_http("perpwatch run --http")
+    return http_address(option, cfg)
+
+
+async def _serve_http(runner: Runner, cfg: Config, address: tuple[str, int]) -> tuple[Any, Any]:
+    """The HTTP server over the running process (its store, telemetry, executors, database lock)."""
+    from perpwatch.cli.serve import http_settings
+    from perpwatch.web import server
+    from perpwatch.web.backend import Backend
+
+    backend = Backend(
+        runner.store,
+        runner.clock,
+        telemetry=runner.telemetry,
+        executors=runner.executors,
+        strategies=[(job.strategy, job.symbols) for job in runner.jobs],
+        lock=runner.db_lock,
+        **http_settings(cfg),
+    )
+    http = server.make_server(backend, *address)
+    return http, await server.start(http)
 
 
 def _log_cycle(report: CycleReport, level: int = logging.INFO) -> None:

@@ -226,7 +226,7 @@ class Runner:
                 self.meta.observe_cycle(now, plans, fetched, report, fetch_failures)
                 self.alerting.finish(now, report)  # routed once every strategy has stepped
                 self.store.check_file()  # gone during the cycle: roll back and stop
-                self.telemetry.cycle_recorded(report, newest)
+                self.telemetry.cycle_recorded(report, newest, time.perf_counter() - wall0)
                 self.telemetry.save(self.store)  # commits with the cycle
                 t2 = time.perf_counter()
         report.commit_wall = time.perf_counter() - t2
@@ -234,7 +234,6 @@ class Runner:
         report.process_cpu = time.process_time() - c1
         report.wall = time.perf_counter() - wall0
         report.cpu = time.process_time() - cpu0
-        self.telemetry.cycle_timed(report.wall)
         if self.heartbeat is not None:
             self.heartbeat.after_cycle(not report.failed)
         self.kick()
@@ -260,6 +259,11 @@ class Runner:
     async def flush(self, timeout: float | None = None) -> None:
         """Deliver everything due now (not what waits for a retry), within ``timeout`` seconds."""
         await self.delivery.flush(timeout)
+
+    @property
+    def db_lock(self) -> asyncio.Lock:
+        """Held while a cycle or a delivery uses the store: a writer beside them takes it too."""
+        return self._db
 
     @property
     def _tasks(self) -> dict[str, asyncio.Task]:

@@ -8,8 +8,8 @@ Per cycle the runner records (inside the cycle's transaction, so the snapshot an
 together): the cycle's time, whether every fetch answered, fetch failures by source, and for each
 (strategy, rule, symbol) stepped at its newest bar the condition's truth and the values of the names
 it reads; for each (strategy, symbol) the last ``SERIES_POINTS`` bars of the strategy's key metrics
-(the chart of the dashboard). Its duration joins the histogram after the commit. A cycle that fails
-as a whole (rolled back) is counted by the loop. Everything kept is bounded by the strategies,
+(the chart of the dashboard), and its duration up to the commit. A cycle that fails as a whole
+(rolled back) is counted by the loop. Everything kept is bounded by the strategies,
 rules and symbols being run.
 """
 
@@ -59,10 +59,12 @@ class Telemetry:
         steps = [ms for ms in intervals_ms if ms > 0]
         self.interval_seconds = min(steps) / 1000 if steps else 0.0
 
-    def cycle_recorded(self, report: Any, stepped: Iterable[Any]) -> None:
-        """A cycle's outcome, just before its commit: ``report`` (a ``CycleReport``) and the
-        (strategy, symbol)s stepped at their newest bar (``Stepped``)."""
+    def cycle_recorded(self, report: Any, stepped: Iterable[Any], seconds: float) -> None:
+        """A cycle's outcome, just before its commit: ``report`` (a ``CycleReport``), the
+        (strategy, symbol)s stepped at their newest bar (``Stepped``) and the wall seconds it took
+        so far (everything but the commit)."""
         self.cycles += 1
+        self.cycle_timed(seconds)
         self.last_cycle = report.time
         if report.failures:
             self.cycles_with_failures += 1

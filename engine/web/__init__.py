@@ -1,0 +1,1 @@
+"""The HTTP side of perpwatch: /metrics, /healthz and the dashboard (extra ``http``)."""
