@@ -184,6 +184,14 @@ def test_bad_exits_are_located_errors_naming_what_is_valid(value, message):
     assert message in errors_of(strategy_text(stop_loss=value))
 
 
+def test_an_exit_on_a_flat_signal_is_an_error():
+    text = strategy_text("flat", stop_loss="2%")
+    assert "s.yaml:12:18: error: signal stop_loss: a flat signal opens nothing to protect" in errors_of(text)
+    load_strategy(
+        "s.yaml", text=strategy_text("flat").replace("rules:\n", "risk:\n  stop_loss: 2%\nrules:\n")
+    )
+
+
 def test_a_bad_risk_default_is_located_at_the_risk_key():
     text = strategy_text().replace("rules:\n", "risk:\n  take_profit: 0%\nrules:\n")
     assert "s.yaml:7:16: error: risk take_profit: '0%' must be more than 0%" in errors_of(text)

@@ -538,6 +538,12 @@ class _Compiler:
                 raise LocatedError(sig.val_loc("size_usd"), "signal size_usd must be a number (USD)")
         for name in EXITS:
             spec = self.exit_defaults.get(name)
+            if name in sig and side == "flat":
+                raise LocatedError(
+                    sig.val_loc(name),
+                    f"signal {name}: a flat signal opens nothing to protect; put {name} on the signals "
+                    "that open positions (long, short), or in risk: for all of them",
+                )
             if name in sig:
                 spec = self._guard(self._exit, name, sig[name], sig.val_loc(name), "signal")
             setattr(rule, name, spec)
