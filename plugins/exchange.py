@@ -222,6 +222,7 @@ class ExchangeExecutor(Executor):
                 "options": {"defaultType": "swap", "fetchCurrencies": False},
             }
             ex = cls(config)
+            ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False  # reconciliation lists them all
             if self.network == "testnet":
                 if self.exchange_id == "binanceusdm":
                     ex.enable_demo_trading(True)
@@ -962,12 +963,17 @@ class ExchangeExecutor(Executor):
         symbols = sorted(
             set(held) | set(mine) | {self.market_symbol(r.symbol) for r in self.journal.orders("open")}
         )
-        for sym in symbols:
+        # Binance lists every symbol's open orders in one call; elsewhere the symbols perpwatch knows
+        scopes: list[str | None] = [None] if self.exchange_id == "binanceusdm" else list(symbols)
+        for scope in scopes:
             for trigger in (False, True):
                 params = {"trigger": True} if trigger else {}
-                orders = await self._call("fetch open orders", ex.fetch_open_orders, sym, None, None, params)
+                orders = await self._call(
+                    "fetch open orders", ex.fetch_open_orders, scope, None, None, params
+                )
                 for o in orders:
                     cid = str(o.get("clientOrderId") or "")
+                    sym = str(o.get("symbol") or scope)
                     if cid not in known:
                         notices.append(
                             Notice(

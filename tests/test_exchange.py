@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from fakes.binance_usdm import FakeBinanceUSDM
+from fakes.binance_usdm import FakeBinanceUSDM, FakeOrder
 
 from perpwatch.api.interfaces import Accounting, ExecutorError, PluginContext, PluginError
 from perpwatch.common.clock import FakeClock
@@ -489,3 +489,19 @@ def test_missing_ccxt_names_the_extra(
     with pytest.raises(MissingExtra) as e:
         ExchangeExecutor(options(fake), PluginContext(clock=FakeClock(), state_path=str(tmp_path / "s.db")))
     assert "perpwatch[exchange]" in str(e.value)
+
+
+def test_an_order_placed_by_hand_on_another_symbol_halts(fake: FakeBinanceUSDM, tmp_path: Path) -> None:
+    async def body(ex: ExchangeExecutor) -> Any:
+        await ex.submit_once(EVENT, "trend", "BTC", long(), 50_000.0, 1)
+        assert not any(n.halt for n in await ex.reconcile())
+        fake.orders.append(
+            FakeOrder(
+                1, "web_manual_1", "ETHUSDT", "BUY", "LIMIT", Decimal(1), Decimal(2000), Decimal(0), False
+            )
+        )
+        return await ex.reconcile()
+
+    notices = run(fake, tmp_path, body)
+    assert [n.halt for n in notices] == [True]
+    assert "web_manual_1" in notices[0].message and "ETH/USDT:USDT" in notices[0].message
