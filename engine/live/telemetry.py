@@ -100,19 +100,27 @@ class Telemetry:
             }
         names = list(getattr(strategy, "snapshot", None) or ()) or sorted(strategy.metrics)
         lo = max(0, i + 1 - SERIES_POINTS)
-        columns = {}
+        key = f"{strategy.name}/{symbol}"
+        old = self.series.get(key) or {}
+        rows: dict[int, dict[str, Any]] = {}  # bar time -> metric -> value: the kept bars, then these
+        for k, t in enumerate(old.get("times", ())):
+            rows[int(t)] = {m: values[k] for m, values in old.get("metrics", {}).items() if k < len(values)}
+        kept: list[str] = []
         for name in names:
-            key = getattr(name, "name", name)  # a snapshot entry may carry a format
-            col = ev.frame.columns.get(key)
+            metric = getattr(name, "name", name)  # a snapshot entry may carry a format
+            col = ev.frame.columns.get(metric)
             if col is None or getattr(col, "dtype", None) is None or col.dtype.kind != "f":
                 continue
-            columns[key] = [_plain(v) for v in col[lo : i + 1]]
-            if len(columns) >= SERIES_METRICS:
+            kept.append(metric)
+            for t, v in zip(ev.frame.times[lo : i + 1], col[lo : i + 1], strict=True):
+                rows.setdefault(int(t), {})[metric] = _plain(v)
+            if len(kept) >= SERIES_METRICS:
                 break
-        self.series[f"{strategy.name}/{symbol}"] = {
+        times = sorted(rows)[-SERIES_POINTS:]
+        self.series[key] = {
             "interval": strategy.interval,
-            "times": [int(t) for t in ev.frame.times[lo : i + 1]],
-            "metrics": columns,
+            "times": times,
+            "metrics": {m: [rows[t].get(m) for t in times] for m in kept},
         }
 
     # -- persistence --------------------------------------------------------------------------
