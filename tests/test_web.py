@@ -126,7 +126,9 @@ def test_metrics_in_the_prometheus_text_format(tmp_path):
     assert samples(m["perpwatch_fetch_failures"], "_total") == {(("source", "scripted"),): 2.0}  # BTC, ETH
     events = samples(m["perpwatch_events"], "_total")
     stored = {(s, r, k): n for s, r, k, n in pipe.store.event_counts()}
-    assert events == {(("kind", k), ("rule", r), ("strategy", s)): float(n) for (s, r, k), n in stored.items()}
+    assert events == {
+        (("kind", k), ("rule", r), ("strategy", s)): float(n) for (s, r, k), n in stored.items()
+    }
     assert events[(("kind", "fired"), ("rule", "hot"), ("strategy", "watch"))] == 1.0
     assert (("notifier", "a"),) in samples(m["perpwatch_notifier_failures"], "_total")
     assert (("notifier", "a"),) in samples(m["perpwatch_outbox_pending"])
@@ -179,7 +181,9 @@ def test_healthz_follows_the_newest_cycle_on_the_fake_clock(tmp_path):
 
     (ok, body), (edge, _), (stale, stale_body) = asyncio.run(main())
     assert (ok, edge, stale) == (200, 200, 503)
-    assert body["status"] == "ok" and body["last_cycle"] == last and body["stale_after_seconds"] == 2 * H_S + 120
+    assert (
+        body["status"] == "ok" and body["last_cycle"] == last and body["stale_after_seconds"] == 2 * H_S + 120
+    )
     assert stale_body["status"] == "stale" and stale_body["age_seconds"] == 2 * H_S + 121
 
 
@@ -206,7 +210,9 @@ def test_actions_need_the_token(tmp_path):
             ).status_code
             out["get"] = (await client.get("/halt", params={"token": TOKEN})).status_code
             out["flag_after_refusals"] = pipe.store.get_flag(HALT_FLAG)
-            ok = await client.post("/halt", content="reason=by+test", headers={**form, "X-Perpwatch-Token": TOKEN})
+            ok = await client.post(
+                "/halt", content="reason=by+test", headers={**form, "X-Perpwatch-Token": TOKEN}
+            )
             out["ok"] = (ok.status_code, ok.headers.get("location"))
             out["flag"] = pipe.store.get_flag(HALT_FLAG)
             resumed = await client.post("/resume", headers={"Authorization": f"Bearer {TOKEN}"})
@@ -214,7 +220,9 @@ def test_actions_need_the_token(tmp_path):
             out["flag_after_resume"] = pipe.store.get_flag(HALT_FLAG)
             bad = await client.post("/mute", content=f"target=nope&for=1h&token={TOKEN}", headers=form)
             out["bad_target"] = (bad.status_code, bad.text)
-            bad_for = await client.post("/mute", content=f"target=watch&for=forever&token={TOKEN}", headers=form)
+            bad_for = await client.post(
+                "/mute", content=f"target=watch&for=forever&token={TOKEN}", headers=form
+            )
             out["bad_for"] = bad_for.status_code
             muted = await client.post(
                 "/mute", content=f"target=watch/hot&symbol=btc&for=2h&token={TOKEN}", headers=form
@@ -336,3 +344,106 @@ def test_telemetry_snapshot_round_trips(tmp_path):
     assert loaded is not None and loaded.to_json() == runner.telemetry.to_json()
     assert loaded.rules["watch/hot/BTC"]["values"] == {"funding.close": 0.01}
     assert loaded.series["watch/BTC"]["times"][-1] == T0 + 2 * 3_600_000
+
+
+# ------------------------------------------------------------------------------------------------
+# The commands: run --http (a simulation serving while it runs) and serve (a subprocess)
+
+REPLAYED = """\
+version: 1
+name: replayed
+interval: 1h
+symbols: [BTC]
+rules:
+  - name: up
+    when: price.close > 0
+notify: [file]
+"""
+
+
+def replay_setup(tmp_path, http_block: str = "") -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    t0 = 1_735_689_600_000  # 2025-01-01T00:00Z
+    (data / "BTC_1h.csv").write_text(
+        "time,price.close\n" + "".join(f"{t0 + i * 3_600_000},{100 + i}\n" for i in range(30))
+    )
+    (tmp_path / "s.yaml").write_text(REPLAYED)
+    (tmp_path / "perpwatch.yaml").write_text(
+        f"sources:\n  replay: {{path: '{data}'}}\nnotifiers:\n  file: {{plugin: jsonl, path: events.jsonl}}\n"
+        + http_block
+    )
+
+
+def test_run_http_serves_while_the_run_lasts(tmp_path):
+    from helpers import run_perpwatch
+
+    replay_setup(tmp_path)
+    result = run_perpwatch(
+        "run", "s.yaml", "--state", "state.db", "--simulate-from", "2025-01-01T10:00:00Z",
+        "--simulate-to", "2025-01-01T20:00:00Z", "--http", "127.0.0.1:0", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "serving /metrics, /healthz and the dashboard on http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_http_bad_address_is_bad_input(tmp_path):
+    from helpers import run_perpwatch
+
+    replay_setup(tmp_path)
+    result = run_perpwatch("run", "s.yaml", "--once", "--http", "localhost:http", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--http: error: 'localhost:http': the port must be a number" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_command_over_a_simulated_database(tmp_path):
+    import os
+    import select
+    import signal
+    import subprocess
+
+    from helpers import perpwatch_command, run_perpwatch
+
+    replay_setup(tmp_path, "http:\n  token: ${PW_TOKEN}\n")
+    simulated = run_perpwatch(
+        "run", "s.yaml", "--state", "state.db", "--simulate-from", "2025-01-01T10:00:00Z",
+        "--simulate-to", "2025-01-01T20:00:00Z", cwd=tmp_path, env={"PW_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert simulated.returncode == 0, simulated.stderr
+    proc = subprocess.Popen(
+        [*perpwatch_command(), "serve", "--state", "state.db", "--http", "127.0.0.1:0"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "PW_TOKEN": TOKEN},
+    )  # fmt: skip
+    try:
+        url, seen = None, []
+        while url is None and select.select([proc.stderr], [], [], 60)[0]:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            if line.startswith("perpwatch serve: state.db on http://"):
+                url = line.split(" on ")[1].split()[0].rstrip("/")
+        assert url is not None, "".join(seen)
+        with httpx.Client(base_url=url) as client:
+            health = client.get("/healthz")
+            m = families(client.get("/metrics").text)
+            refused = client.post("/halt", headers={"X-Perpwatch-Token": TOKEN})
+            page = client.get("/")
+        assert health.status_code == 503 and health.json()["status"] == "stale"  # simulated time is long past
+        assert samples(m["perpwatch_cycles"], "_total")[()] >= 10
+        assert refused.status_code == 403 and "read-only" in refused.text
+        assert page.status_code == 200 and "replayed" in page.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert TOKEN not in "".join(seen) + err
+    assert "Traceback" not in err
+
+
+def test_serve_without_a_database_is_bad_input(tmp_path):
+    from helpers import run_perpwatch
+
+    result = run_perpwatch("serve", "--state", "missing.db", cwd=tmp_path)
+    assert result.returncode == 2 and "no state database at missing.db" in result.stderr
