@@ -69,30 +69,35 @@ def main() -> None:
     print(f"sweep bench: {len(bars)} bars of BTC 4h, {args.folds} folds ({len(windows)} backtests per trial), "
           f"{args.trials} trials per run, {args.repeats} runs each; {cpus} CPUs (shared machine)")  # fmt: skip
 
-    def sweep_once(pool: Pool, k: int) -> tuple[float, list[dict[str, str]]]:
+    def sweep_once(pool: Pool, k: int) -> tuple[float, float, float, list[dict[str, str]]]:
+        """Wall seconds, this process's CPU seconds, the workers' CPU seconds in the trials, params."""
         with tempfile.TemporaryDirectory() as tmp:
             plan = SweepPlan(setup, specs, "random", args.trials, "sharpe", "maximize", 0, 1,
                              str(Path(tmp) / "s.db"), f"bench-{k}", {})  # fmt: skip
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             study, progress = run_sweep(plan, pool)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.process_time() - c
             assert progress.ran == args.trials and not progress.failed
-            return wall, [params_text(x.params) for x in study.get_trials(deepcopy=False)]
+            trials = study.get_trials(deepcopy=False)
+            worker_cpu = sum(x.user_attrs["result"]["cpu_seconds"] for x in trials)
+            return wall, cpu, worker_cpu, [params_text(x.params) for x in trials]
 
     # the baseline: the backtests of the same trials, nothing else
-    _, trial_params = sweep_once(Pool(), -1)
-    base = []
+    trial_params = sweep_once(Pool(), -1)[3]
+    base, base_cpu = [], []
     for _ in range(args.repeats):
         compiled = [got.compile(setup, p) for p in trial_params]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for s in compiled:
             for w in windows:
                 opts = dataclasses.replace(setup.options, start=w.start, end=w.end)
                 run_backtest([s], got.history, got.symbols, opts, registry=got.registry)
         base.append((time.perf_counter() - t) / args.trials)
-    per_trial = statistics.median(base)
-    print(f"\nbaseline: backtests alone {per_trial * 1000:.0f} ms per trial "
-          f"({min(base) * 1000:.0f}..{max(base) * 1000:.0f}), {1 / per_trial:.2f} trials/s on one core")  # fmt: skip
+        base_cpu.append((time.process_time() - c) / args.trials)
+    per_trial, per_trial_cpu = statistics.median(base), statistics.median(base_cpu)
+    print(f"\nbaseline: backtests alone {per_trial * 1000:.0f} ms wall per trial "
+          f"({min(base) * 1000:.0f}..{max(base) * 1000:.0f}), {per_trial_cpu * 1000:.0f} ms CPU "
+          f"({min(base_cpu) * 1000:.0f}..{max(base_cpu) * 1000:.0f}); {1 / per_trial:.2f} trials/s on one core")  # fmt: skip
 
     configs: list[tuple[str, int, object]] = [("1 worker (this process)", 1, lambda: Pool())]
     for w in sorted({2, cpus}):
@@ -116,19 +121,27 @@ def main() -> None:
         for f in warm:
             pool.result(f)
         startup = time.perf_counter() - t
-        walls = [sweep_once(pool, k)[0] for k in range(args.repeats)]
+        runs = [sweep_once(pool, k) for k in range(args.repeats)]
         pool.close()
         if cluster is not None:
             cluster.close()
+        walls = [r[0] for r in runs]
         med = statistics.median(walls)
         rate = args.trials / med
         one = one or rate
         overhead = workers * med / args.trials - per_trial
+        # CPU: this process's (the study, and the trials themselves with one worker) plus the workers'
+        inline = isinstance(pool, Pool) and type(pool) is Pool
+        cpu = [(r[1] + (0 if inline else r[2])) / args.trials - per_trial_cpu for r in runs]
+        parent = statistics.median(r[1] for r in runs) / args.trials
         rows.append((label, f"{rate:.2f}", f"{args.trials / max(walls):.2f}..{args.trials / min(walls):.2f}",
-                     f"{rate / (workers * one) * 100:.0f} %", f"{overhead * 1000:+.0f} ms", f"{startup:.1f} s"))  # fmt: skip
+                     f"{rate / (workers * one) * 100:.0f} %", f"{overhead * 1000:+.0f} ms",
+                     f"{statistics.median(cpu) * 1000:+.0f} ms ({min(cpu) * 1000:+.0f}..{max(cpu) * 1000:+.0f})",
+                     f"{parent * 1000:.0f} ms", f"{startup:.1f} s"))  # fmt: skip
         print(f"  {label}: {rate:.2f} trials/s", file=sys.stderr)
 
-    head = ("where", "trials/s (median)", "min..max", "efficiency", "overhead/trial", "pool start-up")
+    head = ("where", "trials/s (median)", "min..max", "efficiency", "overhead/trial (wall)",
+            "overhead/trial (CPU)", "sweep process CPU/trial", "pool start-up")  # fmt: skip
     widths = [max(len(str(r[j])) for r in [head, *rows]) for j in range(len(head))]
     print()
     for k, r in enumerate([head, *rows]):
@@ -142,8 +155,11 @@ def main() -> None:
         if k == 0:
             print("  " + "  ".join("-" * w for w in widths))
     print(
-        "\nefficiency: trials/s / (workers x the 1-worker trials/s); overhead/trial: workers x wall / trials"
-        " - the baseline's backtests per trial (compile, ask/tell in SQLite, shipping params and figures)"
+        "\nefficiency: trials/s / (workers x the 1-worker trials/s). overhead/trial (wall): workers x wall /"
+        " trials - the baseline's wall per trial; (CPU): CPU seconds of the sweep process and of the workers'"
+        " trials, per trial, - the baseline's CPU per trial (compiling, the study's ask/tell in SQLite,"
+        " figures; not counted: workers' IPC outside trials). sweep process CPU/trial: the study and the"
+        " scheduling (with 1 worker, the trials too)."
     )
 
 

@@ -309,3 +309,33 @@ def test_tpe_search_runs_its_trials(market, tmp_path):
     for t in trials:
         p = t["params"]
         assert 3 <= p["fast"] <= 30 and 500 <= p["size"] <= 2000 and p["flip"] in (True, False)
+
+
+def test_a_failing_trial_is_recorded_as_failed_and_the_sweep_goes_on(market):
+    import concurrent.futures as cf
+
+    from perpwatch.research.pool import Pool
+    from perpwatch.research.ranking import format_table, ranked
+    from perpwatch.research.specs import parse_specs
+    from perpwatch.research.study import SweepPlan, run_sweep
+    from perpwatch.research.trial import Setup
+
+    class Flaky(Pool):
+        def submit(self, setup, params):
+            if params["fast"] == "10":
+                future: cf.Future = cf.Future()
+                future.set_exception(ValueError("boom at fast=10"))
+                return future
+            return super().submit(setup, params)
+
+    strat, data = market
+    times = T0 + H * np.arange(BARS, dtype=np.int64)
+    setup = Setup(str(strat), (str(data),), None, None, (), BacktestOptions(), tuple(split(times, 0, 0.3)))
+    plan = SweepPlan(setup, parse_specs(("fast=5,10,20",)), "grid", 3, "sharpe", "maximize", 1, 0, None, "t")
+    study, progress = run_sweep(plan, Flaky())
+    assert (progress.ran, progress.failed) == (2, 1)
+    rows = ranked(study, plan)
+    failed = [r for r in rows if r.status == "failed"]
+    assert [r.params["fast"] for r in failed] == [10] and failed[0].error == "ValueError: boom at fast=10"
+    assert [r.rank for r in rows] == [1, 2, None]
+    assert "failed: ValueError: boom at fast=10" in format_table(rows, plan)

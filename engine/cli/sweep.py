@@ -82,7 +82,13 @@ def register(cli: click.Group) -> None:
     type=NumberType(minimum=0, min_open=True, maximum=0.9),
     help="Share of each fold's bars in its test window (the last bars of the fold).",
 )
-@click.option("--seed", default=0, show_default=True, type=NumberType(integer=True, minimum=0))
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=NumberType(integer=True, minimum=0),
+    help="Seed of random and TPE search and of the grid's order.",
+)
 @click.option(
     "--study",
     "study_path",
@@ -228,16 +234,24 @@ def sweep(
                 study, progress = run_sweep(plan, pool, lambda number, result: bar.update(1))
         else:
             study, progress = run_sweep(plan, pool)
+    except KeyboardInterrupt:
+        kept = (
+            f"the finished trials are in {study_path}; run the same command to resume"
+            if study_path
+            else "nothing is kept without --study"
+        )
+        click.echo(f"sweep: interrupted; {kept}", err=True)
+        raise SystemExit(130) from None
     finally:
         pool.close()
     rows = ranked(study, plan)
-    done = f"{progress.ran} trials run now"
-    if progress.already:
-        done += f", {progress.already} finished before"
+    done = f"{progress.ran + progress.failed} trials run now"
     if progress.resumed:
-        done += f" ({progress.resumed} interrupted ones run again)"
+        done += f" ({progress.resumed} of them interrupted before, run again)"
     if progress.failed:
         done += f", {progress.failed} failed"
+    if progress.already:
+        done += f", {progress.already} finished before"
     click.echo(f"{done}; {len(rows)} in the study\n")
     click.echo(format_table(rows, plan, top))
     click.echo("\n" + best_line(rows, plan))

@@ -15,7 +15,7 @@ from types import ModuleType
 from perpwatch.common.errors import Loc, LocatedError
 
 #: perpwatch's extras: the packages each one installs (``pyproject.toml``).
-EXTRAS = {"parquet": ("pyarrow",), "report": ("plotly",)}
+EXTRAS = {"parquet": ("pyarrow",), "report": ("plotly",), "sweep": ("optuna", "distributed")}
 
 
 class MissingExtra(LocatedError):
