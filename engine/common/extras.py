@@ -15,7 +15,12 @@ from types import ModuleType
 from perpwatch.common.errors import Loc, LocatedError
 
 #: perpwatch's extras: the packages each one installs (``pyproject.toml``).
-EXTRAS = {"parquet": ("pyarrow",), "report": ("plotly",), "sweep": ("optuna", "distributed")}
+EXTRAS = {
+    "parquet": ("pyarrow",),
+    "report": ("plotly",),
+    "sweep": ("optuna", "distributed"),
+    "http": ("starlette", "uvicorn", "prometheus_client", "jinja2"),
+}
 
 
 class MissingExtra(LocatedError):

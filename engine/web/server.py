@@ -14,11 +14,11 @@ import logging
 from typing import Any
 
 from perpwatch.common.errors import Loc, LocatedError, PerpwatchError
-from perpwatch.common.extras import require
+from perpwatch.common.extras import EXTRAS, require
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
-HTTP_MODULES = ("starlette", "uvicorn", "prometheus_client", "jinja2")
+HTTP_MODULES = EXTRAS["http"]
 
 log = logging.getLogger("perpwatch.web")
 
