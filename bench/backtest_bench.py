@@ -13,9 +13,11 @@ three alike), every run in a fresh process:
 
 ``today``  the tree at ``--baseline-rev`` (the commit before the fast path), exported with
            ``git archive`` and imported ahead of the installed package;
-``walk``   this tree, ``BacktestOptions(engine="walk")``: bar by bar, as today but with the
-           trading layer's lighter position lookups;
-``fast``   this tree, the default (``engine="auto"``: the fast path for these strategies).
+``walk``   the tree at ``--rev`` (default HEAD: the committed code, so edits in progress do not
+           leak into a long run; ``--rev worktree`` imports the working tree),
+           ``BacktestOptions(engine="walk")``: bar by bar, as today but with the trading layer's
+           lighter position lookups;
+``fast``   the same tree, the default (``engine="auto"``: the fast path for these strategies).
 
 End to end is what ``perpwatch backtest`` does without ``--json``: load the files, backtest,
 compute the figures, format the text report; writing the JSON document is timed apart. Reported:
@@ -186,6 +188,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="20x8760,200x876", help="SYMBOLSxBARS, comma-separated")
     ap.add_argument("--format", choices=("csv", "parquet"), default="csv")
     ap.add_argument("--baseline-rev", default="ecbe373", help="the commit 'today' is measured at")
+    ap.add_argument("--rev", default="HEAD", help="the commit walk and fast are measured at (or 'worktree')")
     ap.add_argument("--codes", default=",".join(CODES), help="which of today, walk, fast to run")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
@@ -199,18 +202,28 @@ def main() -> None:
         f"  machine:     {os.cpu_count()} CPUs, shared with other work while measured "
         f"(load average now {os.getloadavg()[0]:.1f}); one process per run, {args.runs} runs each, interleaved"
     )
-    print(f"  today:       the tree at {args.baseline_rev}, exported with git archive", flush=True)
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.rev], capture_output=True, text=True
+    )
+    print(f"  today:       the tree at {args.baseline_rev}; walk and fast: {args.rev} ({rev.stdout.strip()})")
+    print(
+        "               each exported with git archive and imported ahead of the installed package",
+        flush=True,
+    )
     medians: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tree = str(export_tree(args.baseline_rev, Path(tmp) / "today")) if "today" in codes else None
+        current = None if args.rev == "worktree" else str(export_tree(args.rev, Path(tmp) / "current"))
         for symbols, bars in sizes:
             folder = Path(tmp) / f"{symbols}x{bars}"
             folder.mkdir()
             write_data(folder, symbols, bars, args.seed, args.format)
+            if (symbols, bars) == sizes[0] and any(c != "today" for c in codes):
+                in_child(current, str(folder), None)  # untimed: numba's kernels compiled and cached once
             runs: dict[str, list[dict]] = {c: [] for c in codes}
             for _ in range(args.runs):
                 for code in codes:
-                    where = tree if code == "today" else None
+                    where = tree if code == "today" else current
                     engine = None if code in ("today", "fast") else "walk"
                     runs[code].append(in_child(where, str(folder), engine))
             label = f"{symbols} symbols x {bars:,} bars x {len(STRATEGIES)} strategies"

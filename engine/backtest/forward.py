@@ -14,6 +14,7 @@ or ``flat``), which the report says (``direction``: ``signal side``, ``up`` or `
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ def _moves(r: BacktestResult, sym: str, i: int | None) -> tuple[float | None, ..
     out: list[float | None] = []
     for h in HORIZONS:
         exit_ = float(closes[i + h]) if i + h < len(closes) else float("nan")
-        ok = np.isfinite(entry) and np.isfinite(exit_) and entry > 0 and exit_ > 0
+        ok = math.isfinite(entry) and math.isfinite(exit_) and entry > 0 and exit_ > 0
         out.append((exit_ / entry - 1.0) * 100.0 if ok else None)
     return tuple(out)
 
