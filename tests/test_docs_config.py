@@ -37,9 +37,12 @@ def test_the_example_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert {n: i.plugin for n, i in cfg.notifiers.items()} == {
         "console": "console",
         "log": "jsonl",
-        "slack": "webhook",
+        "slack": "slack",
         "phone": "telegram",
+        "am": "webhook",
     }
+    assert cfg.route["routes"][0]["receivers"] == ["phone", "log"] and cfg.notify["repeat"]["high"] == "30m"
+    assert "your-check-uuid" in " ".join(cfg.secrets)
     assert cfg.default_source() == "coinglass"
     assert "12345:abc" in cfg.secrets
 

@@ -208,7 +208,8 @@ def test_simulated_run_notifies_the_plugin_notifier_as_the_backtest_fires(
         cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
-    lines = events.read_text().splitlines()
+    # the engine's own alerts (strategy perpwatch: stale data before the files begin) go there too
+    lines = [line for line in events.read_text().splitlines() if " perpwatch/" not in line]
     assert lines[0].startswith("2024-01-04T04:00:00Z medium synthetic-trend/enter BTC fired: BTC: close ")
     notified = [(line.split()[0], line.split()[2]) for line in lines]
     fired = json.loads(out.read_text())["events"]

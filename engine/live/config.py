@@ -126,6 +126,9 @@ def load_config(path: str | None, registry: Registry | None = None) -> Config:
         secrets.update(secret_parts(str(doc["http"]["token"])))
     if heartbeat.get("url"):  # it identifies the check: whoever has it can ping it
         secrets.update(secret_parts(str(heartbeat["url"])))
+        if not str(heartbeat["url"]).startswith(("http://", "https://")):
+            where = locate(doc, ["heartbeat", "url"], path)
+            raise LocatedError(where, "heartbeat.url: an http:// or https:// URL is expected")
     cfg = Config(
         file=path,
         symbols=_symbols(doc),
