@@ -70,6 +70,7 @@ class ExchangeHalt(ExecutorError):
     kill switch with this message."""
 
     halt = True
+    answered = False  # the exchange answered the request (it refused it); else its outcome is unknown
 
 
 @dataclass
@@ -168,6 +169,7 @@ class ExchangeExecutor(Executor):
         self._client: Any = None
         self._rules: dict[str, MarketRules] = {}
         self._reconciled = False
+        self._halt: str | None = None  # a halt met after an entry filled (raised on the next entry)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -329,12 +331,12 @@ class ExchangeExecutor(Executor):
             if kind in ("rate", "unknown", "other"):
                 self._count_error(text)
             elif kind == "auth":
-                raise ExchangeHalt(
-                    f"{self.account}: authentication failed, halting: {text}", retryable=False
+                raise _answered(
+                    ExchangeHalt(f"{self.account}: authentication failed, halting: {text}", retryable=False)
                 ) from None
             elif kind == "margin":
-                raise ExchangeHalt(
-                    f"{self.account}: rejected for margin, halting: {text}", retryable=False
+                raise _answered(
+                    ExchangeHalt(f"{self.account}: rejected for margin, halting: {text}", retryable=False)
                 ) from None
             raise _Failure(text, kind) from None
         self.journal.put("errors", None)
@@ -499,7 +501,8 @@ class ExchangeExecutor(Executor):
                     params,
                 )
             except ExchangeHalt as e:
-                await self._settle_failed(cid, sym, conditional, str(e))
+                if e.answered:  # refused (margin, keys); otherwise unknown: looked up later
+                    self.journal.settle(cid, "rejected", note=str(e))
                 raise
             except _Failure as e:
                 if e.kind == "rate":  # refused before it was carried out
@@ -536,12 +539,6 @@ class ExchangeExecutor(Executor):
             return await self._absorb(cid, sym, order, conditional)
         raise AssertionError("unreachable")
 
-    async def _settle_failed(self, cid: str, sym: str, conditional: bool, text: str) -> None:
-        """After a halting error on a send: rejected when the exchange answered, else looked up."""
-        row = self.journal.order(cid)
-        if row is not None and row.status == "sending":
-            self.journal.settle(cid, "rejected", note=text)
-
     # -- the Executor interface -----------------------------------------------------------------
 
     async def submit(
@@ -556,6 +553,8 @@ class ExchangeExecutor(Executor):
         self, key: str, strategy: str, symbol: str, intent: OrderIntent, price: float, time: int
     ) -> list[Fill]:
         """Act on ``intent`` for the event ``key``: the same key never sends the same order twice."""
+        if self._halt is not None and intent.side != "flat":
+            raise ExchangeHalt(self._halt, retryable=False)
         if not self._reconciled:
             notices = await self.reconcile()
             halting = [n.message for n in notices if n.halt]
@@ -623,7 +622,11 @@ class ExchangeExecutor(Executor):
             raise ExecutorError(
                 f"entry {cid}: {out.status} ({out.note}); no position opened", retryable=False
             )
-        problems = await self._protect(pid)
+        try:
+            problems = await self._protect(pid)
+        except ExchangeHalt as e:  # the entry filled: report it, and halt before anything else opens
+            self._halt = str(e)
+            problems = [str(e)]
         info: dict[str, Any] = {
             "action": "open",
             "trade_id": pid,
@@ -840,6 +843,9 @@ class ExchangeExecutor(Executor):
         place missing exits, then compare the exchange's positions and open orders with the journal.
         A mismatch is a halting notice (the trading layer sets the kill switch and records it)."""
         notices: list[Notice] = []
+        if self._halt is not None:  # a halt met while protecting a fill: the kill switch now
+            notices.append(Notice(self._halt, halt=True))
+            self._halt = None
         try:
             await self._resolve_unknown(notices)
             await self._fired_exits(notices)
@@ -954,7 +960,7 @@ class ExchangeExecutor(Executor):
                     Notice(
                         f"{self.account}: position mismatch on {sym}: the exchange holds {have:+g}, perpwatch's "
                         f"journal {want:+g}; halting (a position opened or changed by hand, or an unrecorded fill)",
-                        symbol=sym,
+                        symbol=sym.split("/")[0],
                         halt=True,
                         values={"exchange_qty": have, "journal_qty": want},
                     )
@@ -980,11 +986,16 @@ class ExchangeExecutor(Executor):
                                 f"{self.account}: an open order on {sym} perpwatch did not place or no longer "
                                 f"expects ({o.get('type')} {o.get('side')} {o.get('amount')}, client id {cid or '-'}); "
                                 "halting",
-                                symbol=sym,
+                                symbol=sym.split("/")[0],
                                 halt=True,
                             )
                         )
         return notices
+
+
+def _answered(e: ExchangeHalt) -> ExchangeHalt:
+    e.answered = True
+    return e
 
 
 class _Redacting(logging.Filter):

@@ -505,3 +505,26 @@ def test_an_order_placed_by_hand_on_another_symbol_halts(fake: FakeBinanceUSDM, 
     notices = run(fake, tmp_path, body)
     assert [n.halt for n in notices] == [True]
     assert "web_manual_1" in notices[0].message and "ETH/USDT:USDT" in notices[0].message
+
+
+def test_a_halt_while_protecting_a_fill_reports_the_fill_and_keeps_the_stop_unknown(
+    fake: FakeBinanceUSDM, tmp_path: Path
+) -> None:
+    """The error that trips max_consecutive_errors comes while placing the stop: the entry's fill is
+    still returned, the stop's outcome stays unknown (looked up, never blindly re-sent), the next
+    entry is refused and the next reconciliation halts, then places the stop once."""
+    fake.fail("POST /fapi/v1/algoOrder", "timeout_after_accept")
+
+    async def body(ex: ExchangeExecutor) -> Any:
+        fills = await ex.submit_once(EVENT, "trend", "BTC", long(), 50_000.0, 1)
+        fake.release()
+        with pytest.raises(ExchangeHalt):
+            await ex.submit_once("trend/go_long/ETH/2/fired", "trend", "ETH", long(), 3_000.0, 2)
+        return fills, await ex.reconcile()
+
+    fills, notices = run(fake, tmp_path, body, max_consecutive_errors=1)
+    assert fills[0].qty == 0.02 and "exchange errors in a row" in fills[0].info["exits_pending"]
+    assert notices[0].halt and "exchange errors in a row" in notices[0].message
+    stop_id = exit_id(entry_id(), "stop_loss")
+    assert len(fake.orders_with(stop_id)) == 1 and fake.orders_with(stop_id)[0].status == "NEW"
+    assert fake.count("POST /fapi/v1/algoOrder") == 1

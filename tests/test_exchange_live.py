@@ -5,6 +5,7 @@ cycle, and a position opened by hand halts trading with a recorded, critical eve
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ KEY, SECRET = "livekey-0a9b8c7d6e", "livesecret-1f2e3d4c5b6a"
 T0 = 1_704_067_200_000
 STEP = 4 * H
 STRATEGY = (
-    "version: 1\nname: prot\ninterval: 4h\nexecute: binance\nnotify: []\nrules:\n"
+    "version: 1\nname: prot\ninterval: 4h\nexecute: binance\nnotify: [log]\nrules:\n"
     "  - name: enter\n    when: oi.close == 1\n    signal:\n      side: long\n      size_usd: 1000\n"
     "      stop_loss: 2%\n"
 )
@@ -68,6 +69,7 @@ def test_a_signal_trades_on_the_exchange_and_a_manual_position_halts(
             symbols=["BTC"],
             sources={"replay": Instance("replay", "replay", {"path": str(data)})},
             executors={"binance": Instance("binance", "exchange", options)},
+            notifiers={"log": Instance("log", "jsonl", {"path": str(tmp_path / "alerts.jsonl")})},
         )
         runner = Runner.build(
             [load_strategy(str(tmp_path / "prot.yaml"))],
@@ -83,6 +85,7 @@ def test_a_signal_trades_on_the_exchange_and_a_manual_position_halts(
             fake.open_by_hand("ETHUSDT", 2.0)
             clock.now = (T0 + 3 * STEP) / 1000
             second = await runner.run_cycle(clock.now)
+            await runner.flush(30)
             return first, second, orders, store.events(), halted(store)
         finally:
             await runner.aclose()
@@ -106,5 +109,7 @@ def test_a_signal_trades_on_the_exchange_and_a_manual_position_halts(
             and "ETH/USDT:USDT" in halt.message
         )
         assert note is not None and "position mismatch on ETH/USDT:USDT" in note
-        for blob in [str(e.to_dict()) for e in events]:
+        sent = [json.loads(line) for line in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+        assert [e["kind"] for e in sent if e["kind"] == "halted"] == ["halted"]  # notified
+        for blob in [str(e.to_dict()) for e in events] + [(tmp_path / "alerts.jsonl").read_text()]:
             assert KEY not in blob and SECRET not in blob
