@@ -447,3 +447,61 @@ def test_serve_without_a_database_is_bad_input(tmp_path):
 
     result = run_perpwatch("serve", "--state", "missing.db", cwd=tmp_path)
     assert result.returncode == 2 and "no state database at missing.db" in result.stderr
+
+
+def test_served_in_the_runners_loop_between_cycles_and_actions_wait_for_the_cycle(tmp_path):
+    """As ``run --http`` does: the server and the cycles share one event loop; /metrics follows
+    each cycle, and a halt waits while the runner holds its database lock (a cycle's transaction)."""
+    pipe = Pipeline(tmp_path, FUNDING)
+    runner = pipe.runner([pipe.strategy(WATCH)], pipe.config(("a",)))
+    backend = backend_of(pipe, runner, lock=runner.db_lock)
+
+    async def main() -> dict[str, Any]:
+        out: dict[str, Any] = {"cycles": []}
+        async with serving(backend) as client:
+            for n in range(3):
+                pipe.clock.now = (T0 + (n + 1) * 3_600_000) / 1000
+                await runner.run_cycle(pipe.clock.now)
+                m = families((await client.get("/metrics")).text)
+                out["cycles"].append(samples(m["perpwatch_cycles"], "_total")[()])
+            async with runner.db_lock:  # a cycle writing
+                halt = asyncio.create_task(client.post("/halt", headers={"X-Perpwatch-Token": TOKEN}))
+                for _ in range(3000):  # until the request reached the server and waits for the lock
+                    if runner.db_lock._waiters:
+                        break
+                    await asyncio.sleep(0.01)
+                out["waited"] = bool(runner.db_lock._waiters)
+                out["during"] = pipe.store.get_flag(HALT_FLAG)
+            out["status"] = (await halt).status_code
+            out["after"] = pipe.store.get_flag(HALT_FLAG)
+        await runner.aclose()
+        return out
+
+    out = asyncio.run(main())
+    assert out["cycles"] == [1.0, 2.0, 3.0]
+    assert out["waited"] and out["during"] is None
+    assert out["status"] == 303 and out["after"] is not None
+
+
+def test_silences_are_listed_and_a_wrong_token_is_never_echoed(tmp_path):
+    from perpwatch.live.alertstate import AlertState
+
+    pipe, runner = run_cycles(tmp_path, bars=2)
+    AlertState(pipe.store).add_silence(
+        {"strategy": ["watch"], "severity": ["low"]}, pipe.clock.now + 3600, "ana", "maintenance"
+    )
+    pipe.store.mute("watch/hot", "ETH", pipe.clock.now + 600)
+    backend = backend_of(pipe, runner)
+    wrong = "not-the-token-but-a-guess-0123"
+
+    async def main() -> tuple[str, str]:
+        async with serving(backend) as client:
+            page = (await client.get("/")).text
+            refused = await client.post("/halt", headers={"X-Perpwatch-Token": wrong})
+            return page, refused.text
+
+    page, refused = asyncio.run(main())
+    mutes = page.split('id="mutes"')[1].split("</table>")[0]
+    assert "watch/hot" in mutes and "ETH" in mutes
+    assert "strategy=watch severity=low" in mutes and "ana" in mutes and "maintenance" in mutes
+    assert wrong not in refused and TOKEN not in refused and TOKEN not in page

@@ -21,7 +21,8 @@ from perpwatch.common.timeutil import INTERVALS
 from perpwatch.evaluation.events import Event
 from perpwatch.evaluation.rules import FIRING, INACTIVE, PENDING, RuleState
 from perpwatch.live import risk
-from perpwatch.live.state import Mute, StateStore
+from perpwatch.live.alertstate import AlertState
+from perpwatch.live.state import StateStore
 from perpwatch.live.telemetry import Telemetry
 
 #: Seconds beyond two of the shortest intervals before /healthz says the run is stale.
@@ -58,6 +59,17 @@ class PositionRow:
     opened: int
 
 
+@dataclass
+class MuteRow:
+    """A mute in force: a ``perpwatch mute`` target, or a silence with matchers."""
+
+    what: str  # ``strategy`` / ``strategy/rule``, or the matchers (``strategy=x severity=low``)
+    symbol: str | None
+    until: float
+    author: str = ""
+    comment: str = ""
+
+
 class Forbidden(Exception):
     """An action refused: no token, a wrong one, or a read-only server."""
 
@@ -75,6 +87,7 @@ class Backend:
     executors: dict[str, Executor] = field(default_factory=dict)
     strategies: list[Any] = field(default_factory=list)  # (Strategy, symbols) of the runner's jobs
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # the runner's database lock
+    _silences: AlertState | None = field(default=None, init=False, repr=False)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -92,8 +105,15 @@ class Backend:
     def halted(self) -> str | None:
         return risk.halted(self.store)
 
-    def mutes(self) -> list[Mute]:
-        return self.store.mutes(self.clock.time())
+    def mutes(self) -> list[MuteRow]:
+        """The mutes and silences in force, in that order."""
+        now = self.clock.time()
+        rows = [MuteRow(m.target, m.symbol, m.until) for m in self.store.mutes(now)]
+        if self._silences is None:
+            self._silences = AlertState(self.store)  # its tables exist (created once when absent)
+        for s in self._silences.silences(now):
+            rows.append(MuteRow(s.text(), None, s.until, s.author, s.comment))
+        return rows
 
     def events(self, limit: int, **filters: str | None) -> list[Event]:
         return self.store.find_events(min(max(1, limit), MAX_EVENTS), **filters)
