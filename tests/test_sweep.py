@@ -159,6 +159,14 @@ def test_missing_extra_names_perpwatch_sweep(market, monkeypatch):
     assert "perpwatch sweep needs optuna: pip install 'perpwatch[sweep]'" in r.output
 
 
+def test_missing_dask_names_perpwatch_sweep(market, monkeypatch):
+    strat, data = market
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    r = sweep(strat, data, "--param", "fast=5,10", "--dask", "tcp://127.0.0.1:8786")
+    assert r.exit_code == 2
+    assert "--dask needs distributed: pip install 'perpwatch[sweep]'" in r.output
+
+
 # --- folds ------------------------------------------------------------------------------------------
 
 
