@@ -331,7 +331,7 @@ class WebhookNotifier(HttpNotifier):
     def __init__(self, options: Mapping[str, Any] | None = None, ctx: PluginContext | None = None):
         super().__init__(options, ctx)
         self.format: str = self.fixed_format or self.option("format")
-        self.method: str = self.option("method")
+        self.method: str = self.option("method") or "POST"  # slack, discord: no method option
         self.shown = f"{self.method} {short_url(self.secret('url'))}"
 
     def payload(self, event: Event) -> dict[str, Any]:

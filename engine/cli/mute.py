@@ -13,7 +13,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -220,7 +220,7 @@ def _list(config_path: str | None, state_opt: str | None, as_json: bool) -> None
         silences = AlertState(store).silences(now)
     finally:
         store.close()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": None,
             "matchers": _target_matchers(m.target, m.symbol),
