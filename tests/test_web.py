@@ -505,3 +505,18 @@ def test_silences_are_listed_and_a_wrong_token_is_never_echoed(tmp_path):
     assert "watch/hot" in mutes and "ETH" in mutes
     assert "strategy=watch severity=low" in mutes and "ana" in mutes and "maintenance" in mutes
     assert wrong not in refused and TOKEN not in refused and TOKEN not in page
+
+
+def test_a_loopback_server_refuses_other_host_names(tmp_path):
+    """DNS rebinding: a page of evil.example resolving to 127.0.0.1 cannot read the dashboard."""
+    pipe, runner = run_cycles(tmp_path, bars=1)
+    backend = backend_of(pipe, runner)
+
+    async def main() -> list[int]:
+        async with serving(backend) as client:
+            return [
+                (await client.get("/healthz", headers={"Host": host})).status_code
+                for host in ("evil.example", "evil.example:9464", "localhost:9464", "127.0.0.1")
+            ]
+
+    assert asyncio.run(main()) == [400, 400, 200, 200]

@@ -4,7 +4,8 @@ The actions (``POST /halt``, ``/resume``, ``/mute``) need the ``http.token`` of 
 ``X-Perpwatch-Token`` header, an ``Authorization: Bearer`` header or the form's ``token`` field
 (never in the URL, so it cannot reach an access log); without it they answer 403. POST only, with
 a secret the page does not contain, so another site cannot make a browser act (CSRF). A read-only
-server (``perpwatch serve``) refuses every action.
+server (``perpwatch serve``) refuses every action. A server on a loopback address answers only
+requests naming a loopback host (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -40,7 +43,10 @@ class BadForm(ValueError):
     """A form that cannot be used (too large, a bad field)."""
 
 
-def create_app(backend: Backend) -> Starlette:
+def create_app(backend: Backend, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The app over ``backend``; with ``allowed_hosts``, a request naming another host is refused
+    (400): a page of another site cannot reach a loopback server by DNS rebinding."""
+
     async def metrics_endpoint(request: Request) -> Response:
         return Response(await metrics.render(backend), media_type=metrics.CONTENT_TYPE_LATEST)
 
@@ -110,7 +116,11 @@ def create_app(backend: Backend) -> Starlette:
             return _message("Forbidden", str(e), 403)
         return form
 
+    middleware = []
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
     return Starlette(
+        middleware=middleware,
         routes=[
             Route("/", dashboard, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -118,7 +128,7 @@ def create_app(backend: Backend) -> Starlette:
             Route("/halt", halt, methods=["POST"]),
             Route("/resume", resume, methods=["POST"]),
             Route("/mute", mute, methods=["POST"]),
-        ]
+        ],
     )
 
 

@@ -20,7 +20,19 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9464
 HTTP_MODULES = EXTRAS["http"]
 
+#: The Host names a server bound to a loopback address answers (anything else: 400).
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
+
 log = logging.getLogger("perpwatch.web")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_http(purpose: str) -> None:
@@ -64,7 +76,7 @@ def make_server(backend: Any, host: str, port: int, own_signals: bool = False) -
     from perpwatch.web.app import create_app
 
     config = uvicorn.Config(
-        create_app(backend),
+        create_app(backend, LOOPBACK_HOSTS if _loopback(host) else None),
         host=host,
         port=port,
         log_config=None,  # perpwatch's own logging (redacted); uvicorn's loggers propagate to it
