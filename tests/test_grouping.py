@@ -123,3 +123,13 @@ def test_sort_and_dedupe_key():
     assert [e.rule for e in sort_events(events)] == ["d", "c", "a", "b"]
     keys = ["x/1", "y/2"]
     assert dedupe_key(keys) == dedupe_key(list(reversed(keys))) != dedupe_key(["x/1"])
+
+
+def test_a_group_larger_than_a_delivery_batch_is_sent_whole(tmp_path, monkeypatch):
+    from perpwatch.live import delivery
+
+    monkeypatch.setattr(delivery, "DELIVERY_BATCH", 2)
+    pipe = Pipeline(tmp_path, {"BTC": [3, 0], "ETH": [3, 0]})
+    runner = pipe.runner([pipe.strategy(STRATEGY)], pipe.config())
+    pipe.cycles(runner, range(1))
+    assert [len(group) for group in pipe.texts("a")] == [3, 3]  # not 2 + 1 + 2 + 1

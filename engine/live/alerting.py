@@ -123,6 +123,10 @@ class Alerting:
         return self.receivers(event, p.job.strategy.notify if self.by_config else p.job.notify)
 
     def receivers(self, event: Event, explicit: list[str] | None, exclude: str | None = None) -> list[str]:
+        """The notifiers that take ``event``: ``explicit`` (a strategy's), else the routes; without a
+        config's policy, every notifier (the meta-alerts)."""
+        if explicit is None and not self.by_config:
+            explicit = list(self.notifiers)
         names = self.policy.receivers(event, explicit)
         return [n for n in names if n != exclude and n in self.notifiers and self.notifiers[n].accepts(event)]
 

@@ -20,7 +20,7 @@ from perpwatch.live.alertstate import AlertState
 from perpwatch.live.grouping import collect
 from perpwatch.live.jobs import RunnerOptions
 from perpwatch.live.routing import DEFAULT_GROUP_BY
-from perpwatch.live.state import StateStore
+from perpwatch.live.state import OutboxItem, StateStore
 
 if TYPE_CHECKING:
     from perpwatch.live.meta import MetaAlerts
@@ -105,9 +105,7 @@ class Delivery:
         try:
             while True:
                 async with self.db:
-                    items = self.store.due(self.clock.time(), name, DELIVERY_BATCH + len(tried))
-                    items = [item for item in items if item.event_id not in tried]
-                    groups = collect(items, self.group_by, self.alert_state.snapshot)
+                    groups = self._batch(name, tried)
                 if not groups:
                     return
                 for notification, members in groups:
@@ -151,6 +149,20 @@ class Delivery:
                         return
         finally:
             self.done.set()
+
+    def _batch(self, name: str, tried: set[int]) -> list[tuple[Notification, list[OutboxItem]]]:
+        """The next due groups of ``name``, whole: a batch that ends inside a group leaves that
+        group to the next round, or grows until the group is complete when it is the only one."""
+        limit = DELIVERY_BATCH + len(tried)
+        while True:
+            due = self.store.due(self.clock.time(), name, limit)
+            items = [item for item in due if item.event_id not in tried]
+            groups = collect(items, self.group_by, self.alert_state.snapshot)
+            if len(due) < limit:
+                return groups
+            if len(groups) > 1:
+                return groups[:-1]
+            limit *= 2
 
     async def _send(self, notifier: Notifier, notification: Notification) -> NotifierError | None:
         timeout = self.options.notify_timeout
