@@ -20,7 +20,8 @@ from helpers import COINGLASS_REPORT, STRATEGIES, invoke
 
 from perpwatch.api.registry import load_registry
 from perpwatch.common.clock import FakeClock
-from perpwatch.common.timeutil import parse_time
+from perpwatch.common.timeutil import HOUR as H
+from perpwatch.common.timeutil import format_time, parse_time
 from perpwatch.language.compiler import compile_strategy
 from perpwatch.language.yamlsrc import load_yaml_file
 from perpwatch.live.config import Config, Instance
@@ -142,3 +143,44 @@ def test_the_crash_bar_is_one_grouped_message_with_the_snapshot(tmp_path):
     assert len(set(captured.keys)) == len(captured.keys)
     (tmp_path / "crash-telegram.txt").write_text(text)
     (tmp_path / "crash-alertmanager.json").write_text(json.dumps(group, indent=2, ensure_ascii=False))
+
+
+def test_the_crash_week_repeats_a_persisting_high_and_alerts_on_an_outage(tmp_path, monkeypatch):
+    """The rest of "Done when": over 2025-10-09 .. 10-17, ls_high (all-account longs above 65 %)
+    fires on 10-15T20:00 and persists: with ``notify.repeat: {high: 12h}`` it is sent again every
+    12 hours, marked repeat; the replay source down for three cycles (10-12T00:00 .. 08:00) raises
+    the source_failing meta-alert on its third failed cycle (the runner retries a held bar within
+    the bar), and its recovery on the first good cycle."""
+    from perpwatch.api.interfaces import SourceError
+    from perpwatch.plugins.replay import ReplaySource
+
+    outage = {parse_time(f"2025-10-12T{h:02d}:00:00Z") for h in (0, 4, 8)}
+    real = ReplaySource.fetch
+
+    async def flaky(self, request):
+        if request.end in outage:
+            raise SourceError("HTTP 503 (an outage injected by the test)")
+        return await real(self, request)
+
+    monkeypatch.setattr(ReplaySource, "fetch", flaky)
+    captured, store = simulate(
+        tmp_path, "2025-10-09T00:00:00Z", "2025-10-17T00:00:00Z", notify={"repeat": {"high": "12h"}}
+    )
+    ls = [(e.kind, e.time) for e in store.events() if e.rule == "ls_high"]
+    start = parse_time("2025-10-15T20:00:00Z")
+    assert ls == [("fired", start), ("repeat", start + 12 * H), ("repeat", start + 24 * H)]
+    repeats = [t for t in captured.telegram if "ls\\_high" in t and "\\(repeat\\)" in t]
+    assert len(repeats) == 2 and all(t.startswith("🟠 *HIGH \\(repeat\\)* · BTC · 4h") for t in repeats)
+    meta = [
+        (e.rule, e.symbol, e.kind, format_time(e.time)) for e in store.events() if e.strategy == "perpwatch"
+    ]
+    assert meta == [
+        # the third failed cycle in a row: held symbols are retried within the bar (04:00, 04:01, 04:03)
+        ("source_failing", "replay", "fired", "2025-10-12T04:03:00Z"),
+        ("source_failing", "replay", "resolved", "2025-10-12T16:00:00Z"),  # the first good one
+    ]
+    texts = [t for t in captured.telegram if "source replay failing" in t or "recovered: source replay" in t]
+    assert len(texts) == 2 and texts[0].startswith("🔴 *CRITICAL* · replay")
+    am = [p for p in captured.alertmanager if p["commonLabels"].get("strategy") == "perpwatch"]
+    assert [p["status"] for p in am] == ["firing", "resolved"]
+    assert store.pending_count() == 0
