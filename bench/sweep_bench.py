@@ -24,21 +24,27 @@ Measured, each ``--repeats`` times (median and min..max):
 The machine is shared: the wall times are of a 2-core machine other work was running on; compare
 the columns of one run, not runs of different days, and prefer the CPU columns.
 
-Measured 2026-11-26 (2 cores, shared: load average 8.7 during the run, wall/CPU ~ 6x for the
-baseline, so the wall columns are mostly the other work), 16 trials x 5 runs, 2 folds::
+Measured 2026-11-26 (2 cores, shared with other agents' work: load average ~9 during the run, the
+baseline's wall time 3.5x its CPU time, so the wall columns mostly measure the other work), 24
+trials x 5 runs, 2 folds::
 
-    baseline: backtests alone 240 ms wall per trial (207..268), 42 ms CPU (35..43)
-    where                         trials/s  min..max   efficiency  overhead/trial  overhead/trial (CPU)  sweep CPU/trial  start-up
-    1 worker (this process)           3.65  1.88..4.76      100 %          +34 ms     +44 ms (+32..+49)            86 ms     0.3 s
-    2 local processes                 4.20  3.94..6.09       57 %         +236 ms     +42 ms (+37..+52)            39 ms     8.1 s
-    Dask LocalCluster, 2 workers      2.27  1.77..3.66       31 %         +641 ms   +103 ms (+86..+111)            73 ms    15.3 s
+    baseline: backtests alone 152 ms wall per trial (117..203), 43 ms CPU (34..58)
+    creating a study: 148 ms CPU (104..822), once per sweep
+    where                         trials/s  min..max   efficiency  overhead (wall)  overhead (CPU)     sweep CPU/trial  start-up
+    1 worker (this process)           5.24  3.04..6.91      100 %           +39 ms  +28 ms (+26..+52)            71 ms     0.3 s
+    2 local processes                 5.29  4.82..6.75       50 %          +226 ms  +31 ms (+28..+35)            28 ms     7.9 s
+    Dask LocalCluster, 2 workers      3.71  3.14..5.40       35 %          +388 ms  +50 ms (+41..+58)            42 ms    19.3 s
 
-The CPU overhead of a trial beyond its four backtests is ~40 ms locally: compiling the strategy
-with the trial's params (the schema is validated again each time, ~15-20 ms) and the study's
-ask/suggest/tell in SQLite (~17 ms CPU per trial in WAL mode; 226 ms wall per trial before WAL, on
-this disk). On Dask the client's own work adds ~60 ms CPU per trial in the sweep process. On a
-strategy whose backtests take seconds (many symbols, long histories) these are negligible; on
-this one (4 backtests of ~10 ms CPU each) they are half of a trial's cost.
+The CPU a trial costs beyond its four backtests is ~30 ms locally: the study's ask/suggest/tell in
+SQLite (~22 ms CPU per trial, measured apart with a stub pool over 64 trials; WAL mode: without it
+each commit syncs the file and a trial's study writes took 226 ms of wall time on this disk) and
+compiling the strategy with the trial's params (~6 ms). On Dask the client's own work in the sweep
+process adds ~20 ms per trial. The sweep process does ~28 ms of CPU per trial, so it would keep
+about 35 trials/s in flight before it became the bottleneck. On this 2-core machine the second
+worker could not be measured to scale (the cores were taken by other work; efficiency 50 %);
+pool start-up (spawning processes that import perpwatch and load the data) is 8 s here, 20 s for
+a Dask LocalCluster. On a strategy whose backtests take seconds (many symbols, long histories)
+the overheads are negligible; on this one (4 backtests of ~10 ms CPU) they are 40 % of a trial.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ def main() -> None:
     from perpwatch.research.folds import split, traded_bars
     from perpwatch.research.pool import DaskPool, Pool, ProcessPool
     from perpwatch.research.specs import parse_specs
-    from perpwatch.research.study import SweepPlan, params_text, run_sweep
+    from perpwatch.research.study import SweepPlan, open_study, params_text, run_sweep
 
     paths = (str(DATA / "20250529"), str(DATA / "20251114"))
     setup = trial.Setup(str(STRATEGY), paths, "4h", None, (), BacktestOptions(), ())
@@ -85,11 +91,16 @@ def main() -> None:
     print(f"sweep bench: {len(bars)} bars of BTC 4h, {args.folds} folds ({len(windows)} backtests per trial), "
           f"{args.trials} trials per run, {args.repeats} runs each; {cpus} CPUs (shared machine)")  # fmt: skip
 
+    creation: list[float] = []
+
     def sweep_once(pool: Pool, k: int) -> tuple[float, float, float, list[dict[str, str]]]:
         """Wall seconds, this process's CPU seconds, the workers' CPU seconds in the trials, params."""
         with tempfile.TemporaryDirectory() as tmp:
             plan = SweepPlan(setup, specs, "random", args.trials, "sharpe", "maximize", 0, 1,
                              str(Path(tmp) / "s.db"), f"bench-{k}", {})  # fmt: skip
+            c = time.process_time()
+            open_study(plan)  # created apart: a one-time cost of a sweep (Optuna's schema), not a trial's
+            creation.append(time.process_time() - c)
             t, c = time.perf_counter(), time.process_time()
             study, progress = run_sweep(plan, pool)
             wall, cpu = time.perf_counter() - t, time.process_time() - c
@@ -156,6 +167,8 @@ def main() -> None:
                      f"{parent * 1000:.0f} ms", f"{startup:.1f} s"))  # fmt: skip
         print(f"  {label}: {rate:.2f} trials/s", file=sys.stderr)
 
+    print(f"\ncreating a study (SQLite file, Optuna's tables): {statistics.median(creation) * 1000:.0f} ms CPU"
+          f" ({min(creation) * 1000:.0f}..{max(creation) * 1000:.0f}), once per sweep, left out of the rows below")  # fmt: skip
     head = ("where", "trials/s (median)", "min..max", "efficiency", "overhead/trial (wall)",
             "overhead/trial (CPU)", "sweep process CPU/trial", "pool start-up")  # fmt: skip
     widths = [max(len(str(r[j])) for r in [head, *rows]) for j in range(len(head))]
