@@ -36,7 +36,7 @@ trials x 5 runs, 2 folds::
     Dask LocalCluster, 2 workers      3.71  3.14..5.40       35 %          +388 ms  +50 ms (+41..+58)            42 ms    19.3 s
 
 The CPU a trial costs beyond its four backtests is ~30 ms locally: the study's ask/suggest/tell in
-SQLite (~22 ms CPU per trial, measured apart with a stub pool over 64 trials; WAL mode: without it
+SQLite (15-22 ms CPU per trial, measured apart with a stub pool over 64 trials; WAL mode: without it
 each commit syncs the file and a trial's study writes took 226 ms of wall time on this disk) and
 compiling the strategy with the trial's params (~6 ms). On Dask the client's own work in the sweep
 process adds ~20 ms per trial. The sweep process does ~28 ms of CPU per trial, so it would keep
