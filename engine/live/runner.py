@@ -171,6 +171,11 @@ class Runner:
             raise PerpwatchError("\nerror: ".join(problems))  # one line each, as report_errors shows them
 
     async def aclose(self) -> None:
+        try:  # a snapshot held back by a simulation's pace
+            if self.store.file_problem() is None:
+                self.telemetry.flush(self.store)
+        except Exception as e:  # closing must not hide the real outcome
+            log.debug("telemetry not saved: %s", self.redact(str(e)))
         if self.heartbeat is not None:
             await self.heartbeat.aclose()
         for plugin in [*self.sources.values(), *self.notifiers.values(), *self.executors.values()]:

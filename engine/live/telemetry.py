@@ -4,13 +4,14 @@ cycle durations, updated by the runner and the loop, kept in the state database 
 No monitoring library here: ``perpwatch.web`` turns a :class:`Telemetry` (or the snapshot a
 ``serve`` reads back from the database) into Prometheus metrics and the dashboard.
 
-Per cycle the runner records (inside the cycle's transaction, so the snapshot and the cycle commit
-together): the cycle's time, whether every fetch answered, fetch failures by source, and for each
-(strategy, rule, symbol) stepped at its newest bar the condition's truth and the values of the names
-it reads; for each (strategy, symbol) the last ``SERIES_POINTS`` bars of the strategy's key metrics
-(the chart of the dashboard), and its duration up to the commit. A cycle that fails as a whole
-(rolled back) is counted by the loop. Everything kept is bounded by the strategies,
-rules and symbols being run.
+Per cycle the runner records: the cycle's time, whether every fetch answered, fetch failures by
+source, its duration up to the commit, and the newest evaluation of each (strategy, symbol), from
+which each rule's condition and the values it read at the newest bar are taken when asked; for each
+(strategy, symbol) the last ``SERIES_POINTS`` bars of the strategy's key metrics (the dashboard's
+chart). A cycle that fails as a whole (rolled back) is counted by the loop. The snapshot is written
+inside the cycle's transaction (it commits with the cycle): every cycle of a live run, at most once
+a second of real time in a simulation, and at the end of the run. Everything kept is bounded by the
+strategies, rules and symbols being run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +32,10 @@ SERIES_POINTS = 48
 SERIES_METRICS = 4
 #: Text values kept for a rule's condition are cut to this many characters.
 TEXT_LIMIT = 80
-#: The state database's table for the snapshot (one row).
+#: The snapshot's name in the state database's ``snapshots`` table.
 SNAPSHOT_KEY = "runner"
+#: The snapshot is written with a cycle at most this often (seconds of real time).
+SAVE_EVERY_SECONDS = 1.0
 
 
 @dataclass
@@ -50,6 +54,9 @@ class Telemetry:
     duration_sum: float = 0.0
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)  # "strategy/rule/symbol" -> last value
     series: dict[str, dict[str, Any]] = field(default_factory=dict)  # "strategy/symbol" -> key metrics
+    _latest: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)  # newest evaluations
+    _saved: float = field(default=-math.inf, repr=False)  # time.monotonic() of the last save
+    _dirty: bool = field(default=False, repr=False)  # a save was held back
 
     # -- updates ------------------------------------------------------------------------------
 
@@ -86,60 +93,93 @@ class Telemetry:
         self.cycles_failed += 1
 
     def _observe(self, item: Any) -> None:
+        """Keep the newest evaluation of a (strategy, symbol) (its rules' values are read from it
+        when asked: :meth:`refresh`) and add its new bars to the chart's series."""
         strategy, ev, symbol = item.job.strategy, item.ev, item.symbol
         i = len(ev.frame.times) - 1
         if i < 0:
             return
-        bar = int(ev.frame.times[i])
-        for rule in strategy.rules:
-            truth = ev.truths(rule.cond)[i]
-            self.rules[f"{strategy.name}/{rule.name}/{symbol}"] = {
-                "bar": bar,
-                "truth": None if truth != truth else bool(truth),
-                "values": {name: _plain(ev.named_value(name, i)) for name in rule.names},
-            }
-        names = list(getattr(strategy, "snapshot", None) or ()) or sorted(strategy.metrics)
-        lo = max(0, i + 1 - SERIES_POINTS)
+        self._latest[(strategy.name, symbol)] = (strategy, ev)
         key = f"{strategy.name}/{symbol}"
-        old = self.series.get(key) or {}
-        rows: dict[int, dict[str, Any]] = {}  # bar time -> metric -> value: the kept bars, then these
-        for k, t in enumerate(old.get("times", ())):
-            rows[int(t)] = {m: values[k] for m, values in old.get("metrics", {}).items() if k < len(values)}
-        kept: list[str] = []
-        for name in names:
-            metric = getattr(name, "name", name)  # a snapshot entry may carry a format
-            col = ev.frame.columns.get(metric)
-            if col is None or getattr(col, "dtype", None) is None or col.dtype.kind != "f":
+        series = self.series.get(key)
+        if series is None or series.get("interval") != strategy.interval:
+            names = list(getattr(strategy, "snapshot", None) or ()) or sorted(strategy.metrics)
+            kept = []
+            for name in names:
+                metric = getattr(name, "name", name)  # a snapshot entry may carry a format
+                col = ev.frame.columns.get(metric)
+                if col is not None and getattr(col, "dtype", None) is not None and col.dtype.kind == "f":
+                    kept.append(metric)
+                if len(kept) >= SERIES_METRICS:
+                    break
+            series = self.series[key] = {
+                "interval": strategy.interval,
+                "times": [],
+                "metrics": {m: [] for m in kept},
+            }
+        times: list[int] = series["times"]
+        newest = times[-1] if times else None
+        lo = max(0, i + 1 - SERIES_POINTS)
+        for j in range(lo, i + 1):  # the bars after the newest kept (one per cycle, more when catching up)
+            t = int(ev.frame.times[j])
+            if newest is not None and t <= newest:
                 continue
-            kept.append(metric)
-            for t, v in zip(ev.frame.times[lo : i + 1], col[lo : i + 1], strict=True):
-                rows.setdefault(int(t), {})[metric] = _plain(v)
-            if len(kept) >= SERIES_METRICS:
-                break
-        times = sorted(rows)[-SERIES_POINTS:]
-        self.series[key] = {
-            "interval": strategy.interval,
-            "times": times,
-            "metrics": {m: [rows[t].get(m) for t in times] for m in kept},
-        }
+            times.append(t)
+            for metric, values in series["metrics"].items():
+                col = ev.frame.columns.get(metric)
+                values.append(_plain(col[j]) if col is not None else None)
+        if len(times) > SERIES_POINTS:
+            cut = len(times) - SERIES_POINTS
+            del times[:cut]
+            for values in series["metrics"].values():
+                del values[:cut]
+
+    def refresh(self) -> None:
+        """Read each rule's condition and values at the newest bar from the evaluations kept."""
+        for (name, symbol), (strategy, ev) in self._latest.items():
+            i = len(ev.frame.times) - 1
+            bar = int(ev.frame.times[i])
+            for rule in strategy.rules:
+                truth = ev.truths(rule.cond)[i]
+                self.rules[f"{name}/{rule.name}/{symbol}"] = {
+                    "bar": bar,
+                    "truth": None if truth != truth else bool(truth),
+                    "values": {n: _plain(ev.named_value(n, i)) for n in rule.names},
+                }
+        self._latest.clear()
 
     # -- persistence --------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        return json.dumps(vars(self), separators=(",", ":"), allow_nan=False)
+        self.refresh()
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return json.dumps(fields, separators=(",", ":"), allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> Telemetry:
         """A snapshot read back (``perpwatch serve``); fields it lacks keep their defaults."""
         doc = json.loads(text)
-        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__}
+        known = {k: v for k, v in doc.items() if k in cls.__dataclass_fields__ and not k.startswith("_")}
         out = cls(**known)
         if len(out.duration_counts) != len(DURATION_BUCKETS) + 1:  # written with other buckets
             out.duration_counts, out.duration_sum = [0] * (len(DURATION_BUCKETS) + 1), 0.0
         return out
 
-    def save(self, store: Any) -> None:
+    def save(self, store: Any, force: bool = False) -> None:
+        """Write the snapshot into ``store`` (inside the cycle's transaction); at most once every
+        ``SAVE_EVERY_SECONDS`` of real time unless ``force`` (a simulation's cycles come back to
+        back; a live run's are minutes apart, so each one is saved)."""
+        now = time.monotonic()
+        if not force and now - self._saved < SAVE_EVERY_SECONDS:
+            self._dirty = True
+            return
         store.save_snapshot(SNAPSHOT_KEY, self.to_json())
+        self._saved, self._dirty = now, False
+
+    def flush(self, store: Any) -> None:
+        """Write a snapshot that :meth:`save` held back (the end of a run)."""
+        if self._dirty:
+            self.save(store, force=True)
 
     @classmethod
     def load(cls, store: Any) -> Telemetry | None:

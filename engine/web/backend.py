@@ -94,6 +94,7 @@ class Backend:
     def current_telemetry(self) -> Telemetry:
         """The runner's telemetry, or the snapshot in the database (empty when there is none)."""
         if self.telemetry is not None:
+            self.telemetry.refresh()
             return self.telemetry
         return Telemetry.load(self.store) or Telemetry()
 
