@@ -122,6 +122,14 @@ class ExchangeExecutor(Executor):
             "dry_run": {"type": "boolean", "default": False},
             "max_consecutive_errors": {"type": "integer", "minimum": 1, "maximum": 100, "default": 3},
             "max_wait_seconds": {"type": "number", "minimum": 0, "maximum": 60, "default": 5},
+            "entry_order": {
+                "enum": ["market", "limit"],
+                "default": "market",
+                "description": "limit: entries rest at the bar's price (less limit_offset_bps) until filled or "
+                "limit_timeout_seconds, then the rest is cancelled; closes and exits are always market",
+            },
+            "limit_offset_bps": {"type": "number", "minimum": 0, "maximum": 500, "default": 0},
+            "limit_timeout_seconds": {"type": "number", "minimum": 1, "maximum": 3600, "default": 60},
             "request_timeout_seconds": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -155,6 +163,9 @@ class ExchangeExecutor(Executor):
         self.dry_run = bool(o.get("dry_run", False))
         self.max_errors = int(o.get("max_consecutive_errors", 3))
         self.max_wait = float(o.get("max_wait_seconds", 5))
+        self.entry_order = str(o.get("entry_order", "market"))
+        self.limit_offset = float(o.get("limit_offset_bps", 0)) / 10_000
+        self.limit_timeout = float(o.get("limit_timeout_seconds", 60))
         self.timeout = float(o.get("request_timeout_seconds", 10))
         self.compact_ids = self.exchange_id == "okx"
         self._credentials = self._read_credentials()
@@ -438,8 +449,10 @@ class ExchangeExecutor(Executor):
         params: dict[str, Any],
         exits: dict[str, Any] | None = None,
         position_id: int | None = None,
+        limit: Decimal | None = None,
     ) -> Outcome:
-        """Send one order at most once: its journal row first, a lookup when its outcome is unknown."""
+        """Send one order at most once: its journal row first, a lookup when its outcome is unknown.
+        ``limit``: a GTC limit order at that price instead of a market order."""
         sym = self.market_symbol(symbol)
         conditional = leg in EXIT_LEGS
         row = self.journal.order(cid)
@@ -454,7 +467,11 @@ class ExchangeExecutor(Executor):
         params = {**params, "clientOrderId": cid}
         if reduce_only:
             params["reduceOnly"] = True
-        shown = f"{self.exchange_id} {sym} {side.upper()} MARKET qty {qty}" + "".join(
+        kind = "market" if limit is None else "limit"
+        if limit is not None:
+            params["timeInForce"] = "GTC"
+        shown = f"{self.exchange_id} {sym} {side.upper()} {kind.upper()} qty {qty}"
+        shown += (f" price {limit}" if limit is not None else "") + "".join(
             f" {k} {v}" for k, v in params.items()
         )
         if self.dry_run:
@@ -494,10 +511,10 @@ class ExchangeExecutor(Executor):
                     f"send {leg} order {cid}",
                     self.client().create_order,
                     sym,
-                    "market",
+                    kind,
                     side,
                     float(qty),
-                    None,
+                    None if limit is None else float(limit),
                     params,
                 )
             except ExchangeHalt as e:
@@ -538,6 +555,34 @@ class ExchangeExecutor(Executor):
                 raise ExecutorError(f"{shown}: rejected by the exchange: {e}", retryable=False) from None
             return await self._absorb(cid, sym, order, conditional)
         raise AssertionError("unreachable")
+
+    async def _await_limit(self, cid: str, sym: str) -> Outcome:
+        """A resting limit order: polled until it is done or ``limit_timeout_seconds`` passed, then
+        what is left is cancelled; the outcome with what filled."""
+        deadline = self.clock.monotonic() + self.limit_timeout
+        step = max(1.0, min(5.0, self.limit_timeout / 10))
+        while self.clock.monotonic() < deadline:
+            await self.clock.sleep(min(step, max(0.0, deadline - self.clock.monotonic())))
+            found = await self._lookup(cid, sym, False)
+            if found is not None and found.get("status") != "open":
+                return await self._absorb(cid, sym, found, False)
+        try:
+            await self._call(
+                "cancel the limit order's rest", self.client().cancel_order, None, sym, {"clientOrderId": cid}
+            )
+        except _Failure as e:
+            if e.kind not in ("notfound", "rejected"):  # it finished meanwhile: looked up below
+                raise
+        found = await self._lookup(cid, sym, False)
+        if found is None:
+            raise ExecutorError(f"limit order {cid} is no longer on the exchange", retryable=False)
+        out = await self._absorb(cid, sym, found, False)
+        if out.status == "open":
+            raise ExecutorError(
+                f"limit order {cid} is still open after cancelling it; reconciliation follows it up"
+            )
+        out.note += f" (limit order; the rest cancelled after {self.limit_timeout:g} s)"
+        return out
 
     # -- the Executor interface -----------------------------------------------------------------
 
@@ -597,6 +642,10 @@ class ExchangeExecutor(Executor):
             if intent.has_exits
             else None
         )
+        limit = None
+        if self.entry_order == "limit":
+            offset = -self.limit_offset if side == "long" else self.limit_offset
+            limit = rules.round_price(price * (1 + offset))
         out = await self._order(
             strategy=strategy,
             symbol=symbol,
@@ -609,7 +658,10 @@ class ExchangeExecutor(Executor):
             reduce_only=False,
             params={},
             exits=exits,
+            limit=limit,
         )
+        if out.status == "open":  # a resting limit order (sent now, or before a restart)
+            out = await self._await_limit(cid, self.market_symbol(symbol))
         if out.status == "dry_run":
             log.info("dry run: %s", out.note)
             return fills
@@ -865,6 +917,21 @@ class ExchangeExecutor(Executor):
         return notices
 
     async def _resolve_unknown(self, notices: list[Notice]) -> None:
+        for row in self.journal.orders("open"):  # a limit entry a restart left resting: cancelled
+            if row.leg == "entry":
+                sym = self.market_symbol(row.symbol)
+                try:
+                    await self._call(
+                        "cancel a resting entry",
+                        self.client().cancel_order,
+                        None,
+                        sym,
+                        {"clientOrderId": row.cid},
+                    )
+                except _Failure as e:
+                    if e.kind not in ("notfound", "rejected"):
+                        raise
+                self.journal.settle(row.cid, "sending", note="cancelled at reconciliation; looked up next")
         for row in self.journal.orders("sending"):
             sym = self.market_symbol(row.symbol)
             found = await self._lookup(row.cid, sym, row.leg in EXIT_LEGS)

@@ -528,3 +528,61 @@ def test_a_halt_while_protecting_a_fill_reports_the_fill_and_keeps_the_stop_unkn
     stop_id = exit_id(entry_id(), "stop_loss")
     assert len(fake.orders_with(stop_id)) == 1 and fake.orders_with(stop_id)[0].status == "NEW"
     assert fake.count("POST /fapi/v1/algoOrder") == 1
+
+
+def test_limit_entries_wait_then_cancel_the_rest(fake: FakeBinanceUSDM, tmp_path: Path) -> None:
+    """entry_order: limit — at the bar's price less the offset, GTC, for limit_timeout_seconds: a
+    limit that fills half keeps that half (protected); one that never fills is cancelled, no position."""
+    fake.fill_ratio = Decimal("0.5")
+    fake.set_mark("BTCUSDT", 49_900)  # the limit 49950 is through the book: half fills at once
+
+    async def body(ex: ExchangeExecutor) -> Any:
+        t0 = ex.clock.time()
+        half = await ex.submit_once(EVENT, "trend", "BTC", long(), 50_000.0, 1)
+        waited = ex.clock.time() - t0
+        fake.set_mark("ETHUSDT", 3_200)  # the limit 3096.90 is below the book: nothing fills
+        with pytest.raises(ExecutorError) as none:
+            await ex.submit_once("trend/go_long/ETH/2/fired", "trend", "ETH", long(600), 3_100.0, 2)
+        return half, waited, str(none.value), await ex.positions()
+
+    half, waited, none, positions = run(
+        fake, tmp_path, body, entry_order="limit", limit_offset_bps=10, limit_timeout_seconds=30
+    )
+    btc = fake.orders_with(entry_id())[0]
+    assert (
+        btc.type == "LIMIT" and btc.price == Decimal("49950") and btc.status == "CANCELED"
+    )  # 50000 x (1 - 0.001)
+    assert half[0].qty == 0.01 and half[0].info["status"] == "partial" and waited >= 30
+    [stop] = fake.open_orders("BTCUSDT", algo=True)
+    assert stop.qty == Decimal("0.01")
+    eth = fake.orders_with(client_order_id("exchange", "trend/go_long/ETH/2/fired", "entry"))[0]
+    assert eth.price == Decimal("3096.90") and eth.status == "CANCELED" and eth.executed == 0
+    assert "canceled" in none and [p.symbol for p in positions] == ["BTC"]
+
+
+def test_a_limit_entry_left_resting_by_a_crash_is_cancelled_and_its_fill_kept(
+    fake: FakeBinanceUSDM, tmp_path: Path
+) -> None:
+    fake.fill_ratio = Decimal("0.5")
+    fake.set_mark("BTCUSDT", 49_900)
+
+    async def crash(ex: ExchangeExecutor) -> None:
+        async def dies(cid: str, sym: str) -> Any:
+            raise RuntimeError("the process died while the limit order rested")
+
+        ex._await_limit = dies  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError):
+            await ex.submit_once(EVENT, "trend", "BTC", long(), 50_000.0, 1)
+
+    run(fake, tmp_path, crash, entry_order="limit", limit_offset_bps=10)
+    assert fake.orders_with(entry_id())[0].status == "PARTIALLY_FILLED"
+
+    async def restart(ex: ExchangeExecutor) -> Any:
+        return await ex.reconcile(), await ex.positions()
+
+    notices, positions = run(fake, tmp_path, restart, entry_order="limit", limit_offset_bps=10)
+    assert not any(n.halt for n in notices)
+    assert fake.orders_with(entry_id())[0].status == "CANCELED" and len(fake.orders_with(entry_id())) == 1
+    assert [(p.symbol, p.qty) for p in positions] == [("BTC", 0.01)]
+    [stop] = fake.open_orders("BTCUSDT", algo=True)
+    assert stop.qty == Decimal("0.01")

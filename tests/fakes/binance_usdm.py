@@ -24,8 +24,9 @@ Anything else answers 404 and is logged, so a call the stand-in does not know is
 to the internet.
 
 Matching: market orders fill at once at the mark price (``fill_ratio`` < 1 leaves them ``EXPIRED``
-after a partial fill, as Binance does when the book runs out); limit orders rest until
-:meth:`cross`; algo orders stay ``NEW`` until :meth:`trigger`. Fees are ``fee_rate`` of the notional.
+after a partial fill, as Binance does when the book runs out); a limit order at or through the mark
+fills the same way and its rest stays on the book (``PARTIALLY_FILLED``), one away from it rests
+(``NEW``) until cancelled; algo orders stay ``NEW`` until :meth:`trigger`. Fees are ``fee_rate`` of the notional.
 Checks in Binance's order: quantity or price with more decimals than the market allows -> ``-1111``;
 notional under the minimum (not reduce-only) -> ``-4164``; a new ``newClientOrderId`` that is
 already used by an open order -> ``-4116``; initial margin beyond the available balance -> ``-2019``;
@@ -579,13 +580,19 @@ class FakeBinanceUSDM:
             algo=algo,
         )
         self.orders.append(order)
-        if kind == "MARKET":
+        marketable = kind == "LIMIT" and (price >= mark if side == "BUY" else price <= mark)
+        if kind == "MARKET" or marketable:
             part = (qty * self.fill_ratio / Decimal(step)).to_integral_value() * Decimal(step)
             if reduce_only:
                 part = min(part, abs(amount))
             if part > 0:
                 self._fill(order, part, mark)
-            order.status = "FILLED" if order.executed == qty else "EXPIRED"
+            if order.executed == qty:
+                order.status = "FILLED"
+            elif kind == "MARKET":
+                order.status = "EXPIRED"
+            else:  # a limit order's rest stays on the book
+                order.status = "PARTIALLY_FILLED" if order.executed else "NEW"
         return self._order_json(order)
 
     def _available(self) -> Decimal:
