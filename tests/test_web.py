@@ -520,3 +520,51 @@ def test_a_loopback_server_refuses_other_host_names(tmp_path):
             ]
 
     assert asyncio.run(main()) == [400, 400, 200, 200]
+
+
+@pytest.mark.parametrize(
+    "command", [["run", "s.yaml", "--once", "--http", "127.0.0.1:0"], ["serve", "--state", "x.db"]]
+)
+def test_commands_name_the_http_extra_when_it_is_missing(tmp_path, command):
+    import subprocess
+
+    replay_setup(tmp_path)
+    code = "import sys; sys.modules['uvicorn'] = None; from perpwatch.cli.main import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, *command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("needs uvicorn: pip install 'perpwatch[http]'"), done.stderr
+
+
+def test_run_serves_at_the_configs_listen_and_never_logs_the_token(tmp_path):
+    from helpers import run_perpwatch
+
+    replay_setup(tmp_path, "http:\n  listen: 127.0.0.1:0\n  token: ${PW_TOKEN}\n")
+    result = run_perpwatch(
+        "--log-level", "debug", "run", "s.yaml", "--state", "state.db", "--simulate-from",
+        "2025-01-01T10:00:00Z", "--simulate-to", "2025-01-01T12:00:00Z", cwd=tmp_path, env={"PW_TOKEN": TOKEN},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "serving /metrics, /healthz and the dashboard on http://127.0.0.1:" in result.stderr
+    assert TOKEN not in result.stderr + result.stdout
+
+
+def test_a_token_written_in_the_config_is_a_secret(tmp_path):
+    from perpwatch.live.config import load_config
+
+    (tmp_path / "perpwatch.yaml").write_text(f"http:\n  token: {TOKEN}\n  health_grace: 30\n")
+    cfg = load_config(str(tmp_path / "perpwatch.yaml"))
+    assert TOKEN in cfg.secrets and cfg.redact(f"x {TOKEN} y") == "x *** y"
+    assert cfg.http == {"token": TOKEN, "health_grace": 30}
+
+
+def test_bad_http_settings_are_located_errors(tmp_path):
+    from perpwatch.common.errors import ErrorList
+    from perpwatch.live.config import load_config
+
+    (tmp_path / "perpwatch.yaml").write_text("http:\n  health_grace: -5\n  listen_on: 1\n")
+    with pytest.raises(ErrorList) as e:
+        load_config(str(tmp_path / "perpwatch.yaml"))
+    text = "\n".join(err.format() for err in e.value.errors)
+    assert "perpwatch.yaml:2:17" in text and "listen_on" in text
