@@ -274,8 +274,16 @@ def add_exchange_funding(
         if hours is None:
             no_interval.append(slug)
             continue
-        rows = sorted(read_rows(path, "time"), key=lambda r: int(r["time"]))[:-1]  # the last bar was open
-        times = np.asarray([int(r["time"]) for r in rows], dtype=np.int64)
+        table = read_table(str(path))
+        if "time" not in table.column_names or "close" not in table.column_names:
+            raise LocatedError(
+                Loc(str(path)), f"no 'time' and 'close' columns (it has {', '.join(table.column_names)})"
+            )
+        stamps = times_of(table.column("time"), str(path))
+        order = np.argsort(stamps, kind="stable")[:-1]  # the last bar was still open when saved
+        times = stamps[order]
+        closes_raw = table.column("close").to_pylist()
+        rows = [{"close": closes_raw[int(k)]} for k in order]
         if len(times) < 2:
             continue
         own = int(np.median(np.diff(times)))
