@@ -459,6 +459,7 @@ class CoinGlassSource(HttpSource):
         expiry = self.option("options_expiry")
         self.options_expiry = None if expiry is None else str(expiry)
         self.etf_known_after_ms = int(float(self.option("etf_known_after_hours")) * 3_600_000)
+        self._said: dict[str, None] = {}  # snapshot notes already reported (said once, not every cycle)
         self.limiter = RateLimiter(self.rate_limit_per_min, 60.0, self.ctx.clock)
 
     def __repr__(self) -> str:
@@ -572,7 +573,17 @@ class CoinGlassSource(HttpSource):
             )
         data = await self.http.get(FUNDING_LIST_PATH, {"symbol": coin}, decode_envelope, [(self.limiter, 1)])
         stats, notes = funding_stats(data, coin, self.funding_exchanges, self.funding_basis_hours)
-        return self._newest_only(stats, len(grid), notes)
+        return self._newest_only(stats, len(grid), self._once(f"{coin}: ", notes))
+
+    def _once(self, key: str, notes: list[str]) -> list[str]:
+        """The notes not reported before by this instance: a snapshot's lasting condition (an exchange
+        without a funding interval, an expiry not listed) is said once, not on every cycle."""
+        fresh = [n for n in notes if key + n not in self._said]
+        for note in fresh:
+            if len(self._said) >= 1024:  # bounded: the oldest is forgotten (and may be said again)
+                self._said.pop(next(iter(self._said)))
+            self._said[key + note] = None
+        return fresh
 
     def _newest_only(self, values: Mapping[str, float | str], n: int, notes: list[str]) -> Columns:
         """Snapshot values on the newest bar (older bars unknown), observed when they arrived."""
@@ -602,7 +613,13 @@ class CoinGlassSource(HttpSource):
                 _unknown(metrics, n), notes=[f"{', '.join(sorted(metrics))}: a current snapshot; no history"]
             )
         values, notes = await get(coin, plan.now_ms)
-        return self._newest_only(values, n, notes)
+        unwanted = metrics - plan.wanted  # a note about only those is not this fetch's business
+        notes = [
+            note
+            for note in notes
+            if not any(m in note for m in unwanted) or any(m in note for m in metrics & plan.wanted)
+        ]
+        return self._newest_only(values, n, self._once(f"{coin}: ", notes))
 
     async def _max_pain(self, coin: str, now_ms: int) -> tuple[dict[str, float], list[str]]:
         params = {"symbol": coin, "exchange": self.options_exchange}

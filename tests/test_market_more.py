@@ -733,3 +733,21 @@ def test_etf_live_equals_the_converted_snapshot(tmp_path: Path) -> None:
     for name in cm.ETF_METRICS["btc"]:
         assert np.array_equal(live.columns[name], saved.columns[name], equal_nan=True), name
     assert (~np.isnan(saved.columns["etf.btc_flow_usd"])).sum() > 10
+
+
+def test_lasting_snapshot_notes_are_said_once_and_only_for_wanted_names() -> None:
+    source = coinglass(FakeCG())
+    names = {"funding.max", "options.max_pain_near"}
+
+    async def twice():
+        try:
+            request = FetchRequest("BTC", "4h", frozenset(names), T0 - H4, T0)
+            return [await source.fetch(request), await source.fetch(request)]
+        finally:
+            await source.aclose()
+
+    first, second = asyncio.run(twice())
+    assert any("no funding interval for KuCoin" in p for p in first.problems)
+    assert not any("options_expiry" in p for p in first.problems)  # max_pain_chosen is not wanted
+    assert second.problems == []  # the same lasting condition is not said every cycle
+    assert second.columns["funding.max"][-1] == first.columns["funding.max"][-1] == pytest.approx(0.0102)
