@@ -568,3 +568,27 @@ def test_bad_http_settings_are_located_errors(tmp_path):
         load_config(str(tmp_path / "perpwatch.yaml"))
     text = "\n".join(err.format() for err in e.value.errors)
     assert "perpwatch.yaml:2:17" in text and "listen_on" in text
+
+
+def test_an_executor_that_fails_leaves_positions_unknown_not_the_page_broken(tmp_path):
+    pipe, runner = run_cycles(tmp_path, bars=5)
+    [paper] = runner.executors.values()
+
+    async def broken() -> list:
+        raise RuntimeError("database is locked")
+
+    paper.positions = broken  # type: ignore[method-assign]
+    backend = backend_of(pipe, runner)
+
+    async def main() -> tuple[int, str, str, int]:
+        async with serving(backend) as client:
+            page = await client.get("/")
+            metrics = await client.get("/metrics")
+            return page.status_code, page.text, metrics.text, metrics.status_code
+
+    status, page, text, metrics_status = asyncio.run(main())
+    assert status == 200 and metrics_status == 200
+    assert "positions unknown (the executor failed to say): paper" in page
+    m = families(text)
+    assert samples(m["perpwatch_pnl_usd"]) == {}  # unknown: left out, never 0
+    assert samples(m["perpwatch_open_positions"]) == {}  # unknown, not 0

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from perpwatch.api.executors import Accounting, Executor
 from perpwatch.common.clock import Clock
+from perpwatch.common.text import printable
 from perpwatch.common.timeutil import INTERVALS
 from perpwatch.evaluation.events import Event
 from perpwatch.evaluation.rules import FIRING, INACTIVE, PENDING, RuleState
@@ -24,6 +27,8 @@ from perpwatch.live import risk
 from perpwatch.live.alertstate import AlertState
 from perpwatch.live.state import StateStore
 from perpwatch.live.telemetry import Telemetry
+
+log = logging.getLogger("perpwatch.web")
 
 #: Seconds beyond two of the shortest intervals before /healthz says the run is stale.
 DEFAULT_HEALTH_GRACE = 120.0
@@ -148,27 +153,40 @@ class Backend:
             )
         return rows
 
-    async def positions(self) -> tuple[list[PositionRow], dict[str, float | None]]:
-        """Open positions of every executor, and each strategy's PnL (None where unknown)."""
+    async def positions(self) -> tuple[list[PositionRow], dict[str, float | None], list[str]]:
+        """Open positions of every executor, each strategy's PnL (None where unknown), and the
+        executors whose positions are unknown (their ``positions()`` failed)."""
         rows: list[PositionRow] = []
         pnl: dict[str, float | None] = {}
         strategies = {s.name for s, _ in self.strategies}
+        failed: set[int] = set()  # id() of the executors whose positions are unknown
+        unknown: list[str] = []
         for name, executor in self.executors.items():
-            for p in await executor.positions():
+            try:
+                held = await executor.positions()
+            except Exception as e:  # a plugin's failure leaves its positions unknown, not the page broken
+                log.warning("executor %s: positions unknown: %s", name, printable(f"{type(e).__name__}: {e}"))
+                failed.add(id(executor))
+                unknown.append(name)
+                continue
+            for p in held:
                 rows.append(PositionRow(name, p.strategy, p.symbol, p.side, p.qty, p.entry_price, p.opened))
                 strategies.add(p.strategy)
         for strategy in sorted(strategies):
             owner = next(
-                (e for s, _ in self.strategies if s.name == strategy and (e := self._executor(s))), None
+                (x for s, _ in self.strategies if s.name == strategy and (x := self._executor(s))), None
             )
             if owner is None and len(self.executors) == 1:
                 owner = next(iter(self.executors.values()))
-            if isinstance(owner, Accounting):
-                value = await owner.pnl(strategy)
-                pnl[strategy] = value if value == value else None
-            else:
-                pnl[strategy] = None
-        return rows, pnl
+            pnl[strategy] = None
+            if isinstance(owner, Accounting) and id(owner) not in failed:
+                try:
+                    value = await owner.pnl(strategy)
+                except Exception as e:
+                    log.warning("PnL of %s unknown: %s", strategy, printable(f"{type(e).__name__}: {e}"))
+                    continue
+                pnl[strategy] = float(value) if math.isfinite(value) else None
+        return rows, pnl, unknown
 
     def _executor(self, strategy: Any) -> Executor | None:
         return self.executors.get(strategy.execute) if getattr(strategy, "execute", None) else None

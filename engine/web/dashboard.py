@@ -107,7 +107,7 @@ async def page(backend: Backend, query: dict[str, str], notice: str | None = Non
     rules = backend.rules()
     telemetry = backend.current_telemetry()
     healthy, health = backend.health()
-    positions, pnl = await backend.positions()
+    positions, pnl, unknown = await backend.positions()
     events = backend.events(limit, **filters)
     choices = {
         "strategy": sorted({r.strategy for r in rules}),
@@ -125,6 +125,7 @@ async def page(backend: Backend, query: dict[str, str], notice: str | None = Non
         choices=choices,
         positions=positions,
         pnl=pnl,
+        unknown_positions=unknown,
         mutes=backend.mutes(),
         halted=backend.halted(),
         charts=charts,

@@ -143,8 +143,8 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 async def scrape(backend: Backend) -> Scrape:
     healthy, _ = backend.health()
-    rows, pnl = await backend.positions()
-    positions: dict[str, int] = {strategy: 0 for strategy in pnl}
+    rows, pnl, unknown = await backend.positions()
+    positions: dict[str, int] = {} if unknown else {strategy: 0 for strategy in pnl}  # unknown: left out
     for row in rows:
         positions[row.strategy] = positions.get(row.strategy, 0) + 1
     return Scrape(
