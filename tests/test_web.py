@@ -125,7 +125,7 @@ def test_metrics_in_the_prometheus_text_format(tmp_path):
     assert len(buckets) == len(DURATION_BUCKETS) + 1 and buckets[(("le", "+Inf"),)] == 6.0
     assert samples(m["perpwatch_fetch_failures"], "_total") == {(("source", "scripted"),): 2.0}  # BTC, ETH
     events = samples(m["perpwatch_events"], "_total")
-    stored = {(s, r, k): n for s, r, k, n in pipe.store.event_counts()}
+    stored = {(s, r, k): n for s, r, k, n in pipe.store.event_counts()[0]}
     assert events == {
         (("kind", k), ("rule", r), ("strategy", s)): float(n) for (s, r, k), n in stored.items()
     }
@@ -459,11 +459,17 @@ def test_served_in_the_runners_loop_between_cycles_and_actions_wait_for_the_cycl
     async def main() -> dict[str, Any]:
         out: dict[str, Any] = {"cycles": []}
         async with serving(backend) as client:
-            for n in range(3):
+            for n in range(6):
                 pipe.clock.now = (T0 + (n + 1) * 3_600_000) / 1000
                 await runner.run_cycle(pipe.clock.now)
                 m = families((await client.get("/metrics")).text)
                 out["cycles"].append(samples(m["perpwatch_cycles"], "_total")[()])
+                counted = samples(m["perpwatch_events"], "_total")  # added up scrape after scrape
+                stored = {
+                    (("kind", k), ("rule", r), ("strategy", s)): float(n)
+                    for s, r, k, n in pipe.store.event_counts()[0]
+                }
+                out.setdefault("events", []).append((counted == stored, len(stored)))
             async with runner.db_lock:  # a cycle writing
                 halt = asyncio.create_task(client.post("/halt", headers={"X-Perpwatch-Token": TOKEN}))
                 for _ in range(3000):  # until the request reached the server and waits for the lock
@@ -478,7 +484,8 @@ def test_served_in_the_runners_loop_between_cycles_and_actions_wait_for_the_cycl
         return out
 
     out = asyncio.run(main())
-    assert out["cycles"] == [1.0, 2.0, 3.0]
+    assert out["cycles"] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert all(same for same, _ in out["events"]) and out["events"][-1][1] > out["events"][0][1]
     assert out["waited"] and out["during"] is None
     assert out["status"] == 303 and out["after"] is not None
 

@@ -660,14 +660,16 @@ class StateStore:
         )
         return {(s, r, sym): int(t) for s, r, sym, t in rows}
 
-    def event_counts(self) -> list[tuple[str, str, str, int]]:
-        """(strategy, rule, kind, how many events) over the whole database."""
-        return list(
-            self.conn.execute(
-                "SELECT strategy, rule, kind, COUNT(*) FROM events GROUP BY strategy, rule, kind "
-                "ORDER BY strategy, rule, kind"
-            )
-        )
+    def event_counts(self, after_id: int = 0) -> tuple[list[tuple[str, str, str, int]], int]:
+        """(strategy, rule, kind, how many events) of the events with an id above ``after_id`` (a
+        range of the primary key: a caller adds up what is new), and the newest id seen."""
+        rows = self.conn.execute(
+            "SELECT strategy, rule, kind, COUNT(*), MAX(id) FROM events WHERE id > ? "
+            "GROUP BY strategy, rule, kind ORDER BY strategy, rule, kind",
+            (int(after_id),),
+        ).fetchall()
+        newest = max((r[4] for r in rows), default=after_id)
+        return [(s, r, k, n) for s, r, k, n, _ in rows], newest
 
     def outbox_stats(self) -> list[tuple[str, int, float | None, int]]:
         """Per notifier: (name, undelivered items, creation time of the oldest of them, failed tries

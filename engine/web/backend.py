@@ -93,6 +93,16 @@ class Backend:
     strategies: list[Any] = field(default_factory=list)  # (Strategy, symbols) of the runner's jobs
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # the runner's database lock
     _silences: AlertState | None = field(default=None, init=False, repr=False)
+    _counts: dict[tuple[str, str, str], int] = field(default_factory=dict, init=False, repr=False)
+    _counted: int = field(default=0, init=False, repr=False)  # the newest event id counted
+
+    def event_counts(self) -> dict[tuple[str, str, str], int]:
+        """(strategy, rule, kind) -> events recorded: the events since the last call added to the
+        counts kept, so a scrape costs what is new, not the whole table."""
+        rows, self._counted = self.store.event_counts(self._counted)
+        for strategy, rule, kind, n in rows:
+            self._counts[(strategy, rule, kind)] = self._counts.get((strategy, rule, kind), 0) + n
+        return dict(sorted(self._counts.items()))
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -124,8 +134,9 @@ class Backend:
     def events(self, limit: int, **filters: str | None) -> list[Event]:
         return self.store.find_events(min(max(1, limit), MAX_EVENTS), **filters)
 
-    def rules(self) -> list[RuleRow]:
-        """Every (strategy, rule, symbol) the runner runs or the database holds a state for."""
+    def rules(self, since: bool = True) -> list[RuleRow]:
+        """Every (strategy, rule, symbol) the runner runs or the database holds a state for; with
+        ``since``, when each one's status began (a look through the events)."""
         telemetry = self.current_telemetry()
         stored = {(s, r, sym): st for s, r, sym, st in self.store.rule_states()}
         keys = list(stored)
@@ -135,8 +146,8 @@ class Backend:
             keys += [(strategy.name, rule.name, sym) for rule in strategy.rules for sym in symbols]
         for name, series in telemetry.series.items():
             steps.setdefault(name.partition("/")[0], INTERVALS.get(series.get("interval", ""), 0))
-        fired = self.store.last_event_times(("fired", "suppressed"))
-        resolved = self.store.last_event_times(("resolved",))
+        fired = self.store.last_event_times(("fired", "suppressed")) if since else {}
+        resolved = self.store.last_event_times(("resolved",)) if since else {}
         rows = []
         for key in sorted(set(keys)):
             state = stored.get(key) or RuleState()

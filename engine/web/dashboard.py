@@ -113,7 +113,7 @@ async def page(backend: Backend, query: dict[str, str], notice: str | None = Non
         "strategy": sorted({r.strategy for r in rules}),
         "rule": sorted({r.rule for r in rules}),
         "symbol": sorted({r.symbol for r in rules}),
-        "kind": sorted({*EVENT_KINDS, *(kind for _, _, kind, _ in backend.store.event_counts())}),
+        "kind": sorted({*EVENT_KINDS, *(kind for _, _, kind in backend.event_counts())}),
         "severity": list(SEVERITIES),
     }
     charts = [chart(name, series) for name, series in sorted(telemetry.series.items())]

@@ -31,7 +31,7 @@ class Scrape:
     healthy: bool
     halted: bool
     mutes: int
-    events: list[tuple[str, str, str, int]]
+    events: dict[tuple[str, str, str], int]
     outbox: list[tuple[str, int, float | None, int]]
     rules: list[tuple[str, str, str, str]]  # strategy, rule, symbol, status
     positions: dict[str, int] = field(default_factory=dict)
@@ -73,7 +73,7 @@ class PerpwatchCollector(Collector):
         events = CounterMetricFamily(
             "perpwatch_events", "Events recorded in the state database.", labels=["strategy", "rule", "kind"]
         )
-        for strategy, rule, kind, n in s.events:
+        for (strategy, rule, kind), n in s.events.items():
             events.add_metric([strategy, rule, kind], n)
         yield events
         depth = GaugeMetricFamily(
@@ -153,9 +153,9 @@ async def scrape(backend: Backend) -> Scrape:
         healthy=healthy,
         halted=backend.halted() is not None,
         mutes=len(backend.mutes()),
-        events=backend.store.event_counts(),
+        events=backend.event_counts(),
         outbox=backend.store.outbox_stats(),
-        rules=[(r.strategy, r.rule, r.symbol, r.status) for r in backend.rules()],
+        rules=[(r.strategy, r.rule, r.symbol, r.status) for r in backend.rules(since=False)],
         positions=positions,
         pnl=pnl,
     )
