@@ -115,17 +115,17 @@ def export_tree(rev: str, into: Path) -> Path:
 # --- one run, in a fresh process -------------------------------------------------------------------
 
 
-def one_run(tree: str | None, folder: str, engine: str | None, queue) -> None:
+def one_run(tree: str | None, folder: str, engine: str | None, balance: float, queue) -> None:
     try:
         if tree is not None:
             sys.path.insert(0, tree)  # ahead of the editable install's finder
-        queue.put(_run(folder, engine))
+        queue.put(_run(folder, engine, balance))
     except BaseException as e:  # the parent waits on the queue: always answer
         queue.put({"error": f"{type(e).__name__}: {e}"})
         raise
 
 
-def _run(folder: str, engine: str | None) -> dict:
+def _run(folder: str, engine: str | None, balance: float) -> dict:
     import perpwatch
     from perpwatch.backtest.history import load_history, symbols_for
     from perpwatch.backtest.report import format_text, to_json
@@ -137,7 +137,9 @@ def _run(folder: str, engine: str | None) -> dict:
     ss = [load_strategy(str(REPO / "strategies" / f"{name}.yaml")) for name in STRATEGIES]
     history = load_history([folder], "1h", None)
     t1 = time.perf_counter()
-    opts = BacktestOptions() if engine is None else BacktestOptions(engine=engine)  # type: ignore[call-arg]
+    opts = BacktestOptions(balance_usd=balance)
+    if engine is not None:
+        opts.engine = engine  # today's options have no engine: its one path
     result = run_backtest(ss, history, symbols_for(ss, history, None), opts)
     t2 = time.perf_counter()
     text = format_text(result)
@@ -191,12 +193,19 @@ def main() -> None:
     ap.add_argument("--rev", default="HEAD", help="the commit walk and fast are measured at (or 'worktree')")
     ap.add_argument("--codes", default=",".join(CODES), help="which of today, walk, fast to run")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--balance",
+        type=float,
+        default=1_000_000,
+        help="starting balance: large enough that no account goes bust, so every code does the same trades",
+    )
     args = ap.parse_args()
     codes = [c for c in args.codes.split(",") if c]
     sizes = [tuple(int(x) for x in size.split("x")) for size in args.sizes.split(",")]
     print("perpwatch backtest benchmark: today (the walk before the fast path) vs walk vs fast")
     print(
-        f"  strategies:  {', '.join(STRATEGIES)}; synthetic 1h bars (seed {args.seed}), {args.format} files"
+        f"  strategies:  {', '.join(STRATEGIES)}; synthetic 1h bars (seed {args.seed}), {args.format} files; "
+        f"balance {args.balance:,.0f} USD"
     )
     print(
         f"  machine:     {os.cpu_count()} CPUs, shared with other work while measured "
@@ -219,13 +228,15 @@ def main() -> None:
             folder.mkdir()
             write_data(folder, symbols, bars, args.seed, args.format)
             if (symbols, bars) == sizes[0] and any(c != "today" for c in codes):
-                in_child(current, str(folder), None)  # untimed: numba's kernels compiled and cached once
+                in_child(
+                    current, str(folder), None, args.balance
+                )  # untimed: numba's kernels compiled and cached once
             runs: dict[str, list[dict]] = {c: [] for c in codes}
             for _ in range(args.runs):
                 for code in codes:
                     where = tree if code == "today" else current
                     engine = None if code in ("today", "fast") else "walk"
-                    runs[code].append(in_child(where, str(folder), engine))
+                    runs[code].append(in_child(where, str(folder), engine, args.balance))
             label = f"{symbols} symbols x {bars:,} bars x {len(STRATEGIES)} strategies"
             print(f"\n{label} ({symbols * bars * len(STRATEGIES):,} strategy-bars)")
             for code in codes:
