@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import threading
 from pathlib import Path
@@ -177,6 +178,22 @@ def test_dashboard_in_chromium(tmp_path: Path):
             assert page["killswitch"].startswith("trading allowed")
             assert page["health"].startswith("healthy")
             shot = _screenshot(tools, page["height"])
+
+            # /metrics and /healthz, fetched by the page (same origin)
+            got = tools.send(
+                "Runtime.evaluate",
+                {
+                    "expression": "Promise.all(['/metrics', '/healthz'].map(u => fetch(u).then(r => r.text())))",
+                    "awaitPromise": True,
+                    "returnByValue": True,
+                },
+            )["result"]["value"]
+            metrics, health = got[0], json.loads(got[1])
+            assert (
+                "# TYPE perpwatch_cycles_total counter" in metrics
+                and "perpwatch_cycles_total 10.0" in metrics
+            )
+            assert health["status"] == "ok" and health["cycles"] == 10 and health["halted"] is False
 
             # a halt without the token: refused, the kill switch stays off
             navigate_by(tools, "document.querySelector('#halt-form input[name=reason]').value = 'no token';"
