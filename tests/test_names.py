@@ -80,6 +80,7 @@ SAMPLES = {
     "^[A-Za-z_][A-Za-z0-9_-]*$": "hot_funding",
     "^\\s*\\d+\\s*[smhdw]\\s*$": "4h",
     "^[a-z][a-z0-9_-]*/[A-Za-z_][A-Za-z0-9_-]*$": "risk-off/risk_off",
+    "^[a-z][a-z0-9_-]*(/[A-Za-z_][A-Za-z0-9_-]*)?$": "risk-off/risk_off",
 }
 
 
