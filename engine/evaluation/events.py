@@ -66,6 +66,13 @@ class OrderIntent:
     def has_exits(self) -> bool:
         return any(x is not None for x in (self.stop_loss, self.take_profit, self.trailing_stop))
 
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON: side and size, and the protective exits it has (an intent without exits reads as
+        it did before they existed)."""
+        d: dict[str, Any] = {"side": self.side, "size_usd": self.size_usd}
+        d.update({name: asdict(x) for name, x in self.exits().items()})
+        return d
+
     def exits(self) -> dict[str, ExitDistance]:
         """The protective exits asked for, by name (``stop_loss``, ``take_profit``, ``trailing_stop``)."""
         pairs = (
@@ -98,7 +105,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["signal"] = asdict(self.signal) if self.signal else None
+        d["signal"] = self.signal.to_dict() if self.signal else None
         return d
 
     @classmethod
