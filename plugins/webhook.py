@@ -339,10 +339,10 @@ class WebhookNotifier(HttpNotifier):
         return FORMATS[self.format](event)
 
     def group_payload(self, notification: Notification) -> dict[str, Any]:
-        """The JSON body for a grouped notification (raw: Alertmanager's payload, this notifier's
-        name as its receiver)."""
+        """The JSON body for a grouped notification (raw: Alertmanager's payload, the notifier
+        instance's name as its receiver)."""
         if self.format == "raw":
-            return alertmanager.payload(notification, receiver=self.name)
+            return alertmanager.payload(notification, receiver=notification.receiver or self.name)
         return GROUP_FORMATS[self.format](notification)
 
     async def deliver_group(self, notification: Notification) -> None:

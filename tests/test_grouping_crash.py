@@ -137,6 +137,7 @@ def test_the_crash_bar_is_one_grouped_message_with_the_snapshot(tmp_path):
     assert group["groupLabels"] == {"strategy": "derivatives-monitor", "symbol": "BTC", "bar": CRASH_BAR}
     assert sorted(a["annotations"]["event_key"] for a in group["alerts"]) == sorted(e.key for e in crash)
     assert group["commonLabels"]["symbol"] == "BTC" and group["status"] == "firing"
+    assert group["receiver"] == "am"  # the instance's name in the config
     assert all(k.startswith("group:") or k.count("/") == 4 for k in captured.keys)
     # nothing left in the outbox, nothing sent twice
     assert store.pending_count() == 0

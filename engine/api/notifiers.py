@@ -24,13 +24,15 @@ class Notification:
     ``events`` are sorted by severity, highest first, resolved ones last; ``snapshot`` is the
     strategy's key metrics at the group's bar as (label, text) lines (label "" for a plain line);
     ``group`` holds the ``group_by`` labels and their values; ``key`` is the dedupe key, derived
-    from the member events' keys (a single event's own key when it is alone), stable across retries.
+    from the member events' keys (a single event's own key when it is alone), stable across retries;
+    ``receiver`` is the notifier instance's name in the config (what it is delivered to).
     """
 
     events: list[Event]
     key: str
     group: dict[str, str] = field(default_factory=dict)
     snapshot: list[tuple[str, str]] = field(default_factory=list)
+    receiver: str = ""
 
     @property
     def first(self) -> Event:

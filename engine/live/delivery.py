@@ -157,7 +157,7 @@ class Delivery:
         while True:
             due = self.store.due(self.clock.time(), name, limit)
             items = [item for item in due if item.event_id not in tried]
-            groups = collect(items, self.group_by, self.alert_state.snapshot)
+            groups = collect(items, self.group_by, self.alert_state.snapshot, name)
             if len(due) < limit:
                 return groups
             if len(groups) > 1:

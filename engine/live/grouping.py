@@ -53,6 +53,7 @@ def collect(
     items: Sequence[OutboxItem],
     group_by: Sequence[str],
     snapshot_of: Callable[[str, str, int], list[tuple[str, str]]],
+    receiver: str = "",
 ) -> list[tuple[Notification, list[OutboxItem]]]:
     """``items`` (one notifier's, oldest first) as notifications, in the order of their oldest item.
 
@@ -71,7 +72,11 @@ def collect(
                 if line not in lines:
                     lines.append(line)
         notification = Notification(
-            events=events, key=dedupe_key([e.key for e in events]), group=dict(values), snapshot=lines
+            events=events,
+            key=dedupe_key([e.key for e in events]),
+            group=dict(values),
+            snapshot=lines,
+            receiver=receiver,
         )
         out.append((notification, members))
     return out
