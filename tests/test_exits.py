@@ -284,6 +284,13 @@ def test_an_exit_unknown_at_the_decision_bar_opens_nothing(tmp_path):
     assert rej.message == "stop_loss is unknown at this bar; not opening a position without it"
 
 
+def test_an_exit_not_positive_at_the_decision_bar_opens_nothing(tmp_path):
+    r = run(tmp_path, strategy_text(stop_loss="price.close - 150"), [QUIET, QUIET, QUIET, QUIET])
+    assert r.trades == []
+    (rej,) = [e for e in r.trading if e.kind == "rejected"]
+    assert rej.message == "stop_loss is -50 at this bar: it must be positive; not opening"
+
+
 def test_the_json_report_has_each_trades_reason_and_counts_them(tmp_path):
     bars = [QUIET, QUIET, (100, 101, 97.5, 99), QUIET]
     r = run(tmp_path, strategy_text(stop_loss="2%"), bars)
