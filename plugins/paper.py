@@ -230,6 +230,7 @@ class PaperExecutor(Executor):
         lev = self.options.get("leverage")
         self.leverage = float(lev) if lev is not None else None
         self.mmr = float(self.options.get("maintenance_margin_pct", 0.5)) / 100
+        self.liquidates = self.leverage is not None  # read by the trading layer (Protective)
         if self.leverage is not None and self.mmr >= 1 / self.leverage:
             raise ValueError(
                 f"paper executor: maintenance_margin_pct {self.mmr * 100:g} must be below 100 / leverage "

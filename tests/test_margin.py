@@ -193,3 +193,36 @@ def test_an_account_from_before_exits_and_margin_gets_their_columns(tmp_path: Pa
 
 def check_with(p: PaperExecutor, bar: tuple[float, float, float, float]):
     return asyncio.run(p.check_exits("s", "BTC", T0, bar, T0))
+
+
+def test_bars_are_judged_only_where_something_can_close_a_position(tmp_path: Path, monkeypatch):
+    """Without protective exits and without leverage nothing can close a position between signals:
+    the trading layer does not ask the paper account to judge bars at all (backtests pay nothing)."""
+    calls = []
+    judge = PaperExecutor.check_exits
+
+    async def counted(self, *args):
+        calls.append(args)
+        return await judge(self, *args)
+
+    monkeypatch.setattr(PaperExecutor, "check_exits", counted)
+    text = (
+        "version: 1\nname: lev\ninterval: 4h\nexecute: paper\nnotify: []\nrules:\n"
+        "  - name: enter\n    when: oi.close == 1\n    signal: {side: long, size_usd: 100}\n"
+    )
+    (tmp_path / "lev.yaml").write_text(text)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(
+        data / "BTC_4h.csv",
+        {"price.open": [100.0] * 6, "price.close": [100.0] * 6, "oi.close": [1.0] * 6},
+        T0,
+        STEP,
+    )
+    s = load_strategy(str(tmp_path / "lev.yaml"))
+    history = load_history([str(data)], s.interval, None)
+    for options, judged in (({}, False), ({"leverage": 3}, True)):
+        calls.clear()
+        opts = BacktestOptions(engine="walk", executor_options=options)
+        r = run_backtest([s], history, symbols_for([s], history, None), opts)
+        assert len(r.trades) == 1 and bool(calls) is judged

@@ -133,7 +133,11 @@ class Protective(Protocol):
     """What an executor offers to carry out protective exits (stops, take-profits, trailing stops,
     liquidations) between signals. The trading layer calls ``check_exits`` for every open position of
     the strategy in ``symbol`` once per bar, before the bar's funding, marks and signals, and records
-    each fill it returns as an ``order`` event with the fill's ``info["reason"]``."""
+    each fill it returns as an ``order`` event with the fill's ``info["reason"]``.
+
+    For a strategy without protective exits it is called only when the executor's ``liquidates``
+    attribute is true (or absent): a ``paper`` account without leverage sets it false, so a backtest
+    without exits pays nothing for them."""
 
     async def check_exits(
         self,

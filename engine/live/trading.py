@@ -87,7 +87,9 @@ class Trading:
         age = strategy.risk.max_data_age_ms
         price = market_value(ev, "price.close", i, age)
         out: list[Event] = []
-        if self._protective[strategy.execute]:
+        if self._protective[strategy.execute] and (
+            strategy.has_exits or getattr(executor, "liquidates", True)
+        ):
             protective = cast(Protective, executor)
             first = max(0, i - max(1, exit_bars) + 1)
             opened = None
