@@ -46,7 +46,13 @@ def test_registered_through_the_entry_point_with_a_checked_options_schema():
     jsonschema.validate(
         {"balance_usd": 5000, "fee_bps": 4, "slippage_bps": 1, "funding_interval_hours": 8}, schema
     )
-    for bad in ({"fee_bps": -1}, {"balance_usd": 0}, {"funding_interval_hours": 0}, {"leverage": 0.5}, {"lever": 3}):
+    for bad in (
+        {"fee_bps": -1},
+        {"balance_usd": 0},
+        {"funding_interval_hours": 0},
+        {"leverage": 0.5},
+        {"lever": 3},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
     p = paper()

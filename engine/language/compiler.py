@@ -88,7 +88,6 @@ class Risk:
     trailing_stop: ExitSpec | None = None
 
 
-
 @dataclass
 class Strategy:
     file: str
@@ -596,7 +595,6 @@ class _Compiler:
         if got.op == "const" and not (isinstance(got.data, float) and got.data > 0):
             raise LocatedError(loc, f"{what}: {_short(text)!r} is not a positive price distance; {valid}")
         return ExitSpec(name, text, loc, node=node)
-
 
     def _template_kind(self, name: str) -> str | None:
         if name in self.params:
