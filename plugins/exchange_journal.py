@@ -27,10 +27,12 @@ take, trail_pct, mark, realized, fees, status, exit_price, closed, reason)``
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ex_orders (
@@ -125,9 +127,11 @@ class Journal:
     """The journal of one account (see the module doc); every write commits at once."""
 
     def __init__(self, path: str, account: str):
+        import sqlite3  # here: loading the plugin (perpwatch validate, plugins) must not import it
+
         self.path = path
         self.account = account
-        self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        self.conn: sqlite3.Connection = sqlite3.connect(path, isolation_level=None, timeout=30)
         if path != ":memory:":
             self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
