@@ -168,12 +168,12 @@ def run_fast(
     risk: RiskGate,
 ) -> Outcome:
     """The backtest of ``jobs`` over bars ``i0..i1`` of the grid ``times`` (see the module doc)."""
-    with _no_collection():
+    with no_collection():
         return _run(jobs, times, opens, i0, i1, step_ms, opts, risk)
 
 
 @contextmanager
-def _no_collection() -> Iterator[None]:
+def no_collection() -> Iterator[None]:
     """The cyclic garbage collector paused: the fast path allocates many small acyclic objects
     (events, fills), and each full collection would scan every evaluation the run holds."""
     was = gc.isenabled()

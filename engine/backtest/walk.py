@@ -35,7 +35,7 @@ import numpy as np
 from perpwatch.api.interfaces import Accounting, Executor, PluginContext
 from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import Registry, load_registry
-from perpwatch.backtest.fastloop import Job, Outcome, bust_reason, run_fast, why_not_fast
+from perpwatch.backtest.fastloop import Job, Outcome, bust_reason, no_collection, run_fast, why_not_fast
 from perpwatch.backtest.history import History, symbols_for
 from perpwatch.backtest.lazyevent import LazyEvent
 from perpwatch.backtest.result import (
@@ -118,13 +118,16 @@ async def run_backtest_async(
     bust_time: int | None = None
     try:
         if slow is None:
-            jobs = [
-                Job(s, sym, _slim(evaluate(s, frames[sym], sym), s)) for s in runs for sym in symbols[s.name]
-            ]
-            got = run_fast(jobs, grid, opens, i0, i1, step_ms, opts, trading.risk)
+            with no_collection():  # many small acyclic objects: no full collection over the evaluations
+                jobs = [
+                    Job(s, sym, _slim(evaluate(s, frames[sym], sym), s))
+                    for s in runs
+                    for sym in symbols[s.name]
+                ]
+                got = run_fast(jobs, grid, opens, i0, i1, step_ms, opts, trading.risk)
+                trades = _fast_trades(got, jobs)
             events, trading_events = got.events, got.trading
             equity, exposed, bust_time = got.equity, got.exposed, got.bust_time
-            trades = _fast_trades(got, jobs)
             settled, skipped = got.funding_settled, got.funding_skipped
             if progress is not None:
                 progress(i1 - i0 + 1)
