@@ -245,7 +245,9 @@ def test_api_down_three_cycles_holds_rules_then_catches_up(env):
         ("source_failing", "coinglass", "fired", T0 + 5 * H + 5000),  # settle: 5 s
         ("source_failing", "coinglass", "resolved", T0 + 6 * H + 5000),
     ]
-    assert "3 in a row" in meta[0].message and "HTTP 500" in meta[0].message and meta[0].severity == "critical"
+    assert (
+        "3 in a row" in meta[0].message and "HTTP 500" in meta[0].message and meta[0].severity == "critical"
+    )
     assert sorted(env.jsonl()) == sorted([*notified(expected), *(e.key for e in meta)])
     assert len(env.jsonl()) == len(set(env.jsonl()))
 
@@ -448,7 +450,9 @@ def test_default_notifier_is_console(env, capsys):
     assert "heat/hot BTC 1h: BTC funding 0.100" not in capsys.readouterr().out
     bare = env.config()
     bare.notifiers = {}
-    strat = strategy(env.tmp, HEAT.replace("notify: [file, hook]\n", "").replace("name: heat", "name: bare"), "b.yaml")
+    strat = strategy(
+        env.tmp, HEAT.replace("notify: [file, hook]\n", "").replace("name: heat", "name: bare"), "b.yaml"
+    )
     assert run(main(bare)) == ["console"]
     assert "bare/hot BTC 1h: BTC funding 0.100" in capsys.readouterr().out
 

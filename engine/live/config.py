@@ -53,7 +53,8 @@ class Config:
     route: dict[str, Any] = field(default_factory=dict)  # receivers, routes (routing.NotifyPolicy)
     meta: dict[str, Any] = field(default_factory=dict)  # meta-alerts (meta.MetaSettings)
     heartbeat: dict[str, Any] = field(default_factory=dict)  # url (a secret), method, fail, timeout
-    http: dict[str, Any] = field(default_factory=dict)  # listen, token (a secret), health_grace (perpwatch.web)
+    # listen, token (a secret), health_grace (perpwatch.web)
+    http: dict[str, Any] = field(default_factory=dict)
 
     def default_source(self) -> str:
         """The source for strategies that name none: the only configured one, else coinglass/binance."""

@@ -111,7 +111,8 @@ class Runner:
         )
         self.provides = self.fetcher.provides  # source instance -> the metrics it provides
         self.staleness = Staleness(sources)
-        self.telemetry = telemetry or Telemetry()  # kept in the store with each cycle (perpwatch.web shows it)
+        # kept in the store with each cycle (perpwatch.web shows it)
+        self.telemetry = telemetry or Telemetry()
         self.telemetry.start(self.clock.time(), (job.strategy.step_ms for job in jobs))
 
     @classmethod

@@ -515,7 +515,8 @@ class StateStore:
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, int(limit)]
         return [
-            OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[6:]), r[5]) for r in self.conn.execute(sql, args)
+            OutboxItem(r[0], r[1], r[2], r[3], r[4], _event(r[6:]), r[5])
+            for r in self.conn.execute(sql, args)
         ]
 
     def next_due(self, notifier: str | None = None) -> float | None:

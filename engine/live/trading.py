@@ -297,7 +297,9 @@ class Trading:
                 continue
             merged: dict[tuple[str, str, bool], list[Notice]] = {}
             for notice in await executor.reconcile():
-                merged.setdefault((notice.strategy or name, notice.symbol or "*", notice.halt), []).append(notice)
+                merged.setdefault((notice.strategy or name, notice.symbol or "*", notice.halt), []).append(
+                    notice
+                )
             for (strategy, symbol, halting), notices in merged.items():
                 message = "; ".join(n.message for n in notices)
                 if halting:
@@ -333,7 +335,9 @@ async def position_of(executor: Executor, strategy: str, symbol: str) -> Positio
     lookup = getattr(executor, "position", None)
     if lookup is not None:
         return cast(Position | None, await lookup(strategy, symbol))
-    return next((p for p in await executor.positions() if p.strategy == strategy and p.symbol == symbol), None)
+    return next(
+        (p for p in await executor.positions() if p.strategy == strategy and p.symbol == symbol), None
+    )
 
 
 def _derived(event: Event, kind: str, message: str, values: dict[str, Any]) -> Event:
