@@ -474,24 +474,6 @@ class ExchangeExecutor(Executor):
         shown += (f" price {limit}" if limit is not None else "") + "".join(
             f" {k} {v}" for k, v in params.items()
         )
-        if self.dry_run:
-            log.info("dry run: would send %s", shown)
-            self.journal.sending(
-                cid,
-                strategy=strategy,
-                symbol=symbol,
-                event_key=key,
-                leg=leg,
-                side=side,
-                qty=str(qty),
-                price=ref_price,
-                reduce_only=reduce_only,
-                exits=exits,
-                position_id=position_id,
-                status="dry_run",
-            )
-            self.journal.settle(cid, "dry_run", note=f"would send {shown}")
-            return Outcome(cid, "dry_run", note=f"dry run: would send {shown}")
         self.journal.sending(
             cid,
             strategy=strategy,
@@ -504,7 +486,12 @@ class ExchangeExecutor(Executor):
             reduce_only=reduce_only,
             exits=exits,
             position_id=position_id,
+            status="dry_run" if self.dry_run else "sending",
         )
+        if self.dry_run:
+            log.info("dry run: would send %s", shown)
+            self.journal.settle(cid, "dry_run", note=f"would send {shown}")
+            return Outcome(cid, "dry_run", note=f"dry run: would send {shown}")
         for attempt in (1, 2):
             try:
                 order = await self._call(
