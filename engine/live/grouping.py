@@ -83,9 +83,15 @@ def collect(
 
 
 def snapshot_lines(strategy: Strategy, ev: Evaluation, i: int) -> list[tuple[str, str]]:
-    """The strategy's ``snapshot:`` lines rendered at bar ``i`` of ``ev`` (unknown values: ``unknown``)."""
+    """The strategy's ``snapshot:`` lines rendered at bar ``i`` of ``ev``: an unknown value shows as
+    ``unknown``, and a line whose every value is unknown reads just ``unknown``."""
     context = {"symbol": ev.symbol, "time": format_time(int(ev.frame.times[i])), "rule": "", "severity": ""}
-    return [
-        (label, template.render(lambda name: context[name] if name in context else ev.named_value(name, i)))
-        for label, template in strategy.snapshot
-    ]
+
+    def value_of(name: str) -> Any:
+        return context[name] if name in context else ev.named_value(name, i)
+
+    lines = []
+    for label, template in strategy.snapshot:
+        known = [name for name in template.names if name in context or value_of(name) is not None]
+        lines.append((label, template.render(value_of) if known or not template.names else "unknown"))
+    return lines
