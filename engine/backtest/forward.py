@@ -14,7 +14,6 @@ or ``flat``), which the report says (``direction``: ``signal side``, ``up`` or `
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,27 +36,41 @@ class EventMove:
 def event_moves(r: BacktestResult) -> list[EventMove]:
     """Every fired event of ``r`` with its forward moves over :data:`HORIZONS`, in event order."""
     index = {int(t): i for i, t in enumerate(r.times)}
+    fired = [e for e in r.events if e.kind == "fired"]
+    moves = _moves(r, fired, [index.get(e.time, -1) for e in fired])
     out = []
-    for e in r.events:
-        if e.kind != "fired":
-            continue
+    for e, m in zip(fired, moves, strict=True):
         side = e.signal.side if e.signal is not None else None
-        sign = -1 if side == "short" else 1
-        out.append(EventMove(e, sign, side in ("long", "short"), _moves(r, e.symbol, index.get(e.time))))
+        out.append(EventMove(e, -1 if side == "short" else 1, side in ("long", "short"), m))
     return out
 
 
-def _moves(r: BacktestResult, sym: str, i: int | None) -> tuple[float | None, ...]:
-    opens, closes = r.ahead_opens.get(sym), r.ahead_closes.get(sym)
-    if i is None or opens is None or closes is None or i + 1 >= len(opens):
-        return (None,) * len(HORIZONS)
-    entry = float(opens[i + 1])
-    out: list[float | None] = []
-    for h in HORIZONS:
-        exit_ = float(closes[i + h]) if i + h < len(closes) else float("nan")
-        ok = math.isfinite(entry) and math.isfinite(exit_) and entry > 0 and exit_ > 0
-        out.append((exit_ / entry - 1.0) * 100.0 if ok else None)
-    return tuple(out)
+def _moves(r: BacktestResult, fired: list[Event], rows: list[int]) -> list[tuple[float | None, ...]]:
+    """The moves of each fired event (its bar ``rows[k]``, -1: not on the grid), one symbol's
+    events at a time in numpy: the same float operations as one by one, so the same numbers."""
+    unknown: tuple[float | None, ...] = (None,) * len(HORIZONS)
+    out = [unknown] * len(fired)
+    by_symbol: dict[str, list[int]] = {}
+    for k, e in enumerate(fired):
+        by_symbol.setdefault(e.symbol, []).append(k)
+    for sym, ks in by_symbol.items():
+        opens, closes = r.ahead_opens.get(sym), r.ahead_closes.get(sym)
+        if opens is None or closes is None:
+            continue
+        i = np.asarray([rows[k] for k in ks], dtype=np.int64)
+        placed = (i >= 0) & (i + 1 < len(opens))
+        entry = np.where(placed, opens[np.where(placed, i + 1, 0)], np.nan).astype(float)
+        values, known = [], []
+        for h in HORIZONS:
+            inside = placed & (i + h < len(closes))
+            exit_ = np.where(inside, closes[np.where(inside, i + h, 0)], np.nan).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values.append(((exit_ / entry - 1.0) * 100.0).tolist())
+            known.append((np.isfinite(entry) & np.isfinite(exit_) & (entry > 0) & (exit_ > 0)).tolist())
+        for n, k in enumerate(ks):
+            if placed[n]:
+                out[k] = tuple(v[n] if ok[n] else None for v, ok in zip(values, known, strict=True))
+    return out
 
 
 def forward_table(r: BacktestResult, moves: list[EventMove] | None = None) -> list[dict[str, Any]]:
