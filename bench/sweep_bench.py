@@ -24,27 +24,27 @@ Measured, each ``--repeats`` times (median and min..max):
 The machine is shared: the wall times are of a 2-core machine other work was running on; compare
 the columns of one run, not runs of different days, and prefer the CPU columns.
 
-Measured 2026-11-26 (2 cores, shared with other agents' work: load average ~9 during the run, the
-baseline's wall time 3.5x its CPU time, so the wall columns mostly measure the other work), 24
-trials x 5 runs, 2 folds::
+Measured 2026-11-26 on an idle 2-core machine (load average < 1 before the run), 24 trials x 5
+runs, 2 folds::
 
-    baseline: backtests alone 152 ms wall per trial (117..203), 43 ms CPU (34..58)
-    creating a study: 148 ms CPU (104..822), once per sweep
-    where                         trials/s  min..max   efficiency  overhead (wall)  overhead (CPU)     sweep CPU/trial  start-up
-    1 worker (this process)           5.24  3.04..6.91      100 %           +39 ms  +28 ms (+26..+52)            71 ms     0.3 s
-    2 local processes                 5.29  4.82..6.75       50 %          +226 ms  +31 ms (+28..+35)            28 ms     7.9 s
-    Dask LocalCluster, 2 workers      3.71  3.14..5.40       35 %          +388 ms  +50 ms (+41..+58)            42 ms    19.3 s
+    baseline: backtests alone 25 ms wall per trial (22..29), 25 ms CPU (22..29); 40.78 trials/s on one core
+    creating a study (SQLite file, Optuna's tables): 73 ms CPU (66..472), once per sweep
+    where                         trials/s  min..max      efficiency  overhead (wall)  overhead (CPU)     sweep CPU/trial  start-up
+    1 worker (this process)          22.34  21.35..23.98     100 %           +20 ms  +20 ms (+17..+22)            44 ms     0.1 s
+    2 local processes                34.36  25.54..35.86      77 %           +34 ms  +23 ms (+22..+32)            16 ms     1.3 s
+    Dask LocalCluster, 2 workers     26.94  23.90..30.56      60 %           +50 ms  +34 ms (+29..+42)            22 ms     2.7 s
 
-The CPU a trial costs beyond its four backtests is ~30 ms locally: the study's ask/suggest/tell in
-SQLite (15-22 ms CPU per trial, measured apart with a stub pool over 64 trials; WAL mode: without it
-each commit syncs the file and a trial's study writes took 226 ms of wall time on this disk) and
-compiling the strategy with the trial's params (~6 ms). On Dask the client's own work in the sweep
-process adds ~20 ms per trial. The sweep process does ~28 ms of CPU per trial, so it would keep
-about 35 trials/s in flight before it became the bottleneck. On this 2-core machine the second
-worker could not be measured to scale (the cores were taken by other work; efficiency 50 %);
-pool start-up (spawning processes that import perpwatch and load the data) is 8 s here, 20 s for
-a Dask LocalCluster. On a strategy whose backtests take seconds (many symbols, long histories)
-the overheads are negligible; on this one (4 backtests of ~10 ms CPU) they are 40 % of a trial.
+(N local workers = the CPU count = 2 here, so the "N" row is the 2-process row.) The CPU a trial
+costs beyond its four backtests is ~20 ms locally: the study's ask/suggest/tell in SQLite (15-22 ms
+CPU per trial, measured apart with a stub pool over 64 trials; WAL mode: without it each commit
+syncs the file and a trial's study writes took 226 ms of wall time on this disk) and compiling the
+strategy with the trial's params (~6 ms). On Dask the client's own work in the sweep process adds
+~10-15 ms per trial. The sweep process does 16-22 ms of CPU per trial with a pool, so it keeps
+about 50 trials/s in flight before it becomes the bottleneck: on this strategy (4 backtests of
+~6 ms) the study, not the cores, is the limit; on a strategy whose backtests take seconds (many
+symbols, long histories) the overhead is negligible and the workers scale with the cores. An
+earlier run while other work held both cores (load ~9) gave 5.2 / 5.3 / 3.7 trials/s: compare
+the rows of one run, not runs of different days.
 """
 
 from __future__ import annotations
