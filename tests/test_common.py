@@ -124,3 +124,24 @@ def test_retry_after_accepts_seconds_and_http_dates() -> None:
 )
 def test_retry_after_edge_cases(value: object, expected: float | None) -> None:
     assert retry_after_seconds(value, NOW) == expected
+
+
+def test_no_collection_pauses_the_collector_and_restores_it_as_it_was():
+    import gc
+
+    from perpwatch.common.collector import no_collection, without_collection
+
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), no_collection():
+        assert not gc.isenabled()
+        _ = 1 / 0
+    assert gc.isenabled()  # restored after an error too
+    gc.disable()
+    try:
+        with no_collection():
+            pass
+        assert not gc.isenabled()  # was off: stays off
+    finally:
+        gc.enable()
+    assert without_collection(gc.isenabled)() is False
+    assert gc.isenabled()

@@ -121,9 +121,7 @@ def test_the_crash_bar_is_one_grouped_message_with_the_snapshot(tmp_path):
     )
     assert "*Retail L/S:* 51\\.0% long / 49\\.0% short \\(all accounts\\)" in text
     assert "*Top traders:* 54\\.8% long \\(\\+3\\.8 pts vs all accounts\\)" in text
-    assert (
-        "*Funding:* unknown\n" in text
-    )  # funding.avg is not in this data set: said, not zero
+    assert "*Funding:* unknown\n" in text  # funding.avg is not in this data set: said, not zero
     # then the alerts, the most severe first, then the footer
     alert_lines = [line for line in lines if line.startswith(("🟠", "🟡", "🔴", "🔵", "⚪"))][1:]
     assert len(alert_lines) == len(crash)

@@ -1,6 +1,7 @@
 """The numba window kernels (``language/kernels.py``, the ``speed`` extra) against the numpy helpers
 they replace: identical bits (NaN positions and signs of zero included) on awkward inputs, in the
-helpers and in every window function built on them, and used whenever numba is installed."""
+helpers and in every window function built on them, and used when numba is installed and a process
+asks for them (the live runner) or ``PERPWATCH_NUMBA=1``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,15 @@ WINDOWS = (1, 2, 3, 5, 7, 24, 48, 63, 64, 65, 100, 399, 400, 401)
 
 def numpy_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(F, "_kernels", None)
+
+
+@pytest.fixture(autouse=True)
+def kernels_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the live runner (``prefer_compiled``), whatever the environment says."""
+    monkeypatch.delenv("PERPWATCH_NUMBA", raising=False)
+    monkeypatch.setattr(F, "_wanted", False)
+    monkeypatch.setattr(F, "_kernels", False)
+    F.prefer_compiled()
 
 
 def identical(a: np.ndarray, b: np.ndarray) -> bool:
@@ -150,3 +160,15 @@ def test_the_kernels_are_used_unless_switched_off(monkeypatch):
     assert F.compiled() is None
     F.f_zscore(np.arange(50.0), 24)
     assert calls == []
+
+
+def test_one_shot_processes_keep_numpy_unless_told(monkeypatch):
+    monkeypatch.setattr(F, "_wanted", False)  # nothing called prefer_compiled (backtest, test, sweep)
+    monkeypatch.setattr(F, "_kernels", False)
+    assert F.compiled() is None
+    monkeypatch.setenv("PERPWATCH_NUMBA", "1")  # told
+    assert F.compiled() is kernels
+    monkeypatch.setattr(F, "_kernels", False)
+    monkeypatch.delenv("PERPWATCH_NUMBA")
+    F.prefer_compiled()  # the live runner
+    assert F.compiled() is kernels

@@ -29,10 +29,8 @@ bar after (everything before it is unchanged).
 
 from __future__ import annotations
 
-import gc
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +39,7 @@ import numpy as np
 from perpwatch.api.executors import Fill, Position
 from perpwatch.backtest.lazyevent import LazyEvent
 from perpwatch.backtest.result import BacktestOptions
+from perpwatch.common.collector import no_collection
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.evaluation.events import Event
@@ -170,19 +169,6 @@ def run_fast(
     """The backtest of ``jobs`` over bars ``i0..i1`` of the grid ``times`` (see the module doc)."""
     with no_collection():
         return _run(jobs, times, opens, i0, i1, step_ms, opts, risk)
-
-
-@contextmanager
-def no_collection() -> Iterator[None]:
-    """The cyclic garbage collector paused: the fast path allocates many small acyclic objects
-    (events, fills), and each full collection would scan every evaluation the run holds."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _run(

@@ -29,6 +29,7 @@ from perpwatch.backtest.report import (
 )
 from perpwatch.backtest.result import HORIZONS, BacktestResult
 from perpwatch.backtest.stats import bust_index, buy_and_hold, rule_counts
+from perpwatch.common.collector import without_collection
 from perpwatch.common.extras import require
 from perpwatch.common.timeutil import format_time
 from perpwatch.language.compiler import Rule, Strategy
@@ -41,6 +42,7 @@ MAX_TABLE_ROWS = 500  # trades / events listed in the page's tables (the JSON ha
 _METRIC_COLOURS = ("#2c7a7b", "#b7791f", "#6b46c1", "#c05621", "#2b6cb0")
 
 
+@without_collection
 def write_html(r: BacktestResult, path: str) -> None:
     """One self-contained HTML file (plotly inlined): price + markers and the metric panels under it,
     equity beside buy and hold, drawdown; the figures, forward moves, trades and events as tables."""

@@ -13,6 +13,7 @@ import numpy as np
 from perpwatch.backtest.forward import EventMove, event_moves, forward_table
 from perpwatch.backtest.result import EXIT_KINDS, HORIZONS, BacktestResult
 from perpwatch.backtest.stats import bust_index, per_symbol, rule_counts
+from perpwatch.common.collector import without_collection
 from perpwatch.common.text import printable
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.events import Event
@@ -196,6 +197,7 @@ def alert_only(r: BacktestResult) -> list[str]:
     return [s.name for s in r.strategies if s.execute is None]
 
 
+@without_collection
 def format_text(r: BacktestResult, max_trades: int = 20, max_events: int = 50) -> str:
     """The terminal report: setup, events per rule, forward moves, the events of alert-only
     strategies, figures, trades, assumptions."""
@@ -337,6 +339,7 @@ def format_text(r: BacktestResult, max_trades: int = 20, max_events: int = 50) -
 # --- JSON ------------------------------------------------------------------------------------------
 
 
+@without_collection
 def to_json(r: BacktestResult) -> dict[str, Any]:
     """Every figure of the terminal report, plus every trade, event and the equity curve."""
 
@@ -416,6 +419,7 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else format_time(int(ms))
 
 
+@without_collection
 def write_json(r: BacktestResult, path: str) -> None:
     """Compact JSON (one line; the C encoder: fast on 100k events); NaN written as null."""
     doc = to_json(r)

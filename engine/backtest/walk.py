@@ -35,7 +35,7 @@ import numpy as np
 from perpwatch.api.interfaces import Accounting, Executor, PluginContext
 from perpwatch.api.ledger import Ledger
 from perpwatch.api.registry import Registry, load_registry
-from perpwatch.backtest.fastloop import Job, Outcome, bust_reason, no_collection, run_fast, why_not_fast
+from perpwatch.backtest.fastloop import Job, Outcome, bust_reason, run_fast, why_not_fast
 from perpwatch.backtest.history import History, symbols_for
 from perpwatch.backtest.lazyevent import LazyEvent
 from perpwatch.backtest.result import (
@@ -48,6 +48,7 @@ from perpwatch.backtest.result import (
 )
 from perpwatch.backtest.stats import assumptions, compute_stats
 from perpwatch.common.clock import FakeClock
+from perpwatch.common.collector import no_collection
 from perpwatch.common.errors import PerpwatchError, did_you_mean
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation, evaluate

@@ -38,6 +38,7 @@ from perpwatch.common.clock import Clock
 from perpwatch.common.errors import PerpwatchError
 from perpwatch.common.redact import redact as redact_secrets
 from perpwatch.language.compiler import Strategy
+from perpwatch.language.functions import prefer_compiled
 from perpwatch.live import loop
 from perpwatch.live.alerting import Alerting
 from perpwatch.live.alertstate import AlertState
@@ -291,7 +292,10 @@ class Runner:
         handle_signals: bool = True,
         on_cycle: Callable[[CycleReport], None] | None = None,
     ) -> None:
-        """Cycle at each bar close (plus the settle delay) until stopped, ``max_cycles`` or ``until``."""
+        """Cycle at each bar close (plus the settle delay) until stopped, ``max_cycles`` or ``until``.
+        A process that runs for long evaluates the newest bars many times: it takes the compiled
+        window kernels when numba is installed (``functions.prefer_compiled``; the same bits)."""
+        prefer_compiled()
         await loop.run_forever(
             self,
             self.wakeup,
