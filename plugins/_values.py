@@ -261,17 +261,19 @@ def number_cell(cell: str) -> float:
 
 def numbers_from_text(cells: Sequence[str | None], err: Err) -> np.ndarray:
     """Number cells (text; None is empty) -> float64, NaN for unknown; the first bad cell raises."""
-    if all(isinstance(c, str) for c in cells):
-        joined = "\n".join(cells)  # type: ignore[arg-type]
-        if _NUMBER_CHARS.fullmatch(joined):
-            try:
-                out = np.array([c or "nan" for c in cells], dtype=float)
-            except ValueError:
-                out = None
-            if out is not None:
-                empty = np.fromiter((not c for c in cells), dtype=bool, count=len(cells))
-                if np.isfinite(out[~empty]).all():
-                    return out
+    try:
+        joined: str | None = "\n".join(cells)  # type: ignore[arg-type]
+    except TypeError:  # a None cell: the cell-by-cell path below
+        joined = None
+    if joined is not None and _NUMBER_CHARS.fullmatch(joined):
+        try:
+            out = np.array([c or "nan" for c in cells], dtype=float)
+        except ValueError:
+            out = None
+        # These characters cannot spell "nan" or "inf": a NaN here is an empty cell (unknown), an
+        # infinity an overflow such as 1e999 (refused below, at its row).
+        if out is not None and not np.isinf(out).any():
+            return out
     out = np.empty(len(cells))
     for i, cell in enumerate(cells):
         try:
