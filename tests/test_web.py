@@ -400,9 +400,10 @@ def test_run_http_bad_address_is_bad_input(tmp_path):
 
 def test_serve_command_over_a_simulated_database(tmp_path):
     import os
-    import select
+    import queue
     import signal
     import subprocess
+    import threading
 
     from helpers import perpwatch_command, run_perpwatch
 
@@ -416,11 +417,19 @@ def test_serve_command_over_a_simulated_database(tmp_path):
         [*perpwatch_command(), "serve", "--state", "state.db", "--http", "127.0.0.1:0"],
         cwd=tmp_path, stderr=subprocess.PIPE, text=True, env={**os.environ, "PW_TOKEN": TOKEN},
     )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    # A thread reads the lines: select() on the pipe would wait for more bytes while the line
+    # looked for already sits in the reader's buffer.
+    reader = threading.Thread(
+        target=lambda: [lines.put(line) for line in iter(proc.stderr.readline, "")], daemon=True
+    )
+    reader.start()
     try:
         url, seen = None, []
-        while url is None and select.select([proc.stderr], [], [], 60)[0]:
-            line = proc.stderr.readline()
-            if not line:
+        while url is None:
+            try:
+                line = lines.get(timeout=60)
+            except queue.Empty:
                 break
             seen.append(line)
             if line.startswith("perpwatch serve: state.db on http://"):
@@ -437,7 +446,9 @@ def test_serve_command_over_a_simulated_database(tmp_path):
         assert page.status_code == 200 and "replayed" in page.text
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+    err = "".join(lines.get() for _ in range(lines.qsize()))
     assert TOKEN not in "".join(seen) + err
     assert "Traceback" not in err
 
