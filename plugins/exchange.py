@@ -33,6 +33,7 @@ What it guarantees (``docs/trading.md`` has the whole story):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -474,7 +475,8 @@ class ExchangeExecutor(Executor):
         shown += (f" price {limit}" if limit is not None else "") + "".join(
             f" {k} {v}" for k, v in params.items()
         )
-        self.journal.sending(
+        record_sending = functools.partial(
+            self.journal.sending,
             cid,
             strategy=strategy,
             symbol=symbol,
@@ -486,8 +488,8 @@ class ExchangeExecutor(Executor):
             reduce_only=reduce_only,
             exits=exits,
             position_id=position_id,
-            status="dry_run" if self.dry_run else "sending",
         )
+        record_sending(status="dry_run" if self.dry_run else "sending")
         if self.dry_run:
             log.info("dry run: would send %s", shown)
             self.journal.settle(cid, "dry_run", note=f"would send {shown}")
@@ -515,19 +517,7 @@ class ExchangeExecutor(Executor):
                     if attempt == 1 and wait <= self.max_wait:
                         await self.clock.sleep(max(0.0, wait))
                         self.journal.put("backoff_until", None)
-                        self.journal.sending(
-                            cid,
-                            strategy=strategy,
-                            symbol=symbol,
-                            event_key=key,
-                            leg=leg,
-                            side=side,
-                            qty=str(qty),
-                            price=ref_price,
-                            reduce_only=reduce_only,
-                            exits=exits,
-                            position_id=position_id,
-                        )
+                        record_sending()
                         continue
                     raise ExecutorError(f"{shown}: not sent: {e}") from None
                 if e.kind in ("unknown", "other"):
