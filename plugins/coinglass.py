@@ -668,7 +668,7 @@ class CoinGlassSource(HttpSource):
         if not len(days.days):
             raise RequestError(f"no {coin.upper()} ETF days in the response", retryable=False)
         cols, observed = daily_on_bars(days, plan.grid, plan.step, self.etf_known_after_ms)
-        return Columns(dict(cols), observed, self._once("", days.notes))  # the newest placeholder: once
+        return Columns(dict(cols), observed, self._once("", days.notes))  # the newest filler: once
 
 
 async def _none() -> None:

@@ -24,7 +24,7 @@ history endpoint, named after the request, anywhere below it::
 The saved order-book responses do not record the ``range`` they were asked for, so they are read
 only when ``depth_range`` (``convert-coinglass --depth-range``) says it; otherwise they are skipped
 with a note. ETF files hold one row per US trading day, for every symbol: they are put on the
-other responses' bars causally (``coinglass_market.daily_on_bars``), their placeholder rows unknown.
+other responses' bars causally (``coinglass_market.daily_on_bars``), their filler rows unknown.
 Per-exchange funding histories (8 h bars, percent per the exchange's own interval) need that
 interval, which the saved responses do not record: ``funding_intervals`` (``convert-coinglass
 --funding-interval binance=8``) gives it per exchange; the close of the 8 h bar opening at T is known

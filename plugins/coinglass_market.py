@@ -6,8 +6,8 @@ Pure functions, shared by the live source (``coinglass.py``) and the saved-respo
 * ETF daily flows and net assets (:func:`etf_days`, :func:`daily_on_bars`): one value per US
   trading day, stamped 00:00 UTC of that day, known only once the day has closed
   (``known_after_ms`` after the stamp, 24 h by default). A bar gets the latest day known by its
-  close; a day whose row is the feed's placeholder (the newest row: ``flow_usd`` 0 and every
-  per-ETF flow null) is not data, so a bar whose latest known day is a placeholder is unknown.
+  close; a day whose row is the feed's filler (the newest row: ``flow_usd`` 0 and every
+  per-ETF flow null) is not data, so a bar whose latest known day is a filler is unknown.
   The value stays in force over days without rows (weekends, holidays) for at most
   :data:`DAILY_CARRY_MS`; after that it is unknown (a feed that stopped is not a quiet market).
 * Options max pain (:func:`max_pain`) and options OI / volume (:func:`options_totals`): snapshots.
@@ -18,7 +18,7 @@ Pure functions, shared by the live source (``coinglass.py``) and the saved-respo
   within a band, and the nearest large cluster.
 
 Every value that cannot be right (text that is no number, a time in seconds where milliseconds
-belong, a placeholder row) is unknown, and each kind of problem is named once in the notes.
+belong, a filler row) is unknown, and each kind of problem is named once in the notes.
 """
 
 from __future__ import annotations
@@ -81,15 +81,15 @@ def is_bad_number(value: object) -> bool:
 
 @dataclass
 class Days:
-    """Daily values: day stamps (ms, ascending), values (NaN: unknown), which days are placeholders."""
+    """Daily values: day stamps (ms, ascending), values (NaN: unknown), which days are fillers."""
 
     days: np.ndarray
     values: dict[str, np.ndarray]
-    placeholder: np.ndarray
+    filler: np.ndarray
     notes: list[str] = field(default_factory=list)
 
 
-def _is_flow_placeholder(row: Mapping[str, Any]) -> bool:
+def _is_flow_filler(row: Mapping[str, Any]) -> bool:
     """The feed's newest row before the day's data arrives: net flow 0 (or null) and no per-ETF flow."""
     total = number(row.get("flow_usd"))
     if total not in (None, 0.0):
@@ -112,10 +112,10 @@ def etf_days(
     """``flow-history`` and ``net-assets/history`` rows -> daily ``etf.<coin>_*`` values.
 
     The cumulative flow sums every day's net flow from the first row; after a day whose flow is
-    unknown (not a placeholder) it is unknown. Either list may be None (not fetched)."""
+    unknown (not a filler) it is unknown. Either list may be None (not fetched)."""
     notes: list[str] = []
     by_day: dict[int, dict[str, float]] = {}
-    placeholders: set[int] = set()
+    fillers: set[int] = set()
     flow_m, cum_m, assets_m = (f"etf.{coin}_{k}" for k in ("flow_usd", "flow_cum_usd", "net_assets_usd"))
 
     def usable(rows: Sequence[Mapping[str, Any]], what: str) -> list[tuple[int, Mapping[str, Any]]]:
@@ -125,8 +125,8 @@ def etf_days(
 
     bad: dict[str, list[object]] = {}
     for day, row in usable(flow_rows or [], f"{coin} ETF flows"):
-        if _is_flow_placeholder(row):
-            placeholders.add(day)
+        if _is_flow_filler(row):
+            fillers.add(day)
             continue
         value = number(row.get("flow_usd"))
         if is_bad_number(row.get("flow_usd")):
@@ -136,17 +136,17 @@ def etf_days(
         value = number(row.get("net_assets_usd"))
         if is_bad_number(row.get("net_assets_usd")):
             bad.setdefault(assets_m, []).append(row.get("net_assets_usd"))
-        if value is None or value <= 0:  # a placeholder (0 or null): not data
+        if value is None or value <= 0:  # a filler (0 or null): not data
             continue
         by_day.setdefault(day, {})[assets_m] = value
     for metric, examples in bad.items():
         notes.append(f"values that are not numbers, unknown: {metric} {len(examples)} (e.g. {examples[0]!r})")
-    placeholders -= {d for d, v in by_day.items() if flow_m in v}
-    days = np.asarray(sorted(set(by_day) | placeholders), dtype=np.int64)
+    fillers -= {d for d, v in by_day.items() if flow_m in v}
+    days = np.asarray(sorted(set(by_day) | fillers), dtype=np.int64)
     values: dict[str, np.ndarray] = {}
     if flow_rows is not None:
         flows = np.asarray([by_day.get(int(d), {}).get(flow_m, math.nan) for d in days])
-        real = ~np.isin(days, list(placeholders))
+        real = ~np.isin(days, list(fillers))
         steps = np.where(real, flows, 0.0)
         cum = np.cumsum(steps)
         unknown_from = np.flatnonzero(real & np.isnan(flows))
@@ -156,13 +156,13 @@ def etf_days(
         values[cum_m] = np.where(real, cum, math.nan)
     if asset_rows is not None:
         values[assets_m] = np.asarray([by_day.get(int(d), {}).get(assets_m, math.nan) for d in days])
-    placeholder = np.isin(days, list(placeholders))
-    if placeholder.any():
+    filler = np.isin(days, list(fillers))
+    if filler.any():
         notes.append(
-            f"{coin} ETF flows: {int(placeholder.sum())} placeholder day(s) without data "
-            f"(e.g. {format_time(int(days[placeholder][0]))}): unknown, not 0"
+            f"{coin} ETF flows: {int(filler.sum())} filler day(s) without data "
+            f"(e.g. {format_time(int(days[filler][0]))}): unknown, not 0"
         )
-    return Days(days, values, placeholder, notes)
+    return Days(days, values, filler, notes)
 
 
 def daily_on_bars(

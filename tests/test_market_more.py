@@ -2,7 +2,7 @@
 liquidation heatmap, from CoinGlass V4 and keyless Binance, against httpx.MockTransport.
 
 Payloads are shaped exactly as the examples of ``shared/spec/coinglass-v4-more.md`` (and its real rows
-quoted there); each family's faults (plan gates, placeholder rows, seconds for milliseconds, numbers
+quoted there); each family's faults (plan gates, filler rows, seconds for milliseconds, numbers
 as text) become unknown with one reason, never 0."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ PREMIUM = [
 BASIS = [
     {"time": T0, "open_basis": 0.0504, "close_basis": 0.0445, "open_change": 39.5, "close_change": 34.56}
 ]
-# A3.1: the docs' first day (2024-01-11), two more days, and the feed's trailing placeholder
+# A3.1: the docs' first day (2024-01-11), two more days, and the feed's trailing filler
 D0 = 1704931200000  # 2024-01-11 (a Thursday)
 ETF_FLOWS = [
     {"timestamp": D0, "flow_usd": 655300000, "price_usd": 46663,
@@ -407,17 +407,17 @@ def test_coinglass_basis_is_raw() -> None:
 # ------------------------------------------------------------------------------------- ETF
 
 
-def test_etf_days_skip_the_placeholder_and_sum_the_flows() -> None:
+def test_etf_days_skip_the_filler_and_sum_the_flows() -> None:
     days = cm.etf_days(ETF_FLOWS, ETF_ASSETS, "btc", None)
     assert days.days.tolist() == [D0, D0 + DAY, D0 + 4 * DAY, D0 + 5 * DAY]
-    assert days.placeholder.tolist() == [False, False, False, True]
+    assert days.filler.tolist() == [False, False, False, True]
     flows = days.values["etf.btc_flow_usd"]
     assert flows[:3].tolist() == [655300000, -100000000, 50000000] and np.isnan(flows[3])  # not 0
     cum = days.values["etf.btc_flow_cum_usd"]
     assert cum[:3].tolist() == [655300000, 555300000, 605300000] and np.isnan(cum[3])
     assets = days.values["etf.btc_net_assets_usd"]
     assert assets[:2].tolist() == [51671409241.39, 51500000000.0] and np.isnan(assets[2:]).all()
-    assert any("placeholder" in n and "not 0" in n for n in days.notes)
+    assert any("filler" in n and "not 0" in n for n in days.notes)
 
 
 def test_etf_on_intraday_bars_is_causal() -> None:
@@ -434,7 +434,7 @@ def test_etf_on_intraday_bars_is_causal() -> None:
     assert at("2024-01-12T20:00:00Z") == -100000000
     assert at("2024-01-14T12:00:00Z") == -100000000  # Friday's flow over the weekend
     assert at("2024-01-15T20:00:00Z") == 50000000  # Monday
-    assert np.isnan(at("2024-01-16T20:00:00Z"))  # the placeholder day: unknown, not 0
+    assert np.isnan(at("2024-01-16T20:00:00Z"))  # the filler day: unknown, not 0
     known = ~np.isnan(flow)
     assert (observed["etf.btc_flow_usd"][known] == grid[known]).all()
     # carried at most DAILY_CARRY_MS: a feed that stopped is not a quiet market
@@ -471,7 +471,7 @@ def test_coinglass_etf_job_fetches_full_history_once() -> None:
     assert all(dict(r.url.params) == {} for r in fake.requests)
     flow = frame.columns["etf.btc_flow_usd"]
     assert flow[int(np.searchsorted(frame.times, parse_time("2024-01-11T20:00:00Z")))] == 655300000
-    assert np.isnan(flow[-1])  # the placeholder day
+    assert np.isnan(flow[-1])  # the filler day
     later = coinglass(FakeCG(**{"/api/etf/bitcoin/net-assets/history": []}), etf_known_after_hours=30)
     later_frame = fetch(later, {"etf.btc_flow_usd"}, start=start, end=parse_time("2024-01-16T20:00:00Z"))
     late = later_frame.columns["etf.btc_flow_usd"]  # known 30 h after the stamp: 2024-01-12 06:00

@@ -961,7 +961,7 @@ _CG_HISTORY: dict[str, tuple[dict[str, Callable[[Series, int], float | None]], s
         "num",
     ),
 }
-#: ETF daily paths (issue 17): the documented example day and the feed's trailing placeholder row.
+#: ETF daily paths (issue 17): the documented example day and the feed's trailing filler row.
 _CG_ETF = {
     "/api/etf/bitcoin/flow-history": [
         {"timestamp": 1704931200000, "flow_usd": 655300000, "price_usd": 46663,
