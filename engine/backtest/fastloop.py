@@ -39,7 +39,7 @@ import numpy as np
 from perpwatch.api.executors import Fill, Position
 from perpwatch.backtest.lazyevent import LazyEvent
 from perpwatch.backtest.result import BacktestOptions
-from perpwatch.common.collector import no_collection
+from perpwatch.common.collector import without_collection
 from perpwatch.common.timeutil import format_time
 from perpwatch.evaluation.evaluate import Evaluation
 from perpwatch.evaluation.events import Event
@@ -156,6 +156,7 @@ def rule_events(jobs: Sequence[Job], times: np.ndarray, i0: int, i1: int) -> lis
     ]
 
 
+@without_collection  # many small acyclic objects: no full collection over the evaluations
 def run_fast(
     jobs: Sequence[Job],
     times: np.ndarray,
@@ -167,20 +168,6 @@ def run_fast(
     risk: RiskGate,
 ) -> Outcome:
     """The backtest of ``jobs`` over bars ``i0..i1`` of the grid ``times`` (see the module doc)."""
-    with no_collection():
-        return _run(jobs, times, opens, i0, i1, step_ms, opts, risk)
-
-
-def _run(
-    jobs: Sequence[Job],
-    times: np.ndarray,
-    opens: dict[str, np.ndarray],
-    i0: int,
-    i1: int,
-    step_ms: int,
-    opts: BacktestOptions,
-    risk: RiskGate,
-) -> Outcome:
     found = rule_events(jobs, times, i0, i1)
     with_signal = {
         (job.strategy.name, rule.name) for job in jobs for rule in job.strategy.rules if rule.side is not None
